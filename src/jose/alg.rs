@@ -1,0 +1,518 @@
+//! Signature algorithms and the crypto provider behind them.
+//!
+//! This is the only module that knows which provider is compiled in:
+//! `aws-lc-rs` (the default, feature `aws-lc`) or `ring` (feature `ring`,
+//! with RSA key generation through the `rsa` crate, which never signs: its
+//! private-key operations are not constant-time, RUSTSEC-2023-0071). Every
+//! other module speaks in [`Algorithm`], [`SigningKey`] and [`VerifyingKey`].
+//!
+//! A key is bound to exactly one algorithm when it is made. Nothing here
+//! chooses an algorithm from a token: the caller pins the key, and
+//! [`crate::jose::jws`] refuses a header whose `alg` differs from the key's.
+
+use std::fmt;
+
+#[cfg(feature = "aws-lc")]
+use aws_lc_rs as provider;
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+use ring as provider;
+
+#[cfg(not(any(feature = "aws-lc", feature = "ring")))]
+compile_error!("enable exactly one crypto provider: feature `aws-lc` (default) or `ring`");
+
+use provider::rand::SecureRandom;
+use provider::signature::{self as sig, KeyPair};
+use provider::{digest, hmac, rand};
+
+use super::der;
+use super::JoseError;
+
+/// The name of the provider compiled in, for `--version` and metrics.
+#[cfg(feature = "aws-lc")]
+pub const PROVIDER: &str = "aws-lc-rs";
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+pub const PROVIDER: &str = "ring";
+
+/// A JWS algorithm this crate signs or verifies with (RFC 7518, RFC 8037).
+///
+/// `none` is not an algorithm here: there is no way to express it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256: the default, what every verifier accepts.
+    RS256,
+    /// RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-byte salt.
+    PS256,
+    /// ECDSA on P-256 with SHA-256, signature as the 64-byte `r || s`.
+    ES256,
+    /// Ed25519 (RFC 8037).
+    EdDSA,
+    /// HMAC-SHA-256 with a shared secret: verification of tokens that other
+    /// systems made with a secret given as bytes. Never derived from a public key.
+    HS256,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order the discovery document lists them.
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::RS256,
+        Algorithm::PS256,
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+        Algorithm::HS256,
+    ];
+
+    /// The algorithms whose keys live in the key ring and sign issued tokens.
+    pub const ASYMMETRIC: [Algorithm; 4] = [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA];
+
+    /// The `alg` value on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RS256 => "RS256",
+            Algorithm::PS256 => "PS256",
+            Algorithm::ES256 => "ES256",
+            Algorithm::EdDSA => "EdDSA",
+            Algorithm::HS256 => "HS256",
+        }
+    }
+
+    /// Parses an `alg` value. Case-sensitive, as RFC 7515 §4.1.1 requires:
+    /// `rs256` is not `RS256`, and `none` in any spelling is `None`.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// The JWK `kty` of keys for this algorithm.
+    pub fn key_type(self) -> &'static str {
+        match self {
+            Algorithm::RS256 | Algorithm::PS256 => "RSA",
+            Algorithm::ES256 => "EC",
+            Algorithm::EdDSA => "OKP",
+            Algorithm::HS256 => "oct",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = JoseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Algorithm::from_name(s).ok_or_else(|| JoseError::UnsupportedAlg(s.to_owned()))
+    }
+}
+
+/// The public half of an asymmetric key, in the components a JWK carries.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PublicKey {
+    /// Modulus and exponent, big-endian without leading zeros.
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// P-256 affine coordinates, 32 bytes each.
+    P256 { x: [u8; 32], y: [u8; 32] },
+    /// The 32-byte Ed25519 public key.
+    Ed25519([u8; 32]),
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublicKey::Rsa { n, .. } => write!(f, "PublicKey::Rsa({} bits)", n.len() * 8),
+            PublicKey::P256 { .. } => f.write_str("PublicKey::P256"),
+            PublicKey::Ed25519(_) => f.write_str("PublicKey::Ed25519"),
+        }
+    }
+}
+
+enum Signer {
+    Rsa(sig::RsaKeyPair),
+    Ec(sig::EcdsaKeyPair),
+    Ed(sig::Ed25519KeyPair),
+}
+
+/// A private key bound to one algorithm. Its `Debug` never shows key material.
+pub struct SigningKey {
+    alg: Algorithm,
+    signer: Signer,
+    public: PublicKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("alg", &self.alg)
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Loads an unencrypted PKCS#8 (DER) private key for `alg`.
+    ///
+    /// The key's type must fit the algorithm: an RSA key cannot be loaded
+    /// for ES256, and nothing can be loaded for HS256.
+    pub fn from_pkcs8(alg: Algorithm, pkcs8: &[u8]) -> Result<SigningKey, JoseError> {
+        let rejected = |e: provider::error::KeyRejected| {
+            JoseError::InvalidKey(format!("{} private key rejected: {e}", alg.key_type()))
+        };
+        let (signer, public) = match alg {
+            Algorithm::RS256 | Algorithm::PS256 => {
+                let pair = sig::RsaKeyPair::from_pkcs8(pkcs8).map_err(rejected)?;
+                let (n, e) = der::parse_rsa_public_key(pair.public_key().as_ref())?;
+                if n.len() * 8 < 2048 {
+                    return Err(JoseError::InvalidKey(format!(
+                        "RSA key of {} bits: at least 2048 are required",
+                        n.len() * 8
+                    )));
+                }
+                (Signer::Rsa(pair), PublicKey::Rsa { n, e })
+            }
+            Algorithm::ES256 => {
+                let pair = ecdsa_from_pkcs8(pkcs8).map_err(rejected)?;
+                let public = p256_from_point(pair.public_key().as_ref())?;
+                (Signer::Ec(pair), public)
+            }
+            Algorithm::EdDSA => {
+                let pair = sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(rejected)?;
+                let x: [u8; 32] = pair
+                    .public_key()
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| JoseError::InvalidKey("Ed25519 public key is not 32 bytes".into()))?;
+                (Signer::Ed(pair), PublicKey::Ed25519(x))
+            }
+            Algorithm::HS256 => {
+                return Err(JoseError::InvalidKey(
+                    "HS256 has no private key: use a shared secret with VerifyingKey::hmac".into(),
+                ))
+            }
+        };
+        Ok(SigningKey { alg, signer, public })
+    }
+
+    /// Makes a new key for `alg` and returns it with its PKCS#8 DER encoding.
+    ///
+    /// `rsa_bits` is used for RS256/PS256 only and must be 2048, 3072 or 4096.
+    /// RSA generation takes from tens of milliseconds to seconds: call it from
+    /// a blocking context (`spawn_blocking` in async code).
+    pub fn generate(alg: Algorithm, rsa_bits: u32) -> Result<(SigningKey, Vec<u8>), JoseError> {
+        let rng = rand::SystemRandom::new();
+        let der = match alg {
+            Algorithm::RS256 | Algorithm::PS256 => generate_rsa_pkcs8(rsa_bits)?,
+            Algorithm::ES256 => sig::EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map_err(|_| JoseError::Crypto("P-256 key generation failed"))?
+                .as_ref()
+                .to_vec(),
+            Algorithm::EdDSA => sig::Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| JoseError::Crypto("Ed25519 key generation failed"))?
+                .as_ref()
+                .to_vec(),
+            Algorithm::HS256 => {
+                return Err(JoseError::InvalidKey(
+                    "HS256 keys are shared secrets, not generated key pairs".into(),
+                ))
+            }
+        };
+        let key = SigningKey::from_pkcs8(alg, &der)?;
+        Ok((key, der))
+    }
+
+    /// The algorithm this key signs with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The public half, as JWK components.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// A verifier for this key's own signatures.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, JoseError> {
+        VerifyingKey::from_public(self.alg, &self.public)
+    }
+
+    /// Signs `message` (the JWS signing input) and returns the raw signature.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, JoseError> {
+        match &self.signer {
+            Signer::Rsa(pair) => {
+                let padding: &'static dyn sig::RsaEncoding = match self.alg {
+                    Algorithm::PS256 => &sig::RSA_PSS_SHA256,
+                    _ => &sig::RSA_PKCS1_SHA256,
+                };
+                let modulus_len = match &self.public {
+                    PublicKey::Rsa { n, .. } => n.len(),
+                    _ => 0,
+                };
+                let mut out = vec![0u8; modulus_len];
+                pair.sign(padding, &rand::SystemRandom::new(), message, &mut out)
+                    .map_err(|_| JoseError::Crypto("RSA signing failed"))?;
+                Ok(out)
+            }
+            Signer::Ec(pair) => pair
+                .sign(&rand::SystemRandom::new(), message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| JoseError::Crypto("ECDSA signing failed")),
+            Signer::Ed(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+        }
+    }
+}
+
+#[cfg(feature = "aws-lc")]
+fn ecdsa_from_pkcs8(pkcs8: &[u8]) -> Result<sig::EcdsaKeyPair, provider::error::KeyRejected> {
+    sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+}
+
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+fn ecdsa_from_pkcs8(pkcs8: &[u8]) -> Result<sig::EcdsaKeyPair, provider::error::KeyRejected> {
+    sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rand::SystemRandom::new())
+}
+
+fn check_rsa_bits(bits: u32) -> Result<(), JoseError> {
+    match bits {
+        2048 | 3072 | 4096 => Ok(()),
+        _ => Err(JoseError::InvalidKey(format!(
+            "RSA keys are 2048, 3072 or 4096 bits, not {bits}"
+        ))),
+    }
+}
+
+#[cfg(feature = "aws-lc")]
+fn generate_rsa_pkcs8(bits: u32) -> Result<Vec<u8>, JoseError> {
+    use provider::encoding::AsDer;
+    use provider::rsa::KeySize;
+    check_rsa_bits(bits)?;
+    let size = match bits {
+        2048 => KeySize::Rsa2048,
+        3072 => KeySize::Rsa3072,
+        _ => KeySize::Rsa4096,
+    };
+    let pair = provider::rsa::KeyPair::generate(size).map_err(|_| JoseError::Crypto("RSA key generation failed"))?;
+    let der = pair
+        .as_der()
+        .map_err(|_| JoseError::Crypto("RSA key encoding failed"))?;
+    Ok(der.as_ref().to_vec())
+}
+
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+fn generate_rsa_pkcs8(bits: u32) -> Result<Vec<u8>, JoseError> {
+    use rsa::pkcs8::EncodePrivateKey;
+    check_rsa_bits(bits)?;
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits as usize)
+        .map_err(|_| JoseError::Crypto("RSA key generation failed"))?;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|_| JoseError::Crypto("RSA key encoding failed"))?;
+    Ok(der.as_bytes().to_vec())
+}
+
+fn p256_from_point(point: &[u8]) -> Result<PublicKey, JoseError> {
+    match point {
+        [0x04, rest @ ..] if rest.len() == 64 => {
+            let mut x = [0u8; 32];
+            let mut y = [0u8; 32];
+            x.copy_from_slice(&rest[..32]);
+            y.copy_from_slice(&rest[32..]);
+            Ok(PublicKey::P256 { x, y })
+        }
+        _ => Err(JoseError::InvalidKey(
+            "P-256 public key is not an uncompressed point".into(),
+        )),
+    }
+}
+
+#[cfg(feature = "aws-lc")]
+type Parsed = sig::ParsedPublicKey;
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+type Parsed = sig::UnparsedPublicKey<Vec<u8>>;
+
+#[cfg(feature = "aws-lc")]
+fn parse_public(alg: &'static dyn sig::VerificationAlgorithm, bytes: Vec<u8>) -> Result<Parsed, JoseError> {
+    sig::ParsedPublicKey::new(alg, bytes).map_err(|e| JoseError::InvalidKey(format!("public key rejected: {e}")))
+}
+
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+fn parse_public(alg: &'static dyn sig::VerificationAlgorithm, bytes: Vec<u8>) -> Result<Parsed, JoseError> {
+    Ok(sig::UnparsedPublicKey::new(alg, bytes))
+}
+
+#[cfg(feature = "aws-lc")]
+fn verify_parsed(key: &Parsed, message: &[u8], signature: &[u8]) -> bool {
+    key.verify_sig(message, signature).is_ok()
+}
+
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+fn verify_parsed(key: &Parsed, message: &[u8], signature: &[u8]) -> bool {
+    key.verify(message, signature).is_ok()
+}
+
+enum Verifier {
+    Public(Parsed),
+    Hmac(hmac::Key),
+}
+
+/// A public key (or, for HS256, a shared secret) bound to one algorithm,
+/// parsed once so that each verification does only the signature check.
+pub struct VerifyingKey {
+    alg: Algorithm,
+    verifier: Verifier,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    /// A verifier for `alg` from public components. RSA keys under 2048 bits
+    /// are refused; the component type must fit the algorithm.
+    pub fn from_public(alg: Algorithm, public: &PublicKey) -> Result<VerifyingKey, JoseError> {
+        let parsed = match (alg, public) {
+            (Algorithm::RS256 | Algorithm::PS256, PublicKey::Rsa { n, e }) => {
+                let bits = der::unsigned_bits(n);
+                if bits < 2048 {
+                    return Err(JoseError::InvalidKey(format!(
+                        "RSA key of {bits} bits: at least 2048 are required"
+                    )));
+                }
+                let params: &'static dyn sig::VerificationAlgorithm = if alg == Algorithm::PS256 {
+                    &sig::RSA_PSS_2048_8192_SHA256
+                } else {
+                    &sig::RSA_PKCS1_2048_8192_SHA256
+                };
+                parse_public(params, der::encode_rsa_public_key(n, e))?
+            }
+            (Algorithm::ES256, PublicKey::P256 { x, y }) => {
+                let mut point = Vec::with_capacity(65);
+                point.push(0x04);
+                point.extend_from_slice(x);
+                point.extend_from_slice(y);
+                parse_public(&sig::ECDSA_P256_SHA256_FIXED, point)?
+            }
+            (Algorithm::EdDSA, PublicKey::Ed25519(x)) => parse_public(&sig::ED25519, x.to_vec())?,
+            (alg, public) => {
+                return Err(JoseError::InvalidKey(format!("{public:?} cannot verify {alg}")));
+            }
+        };
+        Ok(VerifyingKey {
+            alg,
+            verifier: Verifier::Public(parsed),
+        })
+    }
+
+    /// An HS256 verifier from a shared secret given as bytes. Secrets shorter
+    /// than 32 bytes (the hash size, RFC 7518 §3.2) are refused.
+    pub fn hmac(secret: &[u8]) -> Result<VerifyingKey, JoseError> {
+        if secret.len() < 32 {
+            return Err(JoseError::InvalidKey(format!(
+                "HS256 secret of {} bytes: at least 32 are required",
+                secret.len()
+            )));
+        }
+        Ok(VerifyingKey {
+            alg: Algorithm::HS256,
+            verifier: Verifier::Hmac(hmac::Key::new(hmac::HMAC_SHA256, secret)),
+        })
+    }
+
+    /// The one algorithm this key verifies.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// Checks `signature` over `message`. The comparison of HMAC tags is
+    /// constant-time (the provider's `hmac::verify`).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), JoseError> {
+        let ok = match &self.verifier {
+            Verifier::Public(key) => verify_parsed(key, message, signature),
+            Verifier::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(JoseError::BadSignature)
+        }
+    }
+}
+
+/// HMAC-SHA-256 of `message`, for tests and tools that must make HS256 tokens.
+pub fn hmac_sha256(secret: &[u8], message: &[u8]) -> Vec<u8> {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), message)
+        .as_ref()
+        .to_vec()
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Fills `buf` from the operating system's CSPRNG.
+pub fn random_bytes(buf: &mut [u8]) -> Result<(), JoseError> {
+    rand::SystemRandom::new()
+        .fill(buf)
+        .map_err(|_| JoseError::Crypto("the system random generator failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_case_sensitive_and_none_is_not_an_algorithm() {
+        assert_eq!(Algorithm::from_name("RS256"), Some(Algorithm::RS256));
+        assert_eq!(Algorithm::from_name("EdDSA"), Some(Algorithm::EdDSA));
+        for bad in ["rs256", "none", "None", "NONE", "nOnE", "", "HS384", "ES256K"] {
+            assert_eq!(Algorithm::from_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ec_and_ed_keys_sign_and_verify_their_own_signatures() {
+        for alg in [Algorithm::ES256, Algorithm::EdDSA] {
+            let (key, der) = SigningKey::generate(alg, 0).unwrap();
+            let again = SigningKey::from_pkcs8(alg, &der).unwrap();
+            assert_eq!(key.public_key(), again.public_key());
+            let sig = key.sign(b"message").unwrap();
+            let v = key.verifying_key().unwrap();
+            v.verify(b"message", &sig).unwrap();
+            assert!(v.verify(b"messagf", &sig).is_err());
+        }
+    }
+
+    #[test]
+    fn a_key_loads_only_for_its_own_kind_of_algorithm() {
+        let (_, ec) = SigningKey::generate(Algorithm::ES256, 0).unwrap();
+        assert!(SigningKey::from_pkcs8(Algorithm::RS256, &ec).is_err());
+        assert!(SigningKey::from_pkcs8(Algorithm::EdDSA, &ec).is_err());
+        assert!(SigningKey::from_pkcs8(Algorithm::HS256, &ec).is_err());
+        let ed = SigningKey::generate(Algorithm::EdDSA, 0).unwrap().0;
+        assert!(VerifyingKey::from_public(Algorithm::ES256, ed.public_key()).is_err());
+    }
+
+    #[test]
+    fn hmac_refuses_short_secrets_and_checks_tags() {
+        assert!(VerifyingKey::hmac(&[7u8; 31]).is_err());
+        let secret = [7u8; 32];
+        let v = VerifyingKey::hmac(&secret).unwrap();
+        let tag = hmac_sha256(&secret, b"abc");
+        v.verify(b"abc", &tag).unwrap();
+        assert!(v.verify(b"abd", &tag).is_err());
+        assert!(v.verify(b"abc", &tag[..31]).is_err());
+    }
+
+    #[test]
+    fn sha256_matches_the_fips_180_vector() {
+        let d = sha256(b"abc");
+        assert_eq!(d[..4], [0xba, 0x78, 0x16, 0xbf]);
+        assert_eq!(d[28..], [0xf2, 0x00, 0x15, 0xad]);
+    }
+}

@@ -1,0 +1,150 @@
+//! The one DER structure the jose layer must read and write itself:
+//! PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
+//!
+//! Both providers hand out an RSA public key in this form and take it back
+//! for verification; a JWK carries the two integers. The parser is strict
+//! (definite lengths, minimal length encoding, nothing trailing) and never
+//! panics on any input.
+
+use super::JoseError;
+
+fn bad(what: &str) -> JoseError {
+    JoseError::InvalidKey(format!("RSA public key DER: {what}"))
+}
+
+/// Reads one TLV with the expected tag; returns (contents, rest).
+fn read_tlv(input: &[u8], tag: u8) -> Result<(&[u8], &[u8]), JoseError> {
+    let (&t, rest) = input.split_first().ok_or_else(|| bad("truncated"))?;
+    if t != tag {
+        return Err(bad("unexpected tag"));
+    }
+    let (&first, rest) = rest.split_first().ok_or_else(|| bad("truncated"))?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 3 || rest.len() < count {
+            return Err(bad("bad length"));
+        }
+        let (bytes, rest) = rest.split_at(count);
+        if bytes[0] == 0 {
+            return Err(bad("non-minimal length"));
+        }
+        let len = bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        if len < 0x80 {
+            return Err(bad("non-minimal length"));
+        }
+        (len, rest)
+    };
+    if rest.len() < len {
+        return Err(bad("truncated"));
+    }
+    Ok(rest.split_at(len))
+}
+
+/// A positive INTEGER's magnitude, without the sign-padding zero byte.
+fn read_positive(input: &[u8]) -> Result<(Vec<u8>, &[u8]), JoseError> {
+    let (v, rest) = read_tlv(input, 0x02)?;
+    match v {
+        [] => Err(bad("empty integer")),
+        [b, ..] if b & 0x80 != 0 => Err(bad("negative integer")),
+        [0, next, ..] if next & 0x80 == 0 => Err(bad("non-minimal integer")),
+        [0, tail @ ..] if !tail.is_empty() => Ok((tail.to_vec(), rest)),
+        [0] => Err(bad("zero integer")),
+        _ => Ok((v.to_vec(), rest)),
+    }
+}
+
+/// Parses `RSAPublicKey` into (n, e), big-endian without leading zeros.
+pub fn parse_rsa_public_key(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), JoseError> {
+    let (seq, rest) = read_tlv(der, 0x30)?;
+    if !rest.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    let (n, seq) = read_positive(seq)?;
+    let (e, seq) = read_positive(seq)?;
+    if !seq.is_empty() {
+        return Err(bad("trailing bytes in sequence"));
+    }
+    Ok((n, e))
+}
+
+fn push_len(out: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        out.push(len as u8);
+        return;
+    }
+    let bytes = len.to_be_bytes();
+    let skip = bytes.iter().take_while(|&&b| b == 0).count();
+    out.push(0x80 | (bytes.len() - skip) as u8);
+    out.extend_from_slice(&bytes[skip..]);
+}
+
+fn push_integer(out: &mut Vec<u8>, magnitude: &[u8]) {
+    let trimmed = strip_zeros(magnitude);
+    let pad = trimmed.first().is_none_or(|b| b & 0x80 != 0);
+    out.push(0x02);
+    push_len(out, trimmed.len() + usize::from(pad));
+    if pad {
+        out.push(0);
+    }
+    out.extend_from_slice(trimmed);
+}
+
+fn strip_zeros(v: &[u8]) -> &[u8] {
+    let skip = v.iter().take_while(|&&b| b == 0).count();
+    &v[skip..]
+}
+
+/// Encodes (n, e) as `RSAPublicKey`.
+pub fn encode_rsa_public_key(n: &[u8], e: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    push_integer(&mut body, n);
+    push_integer(&mut body, e);
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.push(0x30);
+    push_len(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The bit length of a big-endian unsigned integer.
+pub fn unsigned_bits(v: &[u8]) -> usize {
+    let v = strip_zeros(v);
+    match v.first() {
+        None => 0,
+        Some(&top) => v.len() * 8 - top.leading_zeros() as usize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_strips_sign_padding() {
+        let n = [0xc5u8; 256];
+        let e = [0x01, 0x00, 0x01];
+        let der = encode_rsa_public_key(&n, &e);
+        let (n2, e2) = parse_rsa_public_key(&der).unwrap();
+        assert_eq!(n2, n);
+        assert_eq!(e2, e);
+        assert_eq!(unsigned_bits(&n), 2048);
+        assert_eq!(unsigned_bits(&[0, 0, 1]), 1);
+    }
+
+    #[test]
+    fn refuses_malformed_encodings_without_panicking() {
+        let good = encode_rsa_public_key(&[0x80; 8], &[3]);
+        for cut in 0..good.len() {
+            assert!(parse_rsa_public_key(&good[..cut]).is_err());
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(parse_rsa_public_key(&trailing).is_err());
+        // negative modulus, non-minimal integer, long-form length for a short body
+        assert!(parse_rsa_public_key(&[0x30, 0x06, 0x02, 0x01, 0x80, 0x02, 0x01, 0x03]).is_err());
+        assert!(parse_rsa_public_key(&[0x30, 0x07, 0x02, 0x02, 0x00, 0x01, 0x02, 0x01, 0x03]).is_err());
+        assert!(parse_rsa_public_key(&[0x30, 0x81, 0x06, 0x02, 0x01, 0x05, 0x02, 0x01, 0x03]).is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! Strict JSON for JOSE headers and JWT claims.
+//!
+//! `serde_json` keeps the last of two members with the same name; RFC 7515
+//! §5.2 and RFC 7519 §7.2 say a parser must either reject such objects or
+//! use a parser that does. Two `exp` members that different libraries read
+//! differently are an attack, so objects with duplicate members are refused
+//! here, at every depth. Nesting is bounded by `serde_json`'s recursion limit
+//! (128), so deeply nested input is an error, not a stack overflow.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::JoseError;
+
+struct StrictValue;
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(StrictValue)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate member {key:?}")));
+            }
+            let v = map.next_value_seed(StrictValue)?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Parses `bytes` as one UTF-8 JSON object with no duplicate members at any
+/// depth and nothing after it.
+pub fn parse_object(bytes: &[u8], what: &'static str) -> Result<Map<String, Value>, JoseError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = StrictValue
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| JoseError::Malformed(format!("{what} is not valid JSON: {e}")))?;
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(JoseError::Malformed(format!("{what} is not a JSON object"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_duplicates_at_any_depth() {
+        assert!(parse_object(br#"{"a":1,"a":2}"#, "x").is_err());
+        assert!(parse_object(br#"{"a":{"b":1,"b":1}}"#, "x").is_err());
+        assert!(parse_object(br#"{"a":[{"b":1,"b":1}]}"#, "x").is_err());
+        // JSON escapes spell the same name: still a duplicate
+        assert!(parse_object(br#"{"exp":1,"\u0065xp":2}"#, "x").is_err());
+        assert!(parse_object(br#"{"a":1,"b":{"a":2}}"#, "x").is_ok());
+    }
+
+    #[test]
+    fn refuses_non_objects_trailing_data_and_bad_utf8() {
+        for bad in [&b"[]"[..], b"1", b"\"s\"", b"{} {}", b"{", b"{\"a\":\"\xff\"}", b""] {
+            assert!(parse_object(bad, "x").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let mut s = String::from("{\"a\":");
+        s.push_str(&"[".repeat(10_000));
+        s.push_str(&"]".repeat(10_000));
+        s.push('}');
+        assert!(parse_object(s.as_bytes(), "x").is_err());
+    }
+}

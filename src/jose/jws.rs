@@ -1,0 +1,208 @@
+//! Compact JWS (RFC 7515 §7.1): strict decoding, signing, verification.
+//!
+//! Decoding refuses anything a lenient parser might read differently from
+//! us: more or fewer than three parts, padding or characters outside the
+//! base64url alphabet (and non-canonical trailing bits), a header that is not
+//! one JSON object without duplicate members, a `crit` header (we implement no
+//! extension, so RFC 7515 §4.1.11 says reject), and tokens over
+//! [`MAX_TOKEN_LEN`]. Headers that name where to fetch a key (`jku`, `x5u`,
+//! `jwk`, `x5c`) are never read. Verification pins `alg` to the key.
+//!
+//! The payload comes out as bytes: this layer knows nothing about claims.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::Value;
+
+use super::alg::{Algorithm, SigningKey, VerifyingKey};
+use super::json::parse_object;
+use super::JoseError;
+
+/// The largest compact token accepted, in bytes (8 KiB).
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// The protected header members this crate reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The `alg` exactly as written; checked against the key, never trusted.
+    pub alg: String,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+}
+
+/// A decoded, not yet verified, compact JWS.
+#[derive(Debug)]
+pub struct Jws<'a> {
+    pub header: Header,
+    signing_input: &'a str,
+    payload: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+fn decode_part(part: &str, what: &'static str) -> Result<Vec<u8>, JoseError> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| JoseError::Malformed(format!("{what} is not unpadded base64url")))
+}
+
+fn optional_string(header: &serde_json::Map<String, Value>, name: &str) -> Result<Option<String>, JoseError> {
+    match header.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(JoseError::Malformed(format!("header {name:?} is not a string"))),
+    }
+}
+
+/// Splits and decodes a compact JWS without checking its signature.
+pub fn decode(token: &str) -> Result<Jws<'_>, JoseError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(JoseError::TooLarge {
+            len: token.len(),
+            max: MAX_TOKEN_LEN,
+        });
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(JoseError::Malformed("a compact JWS has exactly three parts".into()));
+    };
+    if h.is_empty() {
+        return Err(JoseError::Malformed("the header is empty".into()));
+    }
+    let members = parse_object(&decode_part(h, "the header")?, "the header")?;
+    if members.contains_key("crit") {
+        return Err(JoseError::Malformed(
+            "the crit header names extensions this verifier does not implement".into(),
+        ));
+    }
+    let alg = match members.get("alg") {
+        Some(Value::String(a)) => a.clone(),
+        Some(_) => return Err(JoseError::Malformed("header \"alg\" is not a string".into())),
+        None => return Err(JoseError::Malformed("the header has no \"alg\"".into())),
+    };
+    let header = Header {
+        alg,
+        kid: optional_string(&members, "kid")?,
+        typ: optional_string(&members, "typ")?,
+    };
+    let payload = decode_part(p, "the payload")?;
+    let signature = decode_part(s, "the signature")?;
+    Ok(Jws {
+        header,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        payload,
+        signature,
+    })
+}
+
+impl Jws<'_> {
+    /// Checks the signature with `key`. The header's `alg` must name the
+    /// key's algorithm exactly; nothing else about the key comes from the token.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), JoseError> {
+        if self.header.alg != key.algorithm().as_str() {
+            return Err(JoseError::AlgMismatch {
+                header: self.header.alg.clone(),
+                key: key.algorithm(),
+            });
+        }
+        key.verify(self.signing_input.as_bytes(), &self.signature)
+    }
+
+    /// The payload bytes; trust them only after [`Jws::verify`] succeeded.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// Takes the payload out, for the caller that has verified it.
+    pub fn into_payload(self) -> Vec<u8> {
+        self.payload
+    }
+}
+
+/// Decodes and verifies in one step, returning the payload.
+pub fn verify(token: &str, key: &VerifyingKey) -> Result<Vec<u8>, JoseError> {
+    let jws = decode(token)?;
+    jws.verify(key)?;
+    Ok(jws.into_payload())
+}
+
+/// The base64url header segment for tokens signed with `alg` and `kid`,
+/// computed once per key and reused for every token it signs.
+pub fn header_segment(alg: Algorithm, kid: &str) -> String {
+    let header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT", "kid": kid });
+    URL_SAFE_NO_PAD.encode(header.to_string())
+}
+
+/// Signs `payload` under a precomputed header segment and returns the
+/// compact token. The header segment must have been made for `key`.
+pub fn sign(header_segment: &str, payload: &[u8], key: &SigningKey) -> Result<String, JoseError> {
+    let sig_len = match key.public_key() {
+        super::PublicKey::Rsa { n, .. } => n.len(),
+        _ => 64,
+    };
+    let mut token = String::with_capacity(header_segment.len() + 2 + payload.len() * 4 / 3 + 4 + sig_len * 4 / 3 + 4);
+    token.push_str(header_segment);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+    let signature = key.sign(token.as_bytes())?;
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ed_key() -> SigningKey {
+        SigningKey::generate(Algorithm::EdDSA, 0).unwrap().0
+    }
+
+    #[test]
+    fn signs_and_verifies_and_pins_alg() {
+        let key = ed_key();
+        let hs = header_segment(Algorithm::EdDSA, "k1");
+        let token = sign(&hs, br#"{"sub":"a"}"#, &key).unwrap();
+        let v = key.verifying_key().unwrap();
+        assert_eq!(verify(&token, &v).unwrap(), br#"{"sub":"a"}"#);
+        let jws = decode(&token).unwrap();
+        assert_eq!(jws.header.kid.as_deref(), Some("k1"));
+        let other = VerifyingKey::hmac(&[1u8; 32]).unwrap();
+        assert!(matches!(jws.verify(&other), Err(JoseError::AlgMismatch { .. })));
+    }
+
+    #[test]
+    fn strict_structure() {
+        let key = ed_key();
+        let token = sign(&header_segment(Algorithm::EdDSA, "k"), b"{}", &key).unwrap();
+        let v = key.verifying_key().unwrap();
+        let (h, rest) = token.split_once('.').unwrap();
+        for bad in [
+            format!("{token}."),
+            format!(".{token}"),
+            format!("{h}"),
+            format!("{h}.{rest}.x"),
+            format!("{h}=.{rest}"),
+            format!("{h}.{}", rest.replacen('.', "+.", 1)),
+            format!(" {token}"),
+        ] {
+            assert!(verify(&bad, &v).is_err(), "{bad}");
+        }
+        let big = format!("{token}{}", "A".repeat(MAX_TOKEN_LEN));
+        assert!(matches!(decode(&big), Err(JoseError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn crit_and_non_string_members_are_refused() {
+        let enc = |s: &str| URL_SAFE_NO_PAD.encode(s);
+        for header in [
+            r#"{"alg":"EdDSA","crit":["exp"],"exp":1}"#,
+            r#"{"alg":1}"#,
+            r#"{"alg":"EdDSA","kid":7}"#,
+            r#"{"kid":"k"}"#,
+            r#"{"alg":"EdDSA","alg":"EdDSA"}"#,
+        ] {
+            let t = format!("{}.{}.{}", enc(header), enc("{}"), enc("sig"));
+            assert!(matches!(decode(&t), Err(JoseError::Malformed(_))), "{header}");
+        }
+    }
+}
