@@ -14,7 +14,29 @@
 //!   policy, key files or HTTP; the only module that knows the crypto provider
 //!   is [`jose::alg`].
 //! - [`clock`]: injected time.
+//! - [`config`]: `tokensmith.toml` + `TOKENSMITH_*` overrides, checked once into a [`config::Config`].
+//! - [`clients`]: the client registry: API keys (by hash), public keys, origins, policy.
+//! - [`keys`]: the key ring (`next → active → retiring`), its folder on disk,
+//!   and the snapshot requests read.
+//! - [`claims`]: JWT claims, [`claims::Validation`], and [`claims::Rejection`] codes.
+//! - [`issuer`]: claims in, signed token out.
+//! - [`verifier`]: token in, validated claims out, from any [`verifier::KeySource`].
+//! - [`store`]: state shared between instances (replay marks, revocations,
+//!   refresh-token families, rate counters), in memory or in Redis; fails closed.
+//! - [`server`]: the HTTP service (axum), a thin shell over the above.
+//! - [`client`]: the verifier's side of the wire: remote JWKS.
+//! - [`cli`]: the `tokensmith` command line.
 #![forbid(unsafe_code)]
 
+pub mod claims;
+pub mod cli;
+pub mod client;
+pub mod clients;
 pub mod clock;
+pub mod config;
+pub mod issuer;
 pub mod jose;
+pub mod keys;
+pub mod server;
+pub mod store;
+pub mod verifier;

@@ -349,8 +349,8 @@ fn verify_parsed(key: &Parsed, message: &[u8], signature: &[u8]) -> bool {
 }
 
 enum Verifier {
-    Public(Parsed),
-    Hmac(hmac::Key),
+    Public(Box<Parsed>),
+    Hmac(Box<hmac::Key>),
 }
 
 /// A public key (or, for HS256, a shared secret) bound to one algorithm,
@@ -401,7 +401,7 @@ impl VerifyingKey {
         };
         Ok(VerifyingKey {
             alg,
-            verifier: Verifier::Public(parsed),
+            verifier: Verifier::Public(Box::new(parsed)),
         })
     }
 
@@ -416,7 +416,7 @@ impl VerifyingKey {
         }
         Ok(VerifyingKey {
             alg: Algorithm::HS256,
-            verifier: Verifier::Hmac(hmac::Key::new(hmac::HMAC_SHA256, secret)),
+            verifier: Verifier::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret))),
         })
     }
 
@@ -438,6 +438,16 @@ impl VerifyingKey {
             Err(JoseError::BadSignature)
         }
     }
+}
+
+/// The TLS crypto provider matching the signature provider, for the HTTP
+/// clients (remote JWKS, session check): one provider in the whole binary.
+pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    #[cfg(feature = "aws-lc")]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+    let provider = rustls::crypto::ring::default_provider();
+    std::sync::Arc::new(provider)
 }
 
 /// HMAC-SHA-256 of `message`, for tests and tools that must make HS256 tokens.
@@ -464,6 +474,7 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<(), JoseError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]

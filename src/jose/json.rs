@@ -91,6 +91,7 @@ pub fn parse_object(bytes: &[u8], what: &'static str) -> Result<Map<String, Valu
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]

@@ -128,9 +128,16 @@ impl Jwk {
         Ok(b64(&sha256(canonical.as_bytes())))
     }
 
-    /// True when the key declares itself for signatures (or says nothing).
+    /// True when the key may verify signatures: its `use` is `sig` or absent,
+    /// and its `key_ops`, if present, lists `verify` (RFC 7517 §4.2, §4.3).
     pub fn is_for_signing(&self) -> bool {
-        self.use_.as_deref().is_none_or(|u| u == "sig")
+        let use_ok = self.use_.as_deref().is_none_or(|u| u == "sig");
+        let ops_ok = match self.other.get("key_ops") {
+            None => true,
+            Some(Value::Array(ops)) => ops.iter().any(|op| op.as_str() == Some("verify")),
+            Some(_) => false,
+        };
+        use_ok && ops_ok
     }
 
     /// The algorithm this key verifies: its `alg` member, or the only one its
@@ -157,6 +164,11 @@ impl Jwk {
         }
     }
 
+    /// True when the JWK carries members only a private or symmetric key has.
+    pub fn has_private_members(&self) -> bool {
+        PRIVATE_MEMBERS.iter().any(|m| self.other.contains_key(*m))
+    }
+
     /// The public key components. Refuses private members, unknown curves,
     /// and coordinates of the wrong length.
     pub fn public_key(&self) -> Result<PublicKey, JoseError> {
@@ -181,14 +193,21 @@ impl Jwk {
         }
     }
 
-    /// A verifier pinned to this key's algorithm.
+    /// A verifier pinned to this key's algorithm. A key published for
+    /// another purpose (`use: enc`, `key_ops` without `verify`) is refused.
     pub fn verifying_key(&self) -> Result<VerifyingKey, JoseError> {
+        if !self.is_for_signing() {
+            return Err(JoseError::InvalidKey(
+                "JWK is not for signatures: its use or key_ops excludes verify".into(),
+            ));
+        }
         VerifyingKey::from_public(self.algorithm()?, &self.public_key()?)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     /// RFC 7638 §3.1.

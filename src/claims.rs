@@ -1,0 +1,524 @@
+//! JWT claims and the rules a token must meet, with the reason it failed.
+//!
+//! Parsing is strict about types: an `exp` that is a string, an `aud` that
+//! is a number, a `scopes` that is not an array of strings are rejections,
+//! never "absent". Every rejection carries the stable code of API.md's table
+//! ([`Rejection::code`]) and context for the description; it never carries
+//! the token.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use crate::jose::{self, JoseError};
+
+/// Claims the service sets itself; a request's extra claims may not use them.
+pub const REGISTERED: [&str; 9] = ["iss", "sub", "aud", "iat", "exp", "nbf", "jti", "scopes", "scope"];
+
+/// The claims of a token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    /// The audiences; written as a string when there is one, omitted when none.
+    pub aud: Vec<String>,
+    pub iat: i64,
+    pub exp: i64,
+    pub nbf: Option<i64>,
+    pub jti: String,
+    /// Written as an array, omitted when empty.
+    pub scopes: Vec<String>,
+    /// Everything else: the client's fixed claims and allowed request claims.
+    pub extra: Map<String, Value>,
+}
+
+/// Why a token (or a refresh token) was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    Malformed(String),
+    BadSignature,
+    UnknownKid(Option<String>),
+    AlgNotAllowed { alg: String },
+    Expired { exp: i64, now: i64 },
+    NotYetValid { nbf: i64, now: i64 },
+    IssuedInFuture { iat: i64, now: i64 },
+    TtlTooLong { ttl: i64, max: i64 },
+    WrongIssuer { found: String },
+    WrongAudience { expected: String },
+    MissingClaim(&'static str),
+    Replayed,
+    Revoked,
+    InvalidRefreshToken,
+    InsufficientScope { missing: String },
+}
+
+impl Rejection {
+    /// The stable `error` code of API.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Malformed(_) => "malformed_token",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::UnknownKid(_) => "unknown_kid",
+            Rejection::AlgNotAllowed { .. } => "alg_not_allowed",
+            Rejection::Expired { .. } => "token_expired",
+            Rejection::NotYetValid { .. } => "token_not_yet_valid",
+            Rejection::IssuedInFuture { .. } => "issued_in_future",
+            Rejection::TtlTooLong { .. } => "ttl_too_long",
+            Rejection::WrongIssuer { .. } => "wrong_issuer",
+            Rejection::WrongAudience { .. } => "wrong_audience",
+            Rejection::MissingClaim(_) => "missing_claim",
+            Rejection::Replayed => "token_replayed",
+            Rejection::Revoked => "token_revoked",
+            Rejection::InvalidRefreshToken => "invalid_refresh_token",
+            Rejection::InsufficientScope { .. } => "insufficient_scope",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::Malformed(why) => f.write_str(why),
+            Rejection::BadSignature => f.write_str("the signature does not verify"),
+            Rejection::UnknownKid(Some(kid)) => write!(f, "no published key has kid {kid:?}"),
+            Rejection::UnknownKid(None) => f.write_str("the token names no kid"),
+            Rejection::AlgNotAllowed { alg } => write!(f, "alg {alg:?} is not the algorithm of the key"),
+            Rejection::Expired { exp, now } => write!(f, "expired {}s ago", now - exp),
+            Rejection::NotYetValid { nbf, now } => write!(f, "not valid for another {}s", nbf - now),
+            Rejection::IssuedInFuture { iat, now } => write!(f, "issued {}s in the future", iat - now),
+            Rejection::TtlTooLong { ttl, max } => write!(f, "lifetime of {ttl}s exceeds the maximum of {max}s"),
+            Rejection::WrongIssuer { found } => write!(f, "issuer {found:?} is not the expected issuer"),
+            Rejection::WrongAudience { expected } => write!(f, "the audience does not include {expected:?}"),
+            Rejection::MissingClaim(name) => write!(f, "the {name:?} claim is missing"),
+            Rejection::Replayed => f.write_str("this token's jti has been used already"),
+            Rejection::Revoked => f.write_str("this token has been revoked"),
+            Rejection::InvalidRefreshToken => f.write_str("the refresh token is unknown, expired, spent or revoked"),
+            Rejection::InsufficientScope { missing } => write!(f, "the token lacks the scope {missing:?}"),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl From<JoseError> for Rejection {
+    fn from(e: JoseError) -> Self {
+        match e {
+            JoseError::BadSignature => Rejection::BadSignature,
+            JoseError::AlgMismatch { header, .. } => Rejection::AlgNotAllowed { alg: header },
+            JoseError::UnsupportedAlg(alg) => Rejection::AlgNotAllowed { alg },
+            other => Rejection::Malformed(other.to_string()),
+        }
+    }
+}
+
+/// A new `jti`: 128 random bits, base64url.
+pub fn new_jti() -> Result<String, JoseError> {
+    let mut b = [0u8; 16];
+    jose::alg::random_bytes(&mut b)?;
+    Ok(URL_SAFE_NO_PAD.encode(b))
+}
+
+fn numeric_date(v: &Value, name: &'static str) -> Result<i64, Rejection> {
+    let bad = || Rejection::Malformed(format!("the {name:?} claim is not a NumericDate"));
+    match v {
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Ok(i)
+            } else {
+                // RFC 7519 allows fractional seconds; anything out of i64 range is not a date.
+                let f = n.as_f64().ok_or_else(bad)?;
+                if f.is_finite() && f.abs() < 9.0e15 {
+                    Ok(f.floor() as i64)
+                } else {
+                    Err(bad())
+                }
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn string(v: &Value, name: &'static str) -> Result<String, Rejection> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        _ => Err(Rejection::Malformed(format!("the {name:?} claim is not a string"))),
+    }
+}
+
+fn string_list(v: &Value, name: &'static str) -> Result<Vec<String>, Rejection> {
+    let bad = || Rejection::Malformed(format!("the {name:?} claim is not an array of strings"));
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned).ok_or_else(bad))
+            .collect(),
+        _ => Err(bad()),
+    }
+}
+
+impl Claims {
+    /// Reads claims from a verified payload. Required claims that are
+    /// missing are left empty (or 0) and reported by [`Validation`]; claims of
+    /// the wrong type are rejected here.
+    pub fn from_payload(payload: &[u8]) -> Result<Claims, Rejection> {
+        let mut map = jose::json::parse_object(payload, "the claims").map_err(Rejection::from)?;
+        let mut take = |name: &str| map.remove(name);
+        let iss = take("iss").map(|v| string(&v, "iss")).transpose()?;
+        let sub = take("sub").map(|v| string(&v, "sub")).transpose()?;
+        let aud = match take("aud") {
+            None => Vec::new(),
+            Some(Value::String(s)) => vec![s],
+            Some(v @ Value::Array(_)) => string_list(&v, "aud")?,
+            Some(_) => {
+                return Err(Rejection::Malformed(
+                    "the \"aud\" claim is neither a string nor an array".into(),
+                ))
+            }
+        };
+        let iat = take("iat").map(|v| numeric_date(&v, "iat")).transpose()?;
+        let exp = take("exp").map(|v| numeric_date(&v, "exp")).transpose()?;
+        let nbf = take("nbf").map(|v| numeric_date(&v, "nbf")).transpose()?;
+        let jti = take("jti").map(|v| string(&v, "jti")).transpose()?;
+        let scopes = match (take("scopes"), map.get("scope")) {
+            (Some(v), _) => string_list(&v, "scopes")?,
+            // RFC 9068 tokens carry `scope`, space-separated: read it too.
+            (None, Some(Value::String(s))) => s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            (None, Some(_)) => return Err(Rejection::Malformed("the \"scope\" claim is not a string".into())),
+            (None, None) => Vec::new(),
+        };
+        let present = Present {
+            iss: iss.is_some(),
+            sub: sub.is_some(),
+            iat: iat.is_some(),
+            exp: exp.is_some(),
+            jti: jti.is_some(),
+        };
+        let claims = Claims {
+            iss: iss.unwrap_or_default(),
+            sub: sub.unwrap_or_default(),
+            aud,
+            iat: iat.unwrap_or(i64::MIN),
+            exp: exp.unwrap_or(i64::MIN),
+            nbf,
+            jti: jti.unwrap_or_default(),
+            scopes,
+            extra: map,
+        };
+        present.check()?;
+        Ok(claims)
+    }
+
+    /// The JSON payload: registered claims first, then the extra claims.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut map = Map::with_capacity(9 + self.extra.len());
+        map.insert("iss".into(), Value::String(self.iss.clone()));
+        map.insert("sub".into(), Value::String(self.sub.clone()));
+        match self.aud.as_slice() {
+            [] => {}
+            [one] => {
+                map.insert("aud".into(), Value::String(one.clone()));
+            }
+            many => {
+                map.insert(
+                    "aud".into(),
+                    Value::Array(many.iter().cloned().map(Value::String).collect()),
+                );
+            }
+        }
+        map.insert("iat".into(), Value::from(self.iat));
+        map.insert("exp".into(), Value::from(self.exp));
+        if let Some(nbf) = self.nbf {
+            map.insert("nbf".into(), Value::from(nbf));
+        }
+        map.insert("jti".into(), Value::String(self.jti.clone()));
+        if !self.scopes.is_empty() {
+            map.insert(
+                "scopes".into(),
+                Value::Array(self.scopes.iter().cloned().map(Value::String).collect()),
+            );
+        }
+        for (k, v) in &self.extra {
+            if !REGISTERED.contains(&k.as_str()) {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::to_vec(&Value::Object(map)).unwrap_or_default()
+    }
+
+    /// The claims as a JSON object, for `verify` output and `/v1/verify`.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_slice(&self.to_json()).unwrap_or(Value::Null)
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Which required claims were present, so that absence is reported after
+/// type errors (a wrong type is the more specific finding).
+struct Present {
+    iss: bool,
+    sub: bool,
+    iat: bool,
+    exp: bool,
+    jti: bool,
+}
+
+impl Present {
+    fn check(&self) -> Result<(), Rejection> {
+        for (ok, name) in [
+            (self.exp, "exp"),
+            (self.iat, "iat"),
+            (self.iss, "iss"),
+            (self.sub, "sub"),
+            (self.jti, "jti"),
+        ] {
+            if !ok {
+                return Err(Rejection::MissingClaim(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a verifier expects of every token. Every field documents its default.
+#[derive(Clone, Debug)]
+pub struct Validation {
+    /// `iss` must equal this exactly. No default: a verifier always knows its issuer.
+    pub issuer: String,
+    /// `aud` must contain this, when set. Default: none (the verifier's caller
+    /// sets it per request; the server always does).
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds. Default 60.
+    pub leeway: i64,
+    /// The longest `exp - iat` accepted, in seconds. Default 24 h.
+    pub max_ttl: i64,
+    /// Scopes the token must carry. Default: none.
+    pub required_scopes: Vec<String>,
+}
+
+impl Validation {
+    pub fn new(issuer: impl Into<String>) -> Validation {
+        Validation {
+            issuer: issuer.into(),
+            audience: None,
+            leeway: 60,
+            max_ttl: 86_400,
+            required_scopes: Vec::new(),
+        }
+    }
+
+    /// Checks every rule of API.md's "Tokens" section except the signature,
+    /// which the caller has checked, in a fixed order so that one token always
+    /// gets the same code.
+    pub fn check(&self, c: &Claims, now: i64) -> Result<(), Rejection> {
+        self.check_for(c, now, self.audience.as_deref(), &self.required_scopes)
+    }
+
+    /// [`Validation::check`] with the audience and scopes of one request in
+    /// place of the defaults, so a shared `Validation` serves every caller.
+    pub fn check_for(&self, c: &Claims, now: i64, audience: Option<&str>, scopes: &[String]) -> Result<(), Rejection> {
+        if now >= c.exp.saturating_add(self.leeway) {
+            return Err(Rejection::Expired { exp: c.exp, now });
+        }
+        if c.iat > now.saturating_add(self.leeway) {
+            return Err(Rejection::IssuedInFuture { iat: c.iat, now });
+        }
+        if let Some(nbf) = c.nbf {
+            if nbf > now.saturating_add(self.leeway) {
+                return Err(Rejection::NotYetValid { nbf, now });
+            }
+        }
+        let ttl = c.exp.saturating_sub(c.iat);
+        if ttl > self.max_ttl {
+            return Err(Rejection::TtlTooLong { ttl, max: self.max_ttl });
+        }
+        if c.iss != self.issuer {
+            return Err(Rejection::WrongIssuer { found: c.iss.clone() });
+        }
+        if let Some(expected) = audience {
+            if !c.aud.iter().any(|a| a == expected) {
+                return Err(Rejection::WrongAudience {
+                    expected: expected.to_owned(),
+                });
+            }
+        }
+        if c.sub.is_empty() {
+            return Err(Rejection::MissingClaim("sub"));
+        }
+        if c.jti.is_empty() {
+            return Err(Rejection::MissingClaim("jti"));
+        }
+        check_scopes(c, scopes)
+    }
+}
+
+/// Every scope in `required` must be in the token's scopes.
+pub fn check_scopes(c: &Claims, required: &[String]) -> Result<(), Rejection> {
+    match required.iter().find(|s| !c.has_scope(s)) {
+        Some(missing) => Err(Rejection::InsufficientScope {
+            missing: missing.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn payload(v: Value) -> Vec<u8> {
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    fn good() -> Value {
+        json!({"iss":"https://i","sub":"u1","aud":"chatbot","iat":NOW,"exp":NOW+300,"jti":"j1","scopes":["a","b"],"storeId":"st_1"})
+    }
+
+    fn with(key: &str, v: Value) -> Vec<u8> {
+        let mut g = good();
+        g[key] = v;
+        payload(g)
+    }
+
+    fn without(key: &str) -> Vec<u8> {
+        let mut g = good();
+        g.as_object_mut().unwrap().remove(key);
+        payload(g)
+    }
+
+    fn validation() -> Validation {
+        Validation {
+            audience: Some("chatbot".into()),
+            ..Validation::new("https://i")
+        }
+    }
+
+    fn code(p: &[u8], v: &Validation, now: i64) -> &'static str {
+        match Claims::from_payload(p).and_then(|c| v.check(&c, now)) {
+            Ok(()) => "ok",
+            Err(r) => r.code(),
+        }
+    }
+
+    #[test]
+    fn a_good_token_passes_and_round_trips() {
+        let c = Claims::from_payload(&payload(good())).unwrap();
+        validation().check(&c, NOW).unwrap();
+        assert_eq!(c.extra["storeId"], "st_1");
+        assert_eq!(Claims::from_payload(&c.to_json()).unwrap(), c);
+        let v: Value = serde_json::from_slice(&c.to_json()).unwrap();
+        assert_eq!(v["aud"], "chatbot");
+        let many = Claims {
+            aud: vec!["a".into(), "b".into()],
+            scopes: vec![],
+            ..c
+        };
+        let v: Value = serde_json::from_slice(&many.to_json()).unwrap();
+        assert_eq!(v["aud"], json!(["a", "b"]));
+        assert!(v.get("scopes").is_none());
+    }
+
+    #[test]
+    fn time_rules_with_leeway() {
+        let v = validation();
+        let p = payload(good());
+        assert_eq!(code(&p, &v, NOW + 300 + 59), "ok");
+        assert_eq!(code(&p, &v, NOW + 300 + 60), "token_expired");
+        assert_eq!(code(&p, &v, NOW - 60), "ok");
+        assert_eq!(code(&p, &v, NOW - 61), "issued_in_future");
+        let nbf = with("nbf", json!(NOW + 100));
+        assert_eq!(code(&nbf, &v, NOW + 40), "ok");
+        assert_eq!(code(&nbf, &v, NOW + 39), "token_not_yet_valid");
+        let long = with("exp", json!(NOW + 86_401));
+        assert_eq!(code(&long, &v, NOW), "ttl_too_long");
+        let strict = Validation {
+            leeway: 0,
+            ..validation()
+        };
+        let err = Claims::from_payload(&p)
+            .and_then(|c| strict.check(&c, NOW + 342))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "expired 42s ago");
+    }
+
+    #[test]
+    fn issuer_audience_subject_jti_and_scopes() {
+        let v = validation();
+        assert_eq!(code(&with("iss", json!("https://j")), &v, NOW), "wrong_issuer");
+        assert_eq!(code(&with("aud", json!("other")), &v, NOW), "wrong_audience");
+        assert_eq!(code(&with("aud", json!(["other", "chatbot"])), &v, NOW), "ok");
+        assert_eq!(code(&without("aud"), &v, NOW), "wrong_audience");
+        for claim in ["exp", "iat", "iss", "sub", "jti"] {
+            assert_eq!(code(&without(claim), &v, NOW), "missing_claim", "{claim}");
+        }
+        assert_eq!(code(&with("sub", json!("")), &v, NOW), "missing_claim");
+        let scoped = Validation {
+            required_scopes: vec!["a".into(), "c".into()],
+            ..validation()
+        };
+        assert_eq!(code(&payload(good()), &scoped, NOW), "insufficient_scope");
+        let rfc9068 = {
+            let mut g = good();
+            g.as_object_mut().unwrap().remove("scopes");
+            g["scope"] = json!("a c");
+            payload(g)
+        };
+        assert_eq!(code(&rfc9068, &scoped, NOW), "ok");
+    }
+
+    #[test]
+    fn wrong_types_are_rejections_never_absent() {
+        let v = validation();
+        for (k, val) in [
+            ("exp", json!("never")),
+            ("nbf", json!("99999999999")),
+            ("iat", json!(null)),
+            ("aud", json!(5)),
+            ("aud", json!(["ok", 5])),
+            ("sub", json!(7)),
+            ("iss", json!(["https://i"])),
+            ("jti", json!({})),
+            ("scopes", json!("a b")),
+            ("exp", json!(1e300)),
+        ] {
+            assert_eq!(code(&with(k, val.clone()), &v, NOW), "malformed_token", "{k}: {val}");
+        }
+        assert_eq!(code(&with("exp", json!(NOW as f64 + 300.5)), &v, NOW), "ok");
+    }
+
+    #[test]
+    fn duplicate_claims_are_malformed() {
+        let dup = format!(
+            r#"{{"iss":"https://i","sub":"u","aud":"chatbot","iat":{NOW},"exp":{},"exp":{},"jti":"j"}}"#,
+            NOW + 10,
+            NOW + 99_999
+        );
+        assert_eq!(code(dup.as_bytes(), &validation(), NOW), "malformed_token");
+    }
+
+    #[test]
+    fn registered_names_in_extra_never_override() {
+        let mut c = Claims::from_payload(&payload(good())).unwrap();
+        c.extra.insert("sub".into(), json!("admin"));
+        c.extra.insert("exp".into(), json!(i64::MAX));
+        let back: Value = serde_json::from_slice(&c.to_json()).unwrap();
+        assert_eq!(back["sub"], "u1");
+        assert_eq!(back["exp"], NOW + 300);
+    }
+
+    #[test]
+    fn jti_is_128_bits_of_base64url() {
+        let a = new_jti().unwrap();
+        assert_eq!(a.len(), 22);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 16);
+        assert_ne!(a, new_jti().unwrap());
+    }
+}

@@ -1,0 +1,457 @@
+//! `RemoteJwks`: a verifier's view of an issuer's JWKS over HTTP.
+//!
+//! What it promises, in the order a request meets it:
+//! - the set is kept for the server's `Cache-Control: max-age`, clamped to
+//!   [30 s, 1 h] (5 min without one), and revalidated with `If-None-Match`
+//!   (a 304 keeps the keys);
+//! - an unknown `kid` triggers one refetch, at most once per cooldown (30 s),
+//!   so a flood of forged kids cannot hammer the issuer;
+//! - concurrent callers share one in-flight fetch (single flight);
+//! - a failed refetch keeps serving the last good set for up to `stale_for`
+//!   (stale-if-error) instead of dropping every key;
+//! - only `use: sig` (or no `use`) keys of supported types are taken, and a
+//!   set with private key members is refused;
+//! - every fetch has a timeout and a size cap, follows no redirect, and
+//!   requires https except to a loopback address.
+//!
+//! The token never chooses where keys come from: the URL is configuration.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use reqwest::header::{ACCEPT, CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use reqwest::{StatusCode, Url};
+
+use crate::claims::{Claims, Rejection};
+use crate::clock::SharedClock;
+use crate::jose::{jws, JwkSet, VerifyingKey};
+use crate::verifier::{KeySource, StaticKeys, Verifier};
+
+/// Tunables; every field documents its default.
+#[derive(Clone, Debug)]
+pub struct JwksOptions {
+    /// Per-request timeout, connect included. Default 5 s.
+    pub timeout: Duration,
+    /// The largest JWKS accepted, in bytes. Default 256 KiB.
+    pub max_bytes: usize,
+    /// Bounds on how long a fetched set is fresh, in seconds. Default 30 and 3600.
+    pub min_ttl: i64,
+    pub max_ttl: i64,
+    /// Freshness without a `max-age`, in seconds. Default 300.
+    pub default_ttl: i64,
+    /// The least time between two refetches caused by unknown kids, in seconds. Default 30.
+    pub cooldown: i64,
+    /// How long past freshness a set is still used while refetches fail, in seconds. Default 6 h.
+    pub stale_for: i64,
+}
+
+impl Default for JwksOptions {
+    fn default() -> Self {
+        JwksOptions {
+            timeout: Duration::from_secs(5),
+            max_bytes: 256 * 1024,
+            min_ttl: 30,
+            max_ttl: 3600,
+            default_ttl: 300,
+            cooldown: 30,
+            stale_for: 6 * 3600,
+        }
+    }
+}
+
+/// Why a JWKS could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksError {
+    /// Not a URL, or a scheme/host this client refuses (plain http off loopback).
+    BadUrl(String),
+    /// The issuer could not be reached, timed out, or answered an error status.
+    Unavailable(String),
+    /// The answer is not a usable JWKS (or discovery document).
+    Invalid(String),
+}
+
+impl JwksError {
+    /// The stable code the CLI prints.
+    pub fn code(&self) -> &'static str {
+        match self {
+            JwksError::BadUrl(_) => "invalid_request",
+            JwksError::Unavailable(_) => "jwks_unavailable",
+            JwksError::Invalid(_) => "invalid_jwks",
+        }
+    }
+}
+
+impl std::fmt::Display for JwksError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwksError::BadUrl(w) | JwksError::Unavailable(w) | JwksError::Invalid(w) => f.write_str(w),
+        }
+    }
+}
+
+impl std::error::Error for JwksError {}
+
+/// https, or http to a loopback address only.
+pub fn check_url(url: &str) -> Result<Url, JwksError> {
+    let parsed = Url::parse(url).map_err(|e| JwksError::BadUrl(format!("{url:?} is not a URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if is_loopback(&parsed) => Ok(parsed),
+        "http" => Err(JwksError::BadUrl(format!(
+            "{url} must use https (plain http is allowed for loopback only)"
+        ))),
+        other => Err(JwksError::BadUrl(format!("{url}: scheme {other:?} is not http(s)"))),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// An HTTP client for fetching public documents: rustls with this crate's
+/// provider, system roots, a timeout, and no redirects (a redirect could
+/// lead off https).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, JwksError> {
+    let tls = rustls::ClientConfig::builder_with_provider(crate::jose::alg::tls_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| JwksError::Unavailable(format!("TLS set-up: {e}")))?
+        .with_root_certificates(root_store())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tokensmith/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| JwksError::Unavailable(format!("HTTP client set-up: {e}")))
+}
+
+fn root_store() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
+/// Reads a body up to `max` bytes.
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, JwksError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(JwksError::Invalid(format!("the document is over {max} bytes")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| JwksError::Unavailable(e.to_string()))? {
+        if body.len() + chunk.len() > max {
+            return Err(JwksError::Invalid(format!("the document is over {max} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `max-age` from a Cache-Control value; `no-store`/`no-cache` count as 0.
+fn max_age(value: &str) -> Option<i64> {
+    let mut age = None;
+    for directive in value.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return Some(0);
+        }
+        if let Some(n) = lower.strip_prefix("max-age=") {
+            age = n.trim_matches('"').parse::<i64>().ok();
+        }
+    }
+    age
+}
+
+struct Cached {
+    keys: Arc<StaticKeys>,
+    etag: Option<String>,
+    fresh_until: i64,
+    stale_until: i64,
+}
+
+/// A remote JWKS, cached and refreshed as the module doc describes.
+pub struct RemoteJwks {
+    url: Url,
+    http: reqwest::Client,
+    opts: JwksOptions,
+    clock: SharedClock,
+    cached: ArcSwapOption<Cached>,
+    /// Single flight: one fetch at a time; a tokio Mutex because the fetch
+    /// awaits while holding it.
+    fetch_lock: tokio::sync::Mutex<()>,
+    /// Bumped after every fetch attempt, so a waiter can tell that the fetch
+    /// it queued behind has happened.
+    generation: AtomicU64,
+    /// When an unknown kid last caused a refetch. A std Mutex: never held across an await.
+    last_forced: Mutex<Option<i64>>,
+    fetches: AtomicU64,
+}
+
+impl std::fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteJwks")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteJwks {
+    /// A JWKS at `url`. Nothing is fetched until first needed.
+    pub fn new(url: &str, opts: JwksOptions, clock: SharedClock) -> Result<RemoteJwks, JwksError> {
+        let url = check_url(url)?;
+        let http = http_client(opts.timeout)?;
+        Ok(RemoteJwks {
+            url,
+            http,
+            opts,
+            clock,
+            cached: ArcSwapOption::empty(),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
+            last_forced: Mutex::new(None),
+            fetches: AtomicU64::new(0),
+        })
+    }
+
+    /// Finds the JWKS from an issuer's `/.well-known/openid-configuration`.
+    /// The discovery document's `issuer` must equal `issuer` (OpenID
+    /// Connect Discovery §4.3), and its `jwks_uri` passes the same URL rules.
+    pub async fn discover(issuer: &str, opts: JwksOptions, clock: SharedClock) -> Result<RemoteJwks, JwksError> {
+        let base = check_url(issuer)?;
+        let doc_url = format!(
+            "{}/.well-known/openid-configuration",
+            base.as_str().trim_end_matches('/')
+        );
+        let http = http_client(opts.timeout)?;
+        let resp = http
+            .get(&doc_url)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if resp.status() != StatusCode::OK {
+            return Err(JwksError::Unavailable(format!("{doc_url} answered {}", resp.status())));
+        }
+        let body = read_capped(resp, opts.max_bytes).await?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| JwksError::Invalid(format!("discovery document: {e}")))?;
+        if doc.get("issuer").and_then(|v| v.as_str()) != Some(issuer) {
+            return Err(JwksError::Invalid("the discovery document names another issuer".into()));
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| JwksError::Invalid("the discovery document has no jwks_uri".into()))?;
+        RemoteJwks::new(jwks_uri, opts, clock)
+    }
+
+    /// How many HTTP fetches this instance has made.
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// The current key set, fetching it first when missing or stale.
+    pub async fn key_set(&self) -> Result<Arc<StaticKeys>, JwksError> {
+        self.ensure(None).await?;
+        self.cached
+            .load_full()
+            .map(|c| Arc::clone(&c.keys))
+            .ok_or_else(|| JwksError::Unavailable("no key set".into()))
+    }
+
+    /// The key for `kid`, refetching on an unknown kid within the cooldown rules.
+    pub async fn key(&self, kid: Option<&str>) -> Result<Arc<VerifyingKey>, Rejection> {
+        if let Err(e) = self.ensure(kid).await {
+            tracing::warn!(url = %self.url, error = %e, "JWKS unavailable");
+        }
+        self.key_for(kid)
+    }
+
+    fn knows(&self, kid: Option<&str>) -> bool {
+        self.cached.load().as_ref().is_some_and(|c| c.keys.key_for(kid).is_ok())
+    }
+
+    /// Makes sure the cache is usable for `kid`: fresh, or refetched.
+    async fn ensure(&self, kid: Option<&str>) -> Result<(), JwksError> {
+        let now = self.clock.now();
+        let fresh = self.cached.load().as_ref().is_some_and(|c| now < c.fresh_until);
+        let unknown = kid.is_some() && !self.knows(kid);
+        if fresh && !unknown {
+            return Ok(());
+        }
+        if fresh && unknown && !self.cooldown_over(now) {
+            return Ok(());
+        }
+        let seen = self.generation.load(Ordering::Acquire);
+        let _flight = self.fetch_lock.lock().await;
+        if self.generation.load(Ordering::Acquire) != seen {
+            // Someone fetched while we waited: their result is ours.
+            return Ok(());
+        }
+        if fresh && unknown {
+            // Re-check under the lock so two forged kids cannot both pass.
+            if !self.cooldown_over(now) {
+                return Ok(());
+            }
+            *self.last_forced.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        }
+        let result = self.fetch(now).await;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let stale_ok = self.cached.load().as_ref().is_some_and(|c| now < c.stale_until);
+                if stale_ok {
+                    tracing::warn!(url = %self.url, error = %e, "JWKS refetch failed; serving the last good set");
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn cooldown_over(&self, now: i64) -> bool {
+        let last = *self.last_forced.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_none_or(|t| now >= t.saturating_add(self.opts.cooldown))
+    }
+
+    async fn fetch(&self, now: i64) -> Result<(), JwksError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let previous = self.cached.load_full();
+        let mut req = self.http.get(self.url.clone()).header(ACCEPT, "application/json");
+        if let Some(etag) = previous.as_ref().and_then(|c| c.etag.as_deref()) {
+            req = req.header(IF_NONE_MATCH, etag);
+        }
+        let resp = req.send().await.map_err(unavailable)?;
+        let ttl = resp
+            .headers()
+            .get(CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age)
+            .unwrap_or(self.opts.default_ttl)
+            .clamp(self.opts.min_ttl, self.opts.max_ttl);
+        let etag = resp
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let fresh_until = now.saturating_add(ttl);
+        let stale_until = fresh_until.saturating_add(self.opts.stale_for);
+        match resp.status() {
+            StatusCode::NOT_MODIFIED => {
+                let prev = previous.ok_or_else(|| JwksError::Invalid("304 without a cached set".into()))?;
+                let keys = Arc::clone(&prev.keys);
+                let etag = etag.or_else(|| prev.etag.clone());
+                self.cached.store(Some(Arc::new(Cached {
+                    keys,
+                    etag,
+                    fresh_until,
+                    stale_until,
+                })));
+                Ok(())
+            }
+            StatusCode::OK => {
+                let body = read_capped(resp, self.opts.max_bytes).await?;
+                let set: JwkSet =
+                    serde_json::from_slice(&body).map_err(|e| JwksError::Invalid(format!("not a JWKS: {e}")))?;
+                let keys = StaticKeys::from_jwks(&set).map_err(|e| JwksError::Invalid(e.to_string()))?;
+                self.cached.store(Some(Arc::new(Cached {
+                    keys: Arc::new(keys),
+                    etag,
+                    fresh_until,
+                    stale_until,
+                })));
+                Ok(())
+            }
+            status => Err(JwksError::Unavailable(format!("{} answered {status}", self.url))),
+        }
+    }
+
+    /// Verifies `token` with `verifier`, fetching keys as needed first.
+    pub async fn verify(verifier: &Verifier<Arc<RemoteJwks>>, token: &str) -> Result<Claims, Rejection> {
+        let header = jws::decode(token)?.header;
+        verifier.keys().key(header.kid.as_deref()).await?;
+        verifier.verify(token)
+    }
+}
+
+fn unavailable(e: reqwest::Error) -> JwksError {
+    // reqwest's errors name the URL but never a body or header value.
+    JwksError::Unavailable(e.without_url().to_string())
+}
+
+impl KeySource for RemoteJwks {
+    /// The cached set only: call [`RemoteJwks::key`] first to fetch.
+    fn key_for(&self, kid: Option<&str>) -> Result<Arc<VerifyingKey>, Rejection> {
+        match self.cached.load().as_ref() {
+            Some(c) => c.keys.key_for(kid),
+            None => Err(Rejection::UnknownKid(kid.map(str::to_owned))),
+        }
+    }
+}
+
+/// Fetches a JWKS once, for the command line (`verify --jwks URL`).
+pub fn fetch_blocking(url: &str) -> Result<JwkSet, JwksError> {
+    let url = check_url(url)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| JwksError::Unavailable(e.to_string()))?;
+    rt.block_on(async {
+        let opts = JwksOptions::default();
+        let http = http_client(opts.timeout)?;
+        let resp = http
+            .get(url.clone())
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if resp.status() != StatusCode::OK {
+            return Err(JwksError::Unavailable(format!("{url} answered {}", resp.status())));
+        }
+        let body = read_capped(resp, opts.max_bytes).await?;
+        serde_json::from_slice(&body).map_err(|e| JwksError::Invalid(format!("not a JWKS: {e}")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn https_is_required_off_loopback() {
+        assert!(check_url("https://issuer.example.com/jwks").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/jwks").is_ok());
+        assert!(check_url("http://127.9.9.9/jwks").is_ok());
+        assert!(check_url("http://[::1]:80/jwks").is_ok());
+        assert!(check_url("http://localhost:1/jwks").is_ok());
+        assert!(check_url("http://issuer.example.com/jwks").is_err());
+        assert!(check_url("http://localhost.evil.com/jwks").is_err());
+        assert!(check_url("http://10.0.0.1/jwks").is_err());
+        assert!(check_url("file:///etc/passwd").is_err());
+        assert!(check_url("not a url").is_err());
+    }
+
+    #[test]
+    fn cache_control_max_age() {
+        assert_eq!(max_age("public, max-age=1800"), Some(1800));
+        assert_eq!(max_age("max-age=\"60\""), Some(60));
+        assert_eq!(max_age("no-store"), Some(0));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+}

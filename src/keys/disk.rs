@@ -1,0 +1,465 @@
+//! The keys folder on disk: one PKCS#8 PEM per key (mode 0600) and
+//! `keyring.json`, the list of keys and their states.
+//!
+//! Every write is write-temp + fsync + rename + fsync of the folder, and
+//! every change happens under an exclusive lock on `.lock`, so two rotators
+//! never interleave and a killed rotation leaves the previous ring usable: a
+//! new key file is written before the `keyring.json` that names it, and a key
+//! file is never overwritten. Nothing is deleted or rewritten because it
+//! failed to load; only `prune` deletes, and only keys it has just dropped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::{KeyError, KeyRecord, KeyRing, KeyState, RingKey, RingPolicy};
+use crate::jose::{Algorithm, SigningKey};
+
+/// The manifest's file name.
+pub const KEYRING_FILE: &str = "keyring.json";
+const LOCK_FILE: &str = ".lock";
+const PEM_LABEL: &str = "PRIVATE KEY";
+/// How long a key operation waits for another one to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    version: u32,
+    keys: Vec<KeyRecord>,
+}
+
+/// A keys folder.
+#[derive(Clone, Debug)]
+pub struct KeyDir {
+    dir: PathBuf,
+}
+
+/// Held while a key operation runs; the lock is released when it drops
+/// (closing the file releases the `flock`).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl KeyDir {
+    pub fn new(dir: impl Into<PathBuf>) -> KeyDir {
+        KeyDir { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn create_dir(&self) -> Result<(), KeyError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io_err(&self.dir))
+    }
+
+    /// Takes the folder's exclusive lock, waiting up to 10 s for another
+    /// key operation to finish.
+    pub fn lock(&self) -> Result<DirLock, KeyError> {
+        self.create_dir()?;
+        let path = self.dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(DirLock { _file: file }),
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(fs::TryLockError::WouldBlock) => return Err(KeyError::Locked { path }),
+                Err(fs::TryLockError::Error(source)) => return Err(KeyError::Io { path, source }),
+            }
+        }
+    }
+
+    /// The raw bytes of `keyring.json`, or `None` when there is none. The
+    /// server compares these to notice a rotation made by another process.
+    pub fn read_manifest(&self) -> Result<Option<Vec<u8>>, KeyError> {
+        let path = self.dir.join(KEYRING_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(KeyError::Io { path, source }),
+        }
+    }
+
+    /// Loads the ring, or fails with `no_keys` when the folder has none.
+    pub fn load(&self) -> Result<KeyRing, KeyError> {
+        match self.read_manifest()? {
+            Some(bytes) => self.load_manifest(&bytes),
+            None => Err(KeyError::NotInitialised { path: self.dir.clone() }),
+        }
+    }
+
+    /// Loads the ring that `bytes` (a `keyring.json`) describes.
+    pub fn load_manifest(&self, bytes: &[u8]) -> Result<KeyRing, KeyError> {
+        let path = self.dir.join(KEYRING_FILE);
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| KeyError::Corrupt {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        if manifest.version != 1 {
+            return Err(KeyError::Corrupt {
+                path,
+                why: format!("unsupported version {}", manifest.version),
+            });
+        }
+        let keys = manifest
+            .keys
+            .into_iter()
+            .map(|record| self.load_key(record))
+            .collect::<Result<Vec<_>, _>>()?;
+        KeyRing::from_keys(keys).map_err(|e| match e {
+            KeyError::Corrupt { why, .. } => KeyError::Corrupt {
+                path: self.dir.join(KEYRING_FILE),
+                why,
+            },
+            other => other,
+        })
+    }
+
+    fn key_path(&self, record: &KeyRecord) -> Result<PathBuf, KeyError> {
+        // The file name comes from our own manifest, but a hand-edited one
+        // must not point outside the folder.
+        let ok = !record.file.is_empty()
+            && record
+                .file
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !record.file.starts_with('.');
+        if !ok {
+            return Err(KeyError::Corrupt {
+                path: self.dir.join(KEYRING_FILE),
+                why: format!("key file name {:?} is not a plain file name", record.file),
+            });
+        }
+        Ok(self.dir.join(&record.file))
+    }
+
+    fn load_key(&self, record: KeyRecord) -> Result<RingKey, KeyError> {
+        let path = self.key_path(&record)?;
+        let meta = fs::metadata(&path).map_err(io_err(&path))?;
+        if meta.mode() & 0o077 != 0 {
+            tracing::warn!(file = %path.display(), mode = format!("{:o}", meta.mode() & 0o777), "key file is readable by group or others; it should be 0600");
+        }
+        let pem = fs::read_to_string(&path).map_err(io_err(&path))?;
+        let der = decode_pem(&pem).map_err(|why| KeyError::Corrupt {
+            path: path.clone(),
+            why,
+        })?;
+        let signing = SigningKey::from_pkcs8(record.alg, &der).map_err(|e| KeyError::Corrupt {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        RingKey::new(record, signing).map_err(|e| match e {
+            KeyError::Corrupt { why, .. } => KeyError::Corrupt { path, why },
+            other => other,
+        })
+    }
+
+    /// Makes an active and a next key. Refuses a folder that has a ring.
+    pub fn init(&self, alg: Algorithm, rsa_bits: u32, now: i64) -> Result<KeyRing, KeyError> {
+        let _lock = self.lock()?;
+        if self.read_manifest()?.is_some() {
+            return Err(KeyError::AlreadyInitialised { path: self.dir.clone() });
+        }
+        self.init_locked(alg, rsa_bits, now)
+    }
+
+    /// Loads the ring, making one first if the folder has none (what
+    /// `serve` does on embedded defaults).
+    pub fn ensure(&self, alg: Algorithm, rsa_bits: u32, now: i64) -> Result<KeyRing, KeyError> {
+        let _lock = self.lock()?;
+        match self.read_manifest()? {
+            Some(bytes) => self.load_manifest(&bytes),
+            None => self.init_locked(alg, rsa_bits, now),
+        }
+    }
+
+    fn init_locked(&self, alg: Algorithm, rsa_bits: u32, now: i64) -> Result<KeyRing, KeyError> {
+        let active = self.new_key(alg, rsa_bits, KeyState::Active, now)?;
+        let next = self.new_key(alg, rsa_bits, KeyState::Next, now)?;
+        let ring = KeyRing::from_keys(vec![active, next])?;
+        self.write_manifest(&ring)?;
+        Ok(ring)
+    }
+
+    /// Rotates under the lock: checks the timing first (no key is made for a
+    /// rotation that would be refused), writes the new key's file, then the
+    /// new manifest.
+    pub fn rotate(
+        &self,
+        policy: &RingPolicy,
+        alg: Algorithm,
+        rsa_bits: u32,
+        now: i64,
+        force: bool,
+    ) -> Result<KeyRing, KeyError> {
+        let _lock = self.lock()?;
+        let ring = self.load()?;
+        ring.check_rotation(policy, now, force)?;
+        let next = self.new_key(alg, rsa_bits, KeyState::Next, now)?;
+        let ring = ring.rotate(policy, now, force, next)?;
+        self.write_manifest(&ring)?;
+        Ok(ring)
+    }
+
+    /// Drops retiring keys past their time: the manifest first, then their files.
+    pub fn prune(&self, policy: &RingPolicy, now: i64) -> Result<(KeyRing, Vec<KeyRecord>), KeyError> {
+        let _lock = self.lock()?;
+        let (ring, gone) = self.load()?.prune(policy, now);
+        if gone.is_empty() {
+            return Ok((ring, gone));
+        }
+        self.write_manifest(&ring)?;
+        for record in &gone {
+            let path = self.key_path(record)?;
+            if let Err(e) = fs::remove_file(&path) {
+                // The manifest no longer names it; a leftover file is harmless.
+                tracing::warn!(file = %path.display(), error = %e, "could not delete a pruned key file");
+            }
+        }
+        Ok((ring, gone))
+    }
+
+    fn new_key(&self, alg: Algorithm, rsa_bits: u32, state: KeyState, now: i64) -> Result<RingKey, KeyError> {
+        let (signing, der) = SigningKey::generate(alg, rsa_bits)?;
+        let key = RingKey::fresh(signing, state, now)?;
+        let pem = encode_pem(&der);
+        write_new_file(&self.dir, &key.record.file, pem.as_bytes())?;
+        Ok(key)
+    }
+
+    fn write_manifest(&self, ring: &KeyRing) -> Result<(), KeyError> {
+        let manifest = Manifest {
+            version: 1,
+            keys: ring.records(),
+        };
+        let mut bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| KeyError::Corrupt {
+            path: self.dir.join(KEYRING_FILE),
+            why: e.to_string(),
+        })?;
+        bytes.push(b'\n');
+        replace_file(&self.dir, KEYRING_FILE, &bytes)
+    }
+}
+
+fn temp_path(dir: &Path, name: &str) -> Result<PathBuf, KeyError> {
+    let mut r = [0u8; 8];
+    crate::jose::alg::random_bytes(&mut r)?;
+    let suffix: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(dir.join(format!(".{name}.{}.{suffix}.tmp", std::process::id())))
+}
+
+/// Writes a temporary file with mode 0600 and fsyncs it.
+fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, KeyError> {
+    let tmp = temp_path(dir, name)?;
+    let result = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(source) => {
+            let _ = fs::remove_file(&tmp);
+            Err(KeyError::Io { path: tmp, source })
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), KeyError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+/// Puts a new file in place atomically, refusing to overwrite one that
+/// exists (a hard link fails where the name is taken).
+fn write_new_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), KeyError> {
+    let tmp = write_temp(dir, name, bytes)?;
+    let target = dir.join(name);
+    let linked = fs::hard_link(&tmp, &target);
+    let _ = fs::remove_file(&tmp);
+    linked.map_err(io_err(&target))?;
+    sync_dir(dir)
+}
+
+/// Replaces a file atomically (rename over it).
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), KeyError> {
+    let tmp = write_temp(dir, name, bytes)?;
+    let target = dir.join(name);
+    if let Err(source) = fs::rename(&tmp, &target) {
+        let _ = fs::remove_file(&tmp);
+        return Err(KeyError::Io { path: target, source });
+    }
+    sync_dir(dir)
+}
+
+/// PKCS#8 DER as PEM (RFC 7468), 64 characters a line.
+pub fn encode_pem(der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {PEM_LABEL}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {PEM_LABEL}-----\n"));
+    out
+}
+
+/// The DER inside a `PRIVATE KEY` PEM block. The error never contains key bytes.
+pub fn decode_pem(pem: &str) -> Result<Vec<u8>, String> {
+    let begin = format!("-----BEGIN {PEM_LABEL}-----");
+    let end = format!("-----END {PEM_LABEL}-----");
+    let start = pem
+        .find(&begin)
+        .ok_or("no \"BEGIN PRIVATE KEY\" block (PKCS#8 PEM expected)")?;
+    let body = &pem[start + begin.len()..];
+    let stop = body.find(&end).ok_or("the PEM block is not terminated")?;
+    let b64: String = body[..stop].chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    STANDARD
+        .decode(b64)
+        .map_err(|_| "the PEM block is not valid base64".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const POLICY: RingPolicy = RingPolicy {
+        publish_ahead: 3600,
+        retire_after: 86_460,
+        rotate_every: 2_592_000,
+    };
+
+    fn dir() -> (tempfile::TempDir, KeyDir) {
+        let t = tempfile::tempdir().unwrap();
+        let k = KeyDir::new(t.path().join("keys"));
+        (t, k)
+    }
+
+    #[test]
+    fn init_writes_0600_keys_and_a_manifest_that_loads_back() {
+        let (_t, kd) = dir();
+        let ring = kd.init(Algorithm::ES256, 2048, 100).unwrap();
+        assert_eq!(kd.init(Algorithm::ES256, 2048, 100).unwrap_err().code(), "keys_exist");
+        for k in ring.keys() {
+            let meta = fs::metadata(kd.path().join(&k.record.file)).unwrap();
+            assert_eq!(meta.mode() & 0o777, 0o600);
+        }
+        let again = kd.load().unwrap();
+        assert_eq!(again.records(), ring.records());
+        assert_eq!(fs::metadata(kd.path()).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn rotate_refuses_early_and_changes_nothing_on_disk() {
+        let (_t, kd) = dir();
+        kd.init(Algorithm::EdDSA, 0, 0).unwrap();
+        let before = kd.read_manifest().unwrap();
+        let files_before = fs::read_dir(kd.path()).unwrap().count();
+        let err = kd.rotate(&POLICY, Algorithm::EdDSA, 0, 10, false).unwrap_err();
+        assert_eq!(err.code(), "rotation_too_early");
+        assert_eq!(kd.read_manifest().unwrap(), before);
+        assert_eq!(fs::read_dir(kd.path()).unwrap().count(), files_before);
+        let ring = kd.rotate(&POLICY, Algorithm::EdDSA, 0, 3600, false).unwrap();
+        assert_eq!(ring.keys().len(), 3);
+        assert_eq!(kd.load().unwrap().records(), ring.records());
+    }
+
+    #[test]
+    fn a_bad_key_file_is_an_error_naming_it_and_is_left_alone() {
+        let (_t, kd) = dir();
+        let ring = kd.init(Algorithm::EdDSA, 0, 0).unwrap();
+        let file = kd.path().join(&ring.keys()[0].record.file);
+        fs::write(&file, "not a key").unwrap();
+        let err = kd.load().unwrap_err();
+        assert_eq!(err.code(), "keyring_corrupt");
+        assert!(err.to_string().contains(&ring.keys()[0].record.file), "{err}");
+        // nothing was rewritten or deleted, and rotation refuses to proceed
+        assert!(kd.rotate(&POLICY, Algorithm::EdDSA, 0, 1 << 40, true).is_err());
+        assert_eq!(fs::read_to_string(&file).unwrap(), "not a key");
+        fs::remove_file(&file).unwrap();
+        let err = kd.load().unwrap_err();
+        assert_eq!(err.code(), "key_io");
+        assert!(err.to_string().contains(&ring.keys()[0].record.file), "{err}");
+    }
+
+    #[test]
+    fn a_killed_rotation_leaves_the_previous_ring_usable() {
+        let (_t, kd) = dir();
+        let ring = kd.init(Algorithm::EdDSA, 0, 0).unwrap();
+        // A rotation killed after writing the new key file and a temp
+        // manifest, but before the rename.
+        let (signing, der) = SigningKey::generate(Algorithm::EdDSA, 0).unwrap();
+        let orphan = RingKey::fresh(signing, KeyState::Next, 5000).unwrap();
+        write_new_file(kd.path(), &orphan.record.file, encode_pem(&der).as_bytes()).unwrap();
+        write_temp(kd.path(), KEYRING_FILE, b"{\"version\":1,\"keys\":[").unwrap();
+        assert_eq!(kd.load().unwrap().records(), ring.records());
+        kd.rotate(&POLICY, Algorithm::EdDSA, 0, 5000, false).unwrap();
+    }
+
+    #[test]
+    fn key_files_are_never_overwritten() {
+        let (_t, kd) = dir();
+        kd.create_dir().unwrap();
+        write_new_file(kd.path(), "a.pem", b"one").unwrap();
+        assert!(write_new_file(kd.path(), "a.pem", b"two").is_err());
+        assert_eq!(fs::read(kd.path().join("a.pem")).unwrap(), b"one");
+    }
+
+    #[test]
+    fn manifest_cannot_point_outside_the_folder() {
+        let (_t, kd) = dir();
+        let ring = kd.init(Algorithm::EdDSA, 0, 0).unwrap();
+        let text = String::from_utf8(kd.read_manifest().unwrap().unwrap()).unwrap();
+        let evil = text.replace(&ring.keys()[0].record.file, "../../etc/passwd");
+        let err = kd.load_manifest(evil.as_bytes()).unwrap_err();
+        assert_eq!(err.code(), "keyring_corrupt");
+    }
+
+    #[test]
+    fn the_lock_is_exclusive() {
+        let (_t, kd) = dir();
+        let held = kd.lock().unwrap();
+        let path = kd.path().join(LOCK_FILE);
+        let other = OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(matches!(other.try_lock(), Err(fs::TryLockError::WouldBlock)));
+        drop(held);
+        other.try_lock().unwrap();
+    }
+
+    #[test]
+    fn pem_round_trip() {
+        let der: Vec<u8> = (0..=255u8).collect();
+        assert_eq!(decode_pem(&encode_pem(&der)).unwrap(), der);
+        assert!(decode_pem("-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----").is_err());
+        assert!(decode_pem("-----BEGIN RSA PRIVATE KEY-----\nAA\n-----END RSA PRIVATE KEY-----").is_err());
+    }
+}

@@ -1,0 +1,516 @@
+//! The key ring: which keys exist, which one signs, which ones verify.
+//!
+//! A key moves through `next → active → retiring → pruned`:
+//!
+//! - `next` is published in the JWKS but signs nothing, so that verifiers
+//!   have it cached before the first token it signs reaches them. It may
+//!   become active only once it has been published for `publish_ahead`.
+//! - `active` signs every new token. There is exactly one.
+//! - `retiring` signs nothing and stays published until every token it
+//!   signed has expired: `deactivated_at + max_ttl + leeway`.
+//!
+//! [`KeyRing`] is the pure model (no disk, no clock of its own);
+//! [`disk::KeyDir`] keeps it in a folder; [`KeySnapshot`] is the read-only
+//! view every request uses, swapped whole through an `ArcSwap` so rotation
+//! never blocks a request.
+
+pub mod disk;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use crate::jose::{jws, Algorithm, JoseError, Jwk, JwkSet, SigningKey, VerifyingKey};
+
+/// Where a key is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    Next,
+    Active,
+    Retiring,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Next => "next",
+            KeyState::Active => "active",
+            KeyState::Retiring => "retiring",
+        }
+    }
+}
+
+/// One key's entry in `keyring.json`. Times are Unix seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRecord {
+    /// RFC 7638 thumbprint of the public key; checked against the key file on load.
+    pub kid: String,
+    #[serde(with = "alg_name")]
+    pub alg: Algorithm,
+    pub state: KeyState,
+    /// The PEM file's name inside the keys folder.
+    pub file: String,
+    pub created_at: i64,
+    /// When it first appeared in the JWKS.
+    pub published_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated_at: Option<i64>,
+}
+
+mod alg_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::jose::Algorithm;
+
+    pub fn serialize<S: Serializer>(alg: &Algorithm, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(alg.as_str())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
+        let name = String::deserialize(d)?;
+        match Algorithm::from_name(&name) {
+            Some(alg) if alg != Algorithm::HS256 => Ok(alg),
+            _ => Err(serde::de::Error::custom(format_args!(
+                "unsupported key algorithm {name:?}"
+            ))),
+        }
+    }
+}
+
+/// A key of the ring, loaded.
+pub struct RingKey {
+    pub record: KeyRecord,
+    pub signing: Arc<SigningKey>,
+    pub verifying: Arc<VerifyingKey>,
+    pub jwk: Jwk,
+}
+
+impl fmt::Debug for RingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingKey")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RingKey {
+    /// Wraps a loaded signing key with its record; the record's `kid` must be
+    /// the key's thumbprint and its `alg` the key's algorithm.
+    pub fn new(record: KeyRecord, signing: SigningKey) -> Result<RingKey, KeyError> {
+        let jwk = Jwk::from_public(signing.algorithm(), signing.public_key());
+        if jwk.kid.as_deref() != Some(record.kid.as_str()) || signing.algorithm() != record.alg {
+            return Err(KeyError::Corrupt {
+                path: PathBuf::from(&record.file),
+                why: format!(
+                    "the key in the file is not the key {} ({}) that keyring.json names",
+                    record.kid, record.alg
+                ),
+            });
+        }
+        let verifying = Arc::new(signing.verifying_key()?);
+        Ok(RingKey {
+            record,
+            signing: Arc::new(signing),
+            verifying,
+            jwk,
+        })
+    }
+
+    /// A fresh key record for `signing`, published at `now`.
+    pub fn fresh(signing: SigningKey, state: KeyState, now: i64) -> Result<RingKey, KeyError> {
+        let jwk = Jwk::from_public(signing.algorithm(), signing.public_key());
+        let kid = jwk
+            .kid
+            .clone()
+            .ok_or(KeyError::Jose(JoseError::InvalidKey("no thumbprint".into())))?;
+        let record = KeyRecord {
+            file: format!("{kid}.pem"),
+            kid,
+            alg: signing.algorithm(),
+            state,
+            created_at: now,
+            published_at: now,
+            activated_at: (state == KeyState::Active).then_some(now),
+            deactivated_at: None,
+        };
+        RingKey::new(record, signing)
+    }
+}
+
+/// Timing rules the ring enforces, from `[keys]` and `[tokens]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingPolicy {
+    /// A `next` key must be published this long before it signs.
+    pub publish_ahead: i64,
+    /// How long a retiring key stays published: the longest token lifetime
+    /// plus the verifiers' leeway.
+    pub retire_after: i64,
+    /// The server rotates by itself this long after a key became active.
+    pub rotate_every: i64,
+}
+
+/// The keys, newest first. Invariant (checked by [`KeyRing::from_keys`]):
+/// exactly one active key, at most one next key, kids unique.
+#[derive(Debug)]
+pub struct KeyRing {
+    keys: Vec<RingKey>,
+}
+
+impl KeyRing {
+    /// Builds a ring and checks its invariants.
+    pub fn from_keys(mut keys: Vec<RingKey>) -> Result<KeyRing, KeyError> {
+        let count = |s: KeyState| keys.iter().filter(|k| k.record.state == s).count();
+        if count(KeyState::Active) != 1 {
+            return Err(KeyError::Corrupt {
+                path: PathBuf::from(disk::KEYRING_FILE),
+                why: format!("{} active keys; exactly one is required", count(KeyState::Active)),
+            });
+        }
+        if count(KeyState::Next) > 1 {
+            return Err(KeyError::Corrupt {
+                path: PathBuf::from(disk::KEYRING_FILE),
+                why: "more than one next key".into(),
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = keys.iter().find(|k| !seen.insert(k.record.kid.clone())) {
+            return Err(KeyError::Corrupt {
+                path: PathBuf::from(disk::KEYRING_FILE),
+                why: format!("key {} is listed twice", dup.record.kid),
+            });
+        }
+        // Newest first: next, then active, then retiring by deactivation, newest first.
+        keys.sort_by_key(|k| {
+            let rank = match k.record.state {
+                KeyState::Next => 0,
+                KeyState::Active => 1,
+                KeyState::Retiring => 2,
+            };
+            (
+                rank,
+                std::cmp::Reverse(k.record.deactivated_at.unwrap_or(i64::MAX)),
+                std::cmp::Reverse(k.record.created_at),
+            )
+        });
+        Ok(KeyRing { keys })
+    }
+
+    pub fn keys(&self) -> &[RingKey] {
+        &self.keys
+    }
+
+    pub fn records(&self) -> Vec<KeyRecord> {
+        self.keys.iter().map(|k| k.record.clone()).collect()
+    }
+
+    fn find(&self, state: KeyState) -> Option<&RingKey> {
+        self.keys.iter().find(|k| k.record.state == state)
+    }
+
+    /// The signing key.
+    pub fn active(&self) -> Option<&RingKey> {
+        self.find(KeyState::Active)
+    }
+
+    /// The key that signs after the next rotation.
+    pub fn next(&self) -> Option<&RingKey> {
+        self.find(KeyState::Next)
+    }
+
+    /// When `next` may start signing: `publish_ahead` after it was published.
+    pub fn rotation_allowed_at(&self, policy: &RingPolicy) -> Option<i64> {
+        self.next()
+            .map(|k| k.record.published_at.saturating_add(policy.publish_ahead))
+    }
+
+    /// When the server's schedule wants the next rotation: `rotate_every`
+    /// after the active key began signing, but never before `next` may sign.
+    pub fn scheduled_rotation_at(&self, policy: &RingPolicy) -> Option<i64> {
+        let active = self.active()?;
+        let due = active
+            .record
+            .activated_at
+            .unwrap_or(active.record.created_at)
+            .saturating_add(policy.rotate_every);
+        Some(due.max(self.rotation_allowed_at(policy).unwrap_or(due)))
+    }
+
+    /// Checks that a rotation may happen at `now`. `force` (the CLI's `--now`)
+    /// skips the publish-ahead wait: an emergency, where verifiers refetch the
+    /// JWKS when they meet the new `kid`.
+    pub fn check_rotation(&self, policy: &RingPolicy, now: i64, force: bool) -> Result<(), KeyError> {
+        if force {
+            return Ok(());
+        }
+        match self.rotation_allowed_at(policy) {
+            Some(at) if now < at => Err(KeyError::RotationTooEarly { allowed_at: at, now }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Rotates: `next` signs from `now`, the old active key retires, and
+    /// `new_next` is published. Without a `next` key (a ring made elsewhere)
+    /// the new key becomes active at once.
+    pub fn rotate(
+        mut self,
+        policy: &RingPolicy,
+        now: i64,
+        force: bool,
+        mut new_next: RingKey,
+    ) -> Result<KeyRing, KeyError> {
+        self.check_rotation(policy, now, force)?;
+        let has_next = self.next().is_some();
+        for key in &mut self.keys {
+            match key.record.state {
+                KeyState::Active => {
+                    key.record.state = KeyState::Retiring;
+                    key.record.deactivated_at = Some(now);
+                }
+                KeyState::Next => {
+                    key.record.state = KeyState::Active;
+                    key.record.activated_at = Some(now);
+                }
+                KeyState::Retiring => {}
+            }
+        }
+        new_next.record.state = if has_next { KeyState::Next } else { KeyState::Active };
+        new_next.record.published_at = now;
+        new_next.record.activated_at = (!has_next).then_some(now);
+        self.keys.push(new_next);
+        KeyRing::from_keys(self.keys)
+    }
+
+    /// Drops retiring keys whose every token has expired; returns the ring
+    /// and the records dropped.
+    pub fn prune(self, policy: &RingPolicy, now: i64) -> (KeyRing, Vec<KeyRecord>) {
+        let (gone, kept): (Vec<RingKey>, Vec<RingKey>) = self.keys.into_iter().partition(|k| {
+            k.record.state == KeyState::Retiring
+                && k.record
+                    .deactivated_at
+                    .is_some_and(|d| now >= d.saturating_add(policy.retire_after))
+        });
+        (KeyRing { keys: kept }, gone.into_iter().map(|k| k.record).collect())
+    }
+
+    /// The read-only view requests use.
+    pub fn snapshot(&self) -> Result<KeySnapshot, KeyError> {
+        let active = self.active().ok_or(KeyError::NoActiveKey)?;
+        let signer = Signer {
+            kid: active.record.kid.clone(),
+            alg: active.record.alg,
+            header_segment: jws::header_segment(active.record.alg, &active.record.kid),
+            key: Arc::clone(&active.signing),
+        };
+        let jwks = JwkSet {
+            keys: self.keys.iter().map(|k| k.jwk.clone()).collect(),
+        };
+        let jwks_json = serde_json::to_vec(&jwks).map_err(|e| KeyError::Jose(JoseError::Malformed(e.to_string())))?;
+        let etag = format!("\"{}\"", hex(&crate::jose::alg::sha256(&jwks_json)[..16]));
+        let verifiers = self
+            .keys
+            .iter()
+            .map(|k| (k.record.kid.clone(), Arc::clone(&k.verifying)))
+            .collect();
+        Ok(KeySnapshot {
+            signer,
+            verifiers,
+            jwks,
+            jwks_json: jwks_json.into(),
+            etag,
+            records: self.records(),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The active key, ready to sign: its header segment is computed once.
+#[derive(Clone, Debug)]
+pub struct Signer {
+    pub kid: String,
+    pub alg: Algorithm,
+    pub header_segment: String,
+    pub key: Arc<SigningKey>,
+}
+
+/// An immutable view of the ring: the signer, the verifiers by `kid`, and
+/// the JWKS bytes with their ETag, computed once per rotation.
+#[derive(Debug)]
+pub struct KeySnapshot {
+    pub signer: Signer,
+    verifiers: HashMap<String, Arc<VerifyingKey>>,
+    pub jwks: JwkSet,
+    pub jwks_json: bytes::Bytes,
+    /// A strong ETag of `jwks_json`.
+    pub etag: String,
+    pub records: Vec<KeyRecord>,
+}
+
+impl KeySnapshot {
+    /// The verifier for `kid`, if the ring publishes it.
+    pub fn verifier(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
+        self.verifiers.get(kid)
+    }
+}
+
+/// The ring as every request sees it: one atomic pointer, swapped on rotation.
+pub type SharedKeys = Arc<ArcSwap<KeySnapshot>>;
+
+/// Why a key operation failed. [`KeyError::code`] is the stable code the CLI prints.
+#[derive(Debug)]
+pub enum KeyError {
+    Io { path: PathBuf, source: std::io::Error },
+    Corrupt { path: PathBuf, why: String },
+    AlreadyInitialised { path: PathBuf },
+    NotInitialised { path: PathBuf },
+    RotationTooEarly { allowed_at: i64, now: i64 },
+    Locked { path: PathBuf },
+    NoActiveKey,
+    Jose(JoseError),
+}
+
+impl KeyError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            KeyError::Io { .. } => "key_io",
+            KeyError::Corrupt { .. } => "keyring_corrupt",
+            KeyError::AlreadyInitialised { .. } => "keys_exist",
+            KeyError::NotInitialised { .. } => "no_keys",
+            KeyError::RotationTooEarly { .. } => "rotation_too_early",
+            KeyError::Locked { .. } => "keys_locked",
+            KeyError::NoActiveKey => "no_active_key",
+            KeyError::Jose(_) => "invalid_key",
+        }
+    }
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            KeyError::Corrupt { path, why } => write!(f, "{}: {why}", path.display()),
+            KeyError::AlreadyInitialised { path } => {
+                write!(f, "{} already holds a key ring; use `keys rotate`", path.display())
+            }
+            KeyError::NotInitialised { path } => {
+                write!(f, "{} holds no key ring; run `tokensmith keys init` first", path.display())
+            }
+            KeyError::RotationTooEarly { allowed_at, now } => write!(
+                f,
+                "the next key has not been published for publish_ahead yet; rotation is allowed in {}s (at {}), or use --now",
+                allowed_at - now,
+                allowed_at
+            ),
+            KeyError::Locked { path } => write!(f, "{} is locked by another key operation", path.display()),
+            KeyError::NoActiveKey => f.write_str("the key ring has no active key"),
+            KeyError::Jose(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl From<JoseError> for KeyError {
+    fn from(e: JoseError) -> Self {
+        KeyError::Jose(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const POLICY: RingPolicy = RingPolicy {
+        publish_ahead: 3600,
+        retire_after: 86_400 + 60,
+        rotate_every: 30 * 86_400,
+    };
+
+    fn ed(state: KeyState, now: i64) -> RingKey {
+        RingKey::fresh(SigningKey::generate(Algorithm::EdDSA, 0).unwrap().0, state, now).unwrap()
+    }
+
+    fn ring(now: i64) -> KeyRing {
+        KeyRing::from_keys(vec![ed(KeyState::Active, now), ed(KeyState::Next, now)]).unwrap()
+    }
+
+    #[test]
+    fn rotation_waits_for_publish_ahead_unless_forced() {
+        let r = ring(1000);
+        let err = r.check_rotation(&POLICY, 1000 + 3599, false).unwrap_err();
+        assert_eq!(err.code(), "rotation_too_early");
+        assert!(err.to_string().contains("in 1s"), "{err}");
+        r.check_rotation(&POLICY, 1000 + 3600, false).unwrap();
+        r.check_rotation(&POLICY, 1001, true).unwrap();
+    }
+
+    #[test]
+    fn rotate_moves_every_state_one_step_and_keeps_newest_first() {
+        let r = ring(0);
+        let old_active = r.active().unwrap().record.kid.clone();
+        let old_next = r.next().unwrap().record.kid.clone();
+        let r = r.rotate(&POLICY, 4000, false, ed(KeyState::Next, 4000)).unwrap();
+        assert_eq!(r.active().unwrap().record.kid, old_next);
+        assert_eq!(r.active().unwrap().record.activated_at, Some(4000));
+        let states: Vec<_> = r.keys().iter().map(|k| k.record.state).collect();
+        assert_eq!(states, [KeyState::Next, KeyState::Active, KeyState::Retiring]);
+        assert_eq!(r.keys()[2].record.kid, old_active);
+        assert_eq!(r.keys()[2].record.deactivated_at, Some(4000));
+        // The JWKS follows the same order.
+        let snap = r.snapshot().unwrap();
+        let kids: Vec<_> = snap.jwks.keys.iter().map(|k| k.kid.clone().unwrap()).collect();
+        let ring_kids: Vec<_> = r.keys().iter().map(|k| k.record.kid.clone()).collect();
+        assert_eq!(kids, ring_kids);
+        assert_eq!(snap.signer.kid, old_next);
+    }
+
+    #[test]
+    fn prune_drops_only_retiring_keys_past_their_time() {
+        let r = ring(0).rotate(&POLICY, 4000, false, ed(KeyState::Next, 4000)).unwrap();
+        let r = r.rotate(&POLICY, 8000, false, ed(KeyState::Next, 8000)).unwrap();
+        // retiring keys deactivated at 4000 and 8000
+        let (r, gone) = r.prune(&POLICY, 4000 + POLICY.retire_after - 1);
+        assert!(gone.is_empty());
+        let (r, gone) = r.prune(&POLICY, 4000 + POLICY.retire_after);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].deactivated_at, Some(4000));
+        assert_eq!(r.keys().len(), 3);
+        let (r, gone) = r.prune(&POLICY, i64::MAX);
+        assert_eq!(gone.len(), 1);
+        assert!(r.active().is_some() && r.next().is_some());
+    }
+
+    #[test]
+    fn invariants_are_checked() {
+        assert!(KeyRing::from_keys(vec![ed(KeyState::Next, 0)]).is_err());
+        assert!(KeyRing::from_keys(vec![ed(KeyState::Active, 0), ed(KeyState::Active, 0)]).is_err());
+        // a record whose kid is not the key's thumbprint is refused
+        let a = ed(KeyState::Active, 0);
+        let other = SigningKey::generate(Algorithm::EdDSA, 0).unwrap().0;
+        assert_eq!(
+            RingKey::new(a.record.clone(), other).unwrap_err().code(),
+            "keyring_corrupt"
+        );
+    }
+
+    #[test]
+    fn scheduled_rotation_respects_both_rules() {
+        let r = ring(0);
+        assert_eq!(r.scheduled_rotation_at(&POLICY), Some(POLICY.rotate_every));
+        let fast = RingPolicy {
+            rotate_every: 10,
+            ..POLICY
+        };
+        assert_eq!(r.scheduled_rotation_at(&fast), Some(3600));
+    }
+}

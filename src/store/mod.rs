@@ -1,0 +1,298 @@
+//! State that must be shared between instances: `jti` replay marks,
+//! revocations, refresh-token families and rate counters.
+//!
+//! This module owns the [`Store`] contract and its two implementations:
+//! [`memory::MemoryStore`] (one process, the default) and
+//! [`redis::RedisStore`] (every instance that points at the same Redis and
+//! namespace shares one view). The server holds an [`AnyStore`] so it has one
+//! concrete type whichever backend the configuration picks.
+//!
+//! A store must never answer "yes, go ahead" when it does not know: every
+//! failure to reach or update the state is an error ([`StoreError`]), never a
+//! default answer, so callers fail closed (HTTP 503 `store_unavailable`).
+//! A store never reads the system clock to decide anything: every time is a
+//! parameter, taken by the caller from its [`Clock`](crate::clock::Clock).
+
+pub mod memory;
+pub mod redis;
+
+use std::fmt;
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a store could not answer. Both variants mean "refuse the request".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The backend is unreachable, timed out, or answered something this
+    /// crate does not understand. The text says which, for the log only.
+    Unavailable(String),
+    /// The memory store is at capacity: it refuses new entries rather than
+    /// evict a live mark, because forgetting a mark early re-opens a replay.
+    Full,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(why) => write!(f, "store unavailable: {why}"),
+            StoreError::Full => f.write_str("store full: refusing new entries rather than evicting live ones"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The answer to one hit on a rate counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateDecision {
+    pub allowed: bool,
+    /// Seconds until the current window ends; at least 1 when `!allowed`
+    /// (it becomes the `Retry-After` header).
+    pub retry_after: u64,
+}
+
+/// What a store keeps about one refresh token. Every token of a family
+/// carries the same identity; only `expires_at` differs from one to the next.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    /// The id shared by every token descended from the same first one.
+    pub family: String,
+    pub client: String,
+    pub sub: String,
+    pub scopes: Vec<String>,
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Lifetime in seconds of each refresh token of this family.
+    pub ttl: i64,
+    /// This token is refused from this second on.
+    pub expires_at: i64,
+    /// Every token of the family is refused from this second on, however
+    /// often it was rotated.
+    pub family_expires_at: i64,
+}
+
+/// The result of presenting a refresh token.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpendOutcome {
+    /// The token was live: here is its record (with its own `expires_at`);
+    /// its successor is now stored.
+    Spent(RefreshRecord),
+    /// The token had been spent before: someone holds a copy. The whole
+    /// family is now revoked, the legitimate holder's successor included.
+    Reused,
+    /// The family was revoked earlier.
+    Revoked,
+    /// Never issued, or expired (the token or its family).
+    Unknown,
+}
+
+/// Shared state with a security contract.
+///
+/// Every implementation must uphold all of this; the suite in
+/// `tests/suite/store.rs` runs the same cases against each one.
+///
+/// - **Fail closed.** Any doubt is an `Err`: a timeout, a lost connection, a
+///   reply that does not parse, a full memory store. An implementation never
+///   turns an error into `Ok(true)` from [`mark_once`](Store::mark_once),
+///   `Ok(false)` from [`is_revoked`](Store::is_revoked), an allowed rate
+///   decision, or a spent refresh token.
+/// - **Atomic.** `mark_once` and `refresh_spend` are check-and-set in one
+///   step: of any number of concurrent calls with the same key, across every
+///   instance sharing the store, exactly one wins.
+/// - **Never forget early.** A mark, a revocation and a spent refresh token
+///   are kept at least until the time given with them. Forgetting early is a
+///   replay hole, so a store refuses new entries ([`StoreError::Full`]) rather
+///   than evict live ones. It should forget them soon after, to bound memory.
+/// - **Caller's time.** Times are Unix seconds, passed in by the caller from
+///   its clock; a store never reads the system clock to decide anything (a
+///   background sweeper may use timers to decide *when* to sweep). An entry
+///   is live while `now < expires_at`. Redis expires keys by its own clock at
+///   the same instants, so instances and Redis should agree on the time
+///   (NTP); skew of a second or two only shifts when memory is reclaimed.
+/// - **No secrets.** Keys given to a store are identifiers (`jti`, `sub`,
+///   hashes of refresh secrets), never tokens or refresh secrets themselves.
+pub trait Store: Send + Sync + 'static {
+    /// Atomic check-and-insert. `Ok(true)` the first time `key` is marked;
+    /// `Ok(false)` if it is already marked and not expired.
+    ///
+    /// Must never forget a mark before `expires_at` (forgetting early is a
+    /// replay hole, unlike a cache); should forget it soon after. Pass the
+    /// last second at which the token could still be accepted, i.e. `exp`
+    /// plus the verifier's leeway. A mark is kept at least one second even
+    /// if `expires_at <= now`.
+    fn mark_once(&self, key: &str, expires_at: i64, now: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Revokes the token with this `jti` until `until` (its expiry, or the
+    /// longest a token may live). Revoking again keeps the later `until`.
+    fn revoke_jti(&self, jti: &str, until: i64, now: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Tokens of `sub` with `iat <= revoked_at` are revoked; the entry is kept
+    /// until `until`. Revoking again keeps the later of each time, so an
+    /// instance with a slow clock never narrows a revocation.
+    fn revoke_sub(
+        &self,
+        sub: &str,
+        revoked_at: i64,
+        until: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether a token with this `jti`, `sub` and `iat` has been revoked.
+    fn is_revoked(
+        &self,
+        jti: &str,
+        sub: &str,
+        iat: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// One hit on a counter: fixed window of `window_secs` aligned to
+    /// multiples of it, at most `limit` hits per window. A window of 0 is
+    /// treated as 1 second.
+    fn rate_hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window_secs: u32,
+        now: i64,
+    ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send;
+
+    /// Stores a new refresh token (the first of a family) under the hash of
+    /// its secret. A hash that is already stored is an error: overwriting it
+    /// could erase the memory of a spent token.
+    fn refresh_insert(
+        &self,
+        hash: &str,
+        record: &RefreshRecord,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Atomically: if `hash` is live and unspent and its family is not
+    /// revoked, mark it spent and store its successor under `successor_hash`
+    /// with the same identity and `expires_at = min(now + ttl,
+    /// family_expires_at)`; return `Spent(old record)`. If it was spent
+    /// already: revoke the family (every token descended from the same first
+    /// one, including the live successor) and return `Reused`. Spent tokens
+    /// are remembered until their family expires so that reuse is detected,
+    /// even after the spent token's own expiry.
+    ///
+    /// The order of checks: unknown hash → `Unknown`; revoked family →
+    /// `Revoked`; family expired → `Unknown`; spent → `Reused`; token expired
+    /// → `Unknown`.
+    fn refresh_spend(
+        &self,
+        hash: &str,
+        successor_hash: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<SpendOutcome, StoreError>> + Send;
+
+    /// Reachability, for `/readyz`.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The configured store, as one concrete type for the server to hold.
+#[derive(Debug)]
+pub enum AnyStore {
+    Memory(memory::MemoryStore),
+    Redis(self::redis::RedisStore),
+}
+
+impl AnyStore {
+    /// The store `[store]` describes: memory (with its background sweeper),
+    /// or Redis with keys namespaced by `namespace` (the issuer).
+    pub async fn from_config(cfg: &crate::config::StoreConfig, namespace: &str) -> Result<AnyStore, StoreError> {
+        Ok(match cfg.backend {
+            crate::config::StoreBackend::Memory => AnyStore::Memory(memory::MemoryStore::start(cfg.capacity)),
+            crate::config::StoreBackend::Redis => {
+                AnyStore::Redis(self::redis::RedisStore::connect(&cfg.redis_url, namespace, cfg.timeout).await?)
+            }
+        })
+    }
+}
+
+impl From<memory::MemoryStore> for AnyStore {
+    fn from(store: memory::MemoryStore) -> AnyStore {
+        AnyStore::Memory(store)
+    }
+}
+
+impl From<self::redis::RedisStore> for AnyStore {
+    fn from(store: self::redis::RedisStore) -> AnyStore {
+        AnyStore::Redis(store)
+    }
+}
+
+impl Store for AnyStore {
+    async fn mark_once(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.mark_once(key, expires_at, now).await,
+            AnyStore::Redis(s) => s.mark_once(key, expires_at, now).await,
+        }
+    }
+
+    async fn revoke_jti(&self, jti: &str, until: i64, now: i64) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.revoke_jti(jti, until, now).await,
+            AnyStore::Redis(s) => s.revoke_jti(jti, until, now).await,
+        }
+    }
+
+    async fn revoke_sub(&self, sub: &str, revoked_at: i64, until: i64, now: i64) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.revoke_sub(sub, revoked_at, until, now).await,
+            AnyStore::Redis(s) => s.revoke_sub(sub, revoked_at, until, now).await,
+        }
+    }
+
+    async fn is_revoked(&self, jti: &str, sub: &str, iat: i64, now: i64) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.is_revoked(jti, sub, iat, now).await,
+            AnyStore::Redis(s) => s.is_revoked(jti, sub, iat, now).await,
+        }
+    }
+
+    async fn rate_hit(&self, key: &str, limit: u32, window_secs: u32, now: i64) -> Result<RateDecision, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.rate_hit(key, limit, window_secs, now).await,
+            AnyStore::Redis(s) => s.rate_hit(key, limit, window_secs, now).await,
+        }
+    }
+
+    async fn refresh_insert(&self, hash: &str, record: &RefreshRecord, now: i64) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.refresh_insert(hash, record, now).await,
+            AnyStore::Redis(s) => s.refresh_insert(hash, record, now).await,
+        }
+    }
+
+    async fn refresh_spend(&self, hash: &str, successor_hash: &str, now: i64) -> Result<SpendOutcome, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.refresh_spend(hash, successor_hash, now).await,
+            AnyStore::Redis(s) => s.refresh_spend(hash, successor_hash, now).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.ping().await,
+            AnyStore::Redis(s) => s.ping().await,
+        }
+    }
+}
+
+/// The start of the fixed window of `window_secs` that contains `now`, and
+/// its end. Shared so both stores cut windows at the same instants.
+fn rate_window(window_secs: u32, now: i64) -> (i64, i64) {
+    let w = i64::from(window_secs.max(1));
+    let start = now - now.rem_euclid(w);
+    (start, start.saturating_add(w))
+}
+
+/// The decision for the `count`-th hit of a window ending at `end`.
+fn rate_decision(count: u64, limit: u32, end: i64, now: i64) -> RateDecision {
+    let remaining = u64::try_from(end.saturating_sub(now)).unwrap_or(0);
+    RateDecision {
+        allowed: count <= u64::from(limit),
+        retry_after: remaining.max(1),
+    }
+}

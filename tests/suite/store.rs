@@ -1,0 +1,812 @@
+//! The store suite: the same cases against [`MemoryStore`] and against
+//! [`RedisStore`] on a real `redis-server`, then what only one backend has
+//! (capacity and sweeping; key expiry, round trips, outages).
+//!
+//! Times are the real clock plus offsets: Redis expires keys by its own
+//! clock, so every expiry handed to it must lie in the real future.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokensmith::clock::{Clock, SystemClock};
+use tokensmith::store::redis::RedisStore;
+use tokensmith::store::{RefreshRecord, SpendOutcome, Store};
+
+use crate::redis_harness::RedisServer;
+
+/// Redis answers on loopback in well under a millisecond; the margin is for
+/// a loaded CI machine.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn now() -> i64 {
+    SystemClock.now()
+}
+
+async fn connect(server: &RedisServer, namespace: &str, timeout: Duration) -> RedisStore {
+    RedisStore::connect(&server.url, namespace, timeout)
+        .await
+        .expect("connect to the test redis-server")
+}
+
+/// Runs each case once per backend, as `store::memory::<case>` and
+/// `store::redis::<case>`.
+macro_rules! both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let store = tokensmith::store::memory::MemoryStore::start(100_000);
+                    super::$case(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = crate::redis_harness::RedisServer::start();
+                    let store = super::connect(&server, "suite", super::TIMEOUT).await;
+                    super::$case(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    mark_once_first_then_refused,
+    marks_kept_until_expiry_then_forgotten,
+    revoke_by_jti,
+    revoke_by_sub_covers_tokens_issued_until_then,
+    rate_limit_fixed_window_and_retry_after,
+    refresh_chain_over_five_steps,
+    refresh_reuse_revokes_the_whole_family,
+    refresh_concurrent_spends_exactly_one_wins,
+    mark_once_concurrent_exactly_one_wins,
+    refresh_expired_or_unknown,
+);
+
+async fn mark_once_first_then_refused<S: Store>(s: Arc<S>) {
+    let t = now();
+    s.ping().await.unwrap();
+    assert_eq!(s.mark_once("jti-a", t + 300, t).await, Ok(true));
+    assert_eq!(s.mark_once("jti-a", t + 300, t).await, Ok(false));
+    assert_eq!(s.mark_once("jti-a", t + 300, t + 299).await, Ok(false));
+    assert_eq!(
+        s.mark_once("jti-a", t + 900, t + 10).await,
+        Ok(false),
+        "a new expiry does not reset a mark"
+    );
+    assert_eq!(s.mark_once("jti-b", t + 300, t).await, Ok(true), "keys are independent");
+    // A revocation under the same string is not a mark.
+    s.revoke_jti("jti-c", t + 300, t).await.unwrap();
+    assert_eq!(s.mark_once("jti-c", t + 300, t).await, Ok(true));
+}
+
+async fn marks_kept_until_expiry_then_forgotten<S: Store>(s: Arc<S>) {
+    let t = now();
+    assert_eq!(s.mark_once("long", t + 60, t).await, Ok(true));
+    assert_eq!(
+        s.mark_once("long", t + 60, t + 59).await,
+        Ok(false),
+        "forgotten before expires_at"
+    );
+
+    // An expiry already past is still kept a second.
+    assert_eq!(s.mark_once("late", t - 5, t).await, Ok(true));
+    assert_eq!(s.mark_once("late", t - 5, t).await, Ok(false));
+
+    assert_eq!(s.mark_once("short", t + 1, t).await, Ok(true));
+    assert_eq!(s.mark_once("short", t + 1, t).await, Ok(false));
+    // Forgotten once expired. The memory store decides with the `now` it is
+    // given; Redis with its own clock, so this polls it (bounded) until the
+    // real second t+1 has begun.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let at = loop {
+        let at = (t + 1).max(now());
+        if s.mark_once("short", at + 60, at).await.unwrap() {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a mark that expired at {} was still held at {}",
+            t + 1,
+            now()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(s.mark_once("short", at + 60, at).await, Ok(false), "the new mark holds");
+    assert_eq!(
+        s.mark_once("long", t + 60, at).await,
+        Ok(false),
+        "the long mark is still held"
+    );
+}
+
+async fn revoke_by_jti<S: Store>(s: Arc<S>) {
+    let t = now();
+    assert_eq!(s.is_revoked("j1", "alice", t - 10, t).await, Ok(false));
+    s.revoke_jti("j1", t + 300, t).await.unwrap();
+    assert_eq!(s.is_revoked("j1", "alice", t - 10, t).await, Ok(true));
+    assert_eq!(
+        s.is_revoked("j1", "bob", t + 5, t + 200).await,
+        Ok(true),
+        "by jti, whatever sub and iat"
+    );
+    assert_eq!(s.is_revoked("j2", "alice", t - 10, t).await, Ok(false), "only that jti");
+    assert_eq!(
+        s.is_revoked("j1", "alice", t - 10, t + 300).await,
+        Ok(false),
+        "kept until `until`, not after"
+    );
+    // Revoking again with an earlier `until` does not shorten it.
+    s.revoke_jti("j1", t + 100, t).await.unwrap();
+    assert_eq!(s.is_revoked("j1", "alice", t - 10, t + 200).await, Ok(true));
+}
+
+async fn revoke_by_sub_covers_tokens_issued_until_then<S: Store>(s: Arc<S>) {
+    let t = now();
+    s.revoke_sub("alice", t, t + 600, t).await.unwrap();
+    assert_eq!(
+        s.is_revoked("any", "alice", t - 100, t).await,
+        Ok(true),
+        "issued before"
+    );
+    assert_eq!(
+        s.is_revoked("any", "alice", t, t).await,
+        Ok(true),
+        "issued at revoked_at"
+    );
+    assert_eq!(
+        s.is_revoked("any", "alice", t + 1, t + 1).await,
+        Ok(false),
+        "issued after"
+    );
+    assert_eq!(s.is_revoked("any", "bob", t - 100, t).await, Ok(false), "another sub");
+    assert_eq!(
+        s.is_revoked("any", "alice", t - 100, t + 600).await,
+        Ok(false),
+        "kept until `until` only"
+    );
+    // An older revoked_at (a slow clock elsewhere) does not narrow it ...
+    s.revoke_sub("alice", t - 50, t + 60, t).await.unwrap();
+    assert_eq!(s.is_revoked("any", "alice", t, t + 100).await, Ok(true));
+    // ... and a newer one widens it.
+    s.revoke_sub("alice", t + 10, t + 600, t + 10).await.unwrap();
+    assert_eq!(s.is_revoked("any", "alice", t + 5, t + 10).await, Ok(true));
+    assert_eq!(s.is_revoked("any", "alice", t + 11, t + 11).await, Ok(false));
+}
+
+async fn rate_limit_fixed_window_and_retry_after<S: Store>(s: Arc<S>) {
+    // The next whole minute: aligned, and in Redis's future.
+    let t = now();
+    let start = t - t.rem_euclid(60) + 60;
+    for i in 0..3 {
+        let d = s.rate_hit("client-a", 3, 60, start + i * 10).await.unwrap();
+        assert!(d.allowed, "hit {} of 3", i + 1);
+    }
+    let d = s.rate_hit("client-a", 3, 60, start + 30).await.unwrap();
+    assert!(!d.allowed);
+    assert_eq!(d.retry_after, 30);
+    let d = s.rate_hit("client-a", 3, 60, start + 59).await.unwrap();
+    assert!(!d.allowed);
+    assert_eq!(d.retry_after, 1);
+    assert!(
+        s.rate_hit("client-b", 3, 60, start + 30).await.unwrap().allowed,
+        "counters are per key"
+    );
+    assert!(
+        s.rate_hit("client-a", 3, 60, start + 60).await.unwrap().allowed,
+        "a new window starts afresh"
+    );
+    let d = s.rate_hit("client-c", 0, 60, start).await.unwrap();
+    assert!(!d.allowed, "a limit of 0 allows nothing");
+    assert_eq!(d.retry_after, 60);
+}
+
+fn record(family: &str, t: i64) -> RefreshRecord {
+    let mut claims = serde_json::Map::new();
+    claims.insert("storeId".into(), serde_json::json!("st_1"));
+    claims.insert("big".into(), serde_json::json!(9_007_199_254_740_993_u64));
+    claims.insert("empty".into(), serde_json::json!([]));
+    RefreshRecord {
+        family: family.into(),
+        client: "shop_123".into(),
+        sub: "guest:abc".into(),
+        scopes: vec!["chat".into(), "read:orders".into()],
+        claims,
+        ttl: 100,
+        expires_at: t + 100,
+        family_expires_at: t + 1000,
+    }
+}
+
+fn h(family: &str, n: u32) -> String {
+    format!("{family}-token-{n}")
+}
+
+/// Spends tokens 0..n of a fresh family, one step every 10 seconds.
+async fn chain<S: Store>(s: &S, family: &str, t: i64, steps: u32) -> RefreshRecord {
+    let first = record(family, t);
+    s.refresh_insert(&h(family, 0), &first, t).await.unwrap();
+    for step in 0..steps {
+        let at = t + 10 * (i64::from(step) + 1);
+        let out = s
+            .refresh_spend(&h(family, step), &h(family, step + 1), at)
+            .await
+            .unwrap();
+        // Token `step` was made at t + 10*step with a lifetime of 100 s.
+        let expected = RefreshRecord {
+            expires_at: t + 10 * i64::from(step) + 100,
+            ..first.clone()
+        };
+        assert_eq!(out, SpendOutcome::Spent(expected), "step {}", step + 1);
+    }
+    first
+}
+
+async fn refresh_chain_over_five_steps<S: Store>(s: Arc<S>) {
+    let t = now();
+    chain(&*s, "fam", t, 5).await;
+    // Each spent token is refused; the last successor is live.
+    assert_eq!(
+        s.refresh_spend(&h("fam", 6), &h("fam", 7), t + 60).await,
+        Ok(SpendOutcome::Unknown)
+    );
+    let out = s.refresh_spend(&h("fam", 5), &h("fam", 6), t + 60).await.unwrap();
+    assert!(
+        matches!(out, SpendOutcome::Spent(ref r) if r.expires_at == t + 150),
+        "{out:?}"
+    );
+}
+
+async fn refresh_reuse_revokes_the_whole_family<S: Store>(s: Arc<S>) {
+    let t = now();
+    chain(&*s, "fam", t, 4).await; // tokens 0..3 spent, token 4 live
+    chain(&*s, "other", t, 1).await;
+    // Token 1 (spent at step 2) comes back after step 4, past its own expiry
+    // (t+110) but within the family's: someone kept a copy.
+    assert_eq!(
+        s.refresh_spend(&h("fam", 1), "thief-next", t + 120).await,
+        Ok(SpendOutcome::Reused)
+    );
+    // Steps 3 to 5 now fail, the legitimate holder's live token included.
+    for n in [2, 3, 4] {
+        let out = s.refresh_spend(&h("fam", n), &format!("again-{n}"), t + 121).await;
+        assert_eq!(out, Ok(SpendOutcome::Revoked), "token {n}");
+    }
+    assert_eq!(
+        s.refresh_spend(&h("fam", 1), "x", t + 122).await,
+        Ok(SpendOutcome::Revoked)
+    );
+    assert_eq!(
+        s.refresh_spend("thief-next", "y", t + 122).await,
+        Ok(SpendOutcome::Unknown),
+        "no successor for a reuse"
+    );
+    // Another family is untouched.
+    let out = s.refresh_spend(&h("other", 1), &h("other", 2), t + 30).await.unwrap();
+    assert!(matches!(out, SpendOutcome::Spent(_)), "{out:?}");
+}
+
+async fn refresh_concurrent_spends_exactly_one_wins<S: Store>(s: Arc<S>) {
+    let t = now();
+    s.refresh_insert("race-0", &record("race", t), t).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..2 {
+        let s = Arc::clone(&s);
+        tasks.spawn(async move {
+            s.refresh_spend("race-0", &format!("race-next-{i}"), t + 1)
+                .await
+                .unwrap()
+        });
+    }
+    let outcomes = tasks.join_all().await;
+    let spent = outcomes.iter().filter(|o| matches!(o, SpendOutcome::Spent(_))).count();
+    assert_eq!(spent, 1, "{outcomes:?}");
+    assert!(
+        outcomes.contains(&SpendOutcome::Reused),
+        "the loser is a reuse: {outcomes:?}"
+    );
+    // And the reuse revoked the winner's successor.
+    for i in 0..2 {
+        let out = s.refresh_spend(&format!("race-next-{i}"), "z", t + 2).await.unwrap();
+        assert!(matches!(out, SpendOutcome::Revoked | SpendOutcome::Unknown), "{out:?}");
+        assert!(!matches!(out, SpendOutcome::Spent(_)));
+    }
+}
+
+async fn mark_once_concurrent_exactly_one_wins<S: Store>(s: Arc<S>) {
+    let t = now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let s = Arc::clone(&s);
+        tasks.spawn(async move { s.mark_once("contended", t + 300, t).await.unwrap() });
+    }
+    let wins = tasks.join_all().await.into_iter().filter(|won| *won).count();
+    assert_eq!(wins, 1);
+}
+
+async fn refresh_expired_or_unknown<S: Store>(s: Arc<S>) {
+    let t = now();
+    assert_eq!(s.refresh_spend("never-issued", "n", t).await, Ok(SpendOutcome::Unknown));
+
+    s.refresh_insert("exp-0", &record("exp", t), t).await.unwrap();
+    assert_eq!(
+        s.refresh_spend("exp-0", "exp-1", t + 100).await,
+        Ok(SpendOutcome::Unknown),
+        "at expires_at"
+    );
+    assert_eq!(
+        s.refresh_spend("exp-0", "exp-1", t + 500).await,
+        Ok(SpendOutcome::Unknown)
+    );
+    // Presenting an expired token spent nothing: it still works in its lifetime.
+    let out = s.refresh_spend("exp-0", "exp-1", t + 99).await.unwrap();
+    assert!(matches!(out, SpendOutcome::Spent(_)), "{out:?}");
+
+    // Successors never outlive the family.
+    let capped = RefreshRecord {
+        family_expires_at: t + 150,
+        ..record("cap", t)
+    };
+    s.refresh_insert("cap-0", &capped, t).await.unwrap();
+    let out = s.refresh_spend("cap-0", "cap-1", t + 90).await.unwrap();
+    assert!(matches!(out, SpendOutcome::Spent(_)), "{out:?}");
+    let out = s.refresh_spend("cap-1", "cap-2", t + 149).await.unwrap();
+    assert!(
+        matches!(out, SpendOutcome::Spent(ref r) if r.expires_at == t + 150),
+        "{out:?}"
+    );
+    assert_eq!(
+        s.refresh_spend("cap-2", "cap-3", t + 150).await,
+        Ok(SpendOutcome::Unknown),
+        "family expired"
+    );
+    assert_eq!(
+        s.refresh_spend("cap-1", "cap-3", t + 150).await,
+        Ok(SpendOutcome::Unknown),
+        "family expired"
+    );
+}
+
+/// What only the memory store has: a capacity, and sweeping.
+mod memory_only {
+    use tokensmith::store::memory::{MemoryStats, MemoryStore};
+    use tokensmith::store::{Store, StoreError};
+
+    use super::record;
+
+    const T: i64 = 1_000_000;
+
+    #[tokio::test]
+    async fn full_refuses_new_marks_without_evicting_live_ones() {
+        let s = MemoryStore::new(4);
+        for i in 0..4 {
+            assert_eq!(s.mark_once(&format!("k{i}"), T + 100, T).await, Ok(true));
+        }
+        assert_eq!(s.mark_once("k4", T + 100, T).await, Err(StoreError::Full));
+        for i in 0..4 {
+            assert_eq!(
+                s.mark_once(&format!("k{i}"), T + 100, T + 99).await,
+                Ok(false),
+                "k{i} was evicted"
+            );
+        }
+        assert_eq!(s.stats().marks, 4);
+        // Once two of them have expired, a new mark sweeps them and fits.
+        let s = MemoryStore::new(4);
+        for (i, until) in [T + 10, T + 10, T + 500, T + 500].into_iter().enumerate() {
+            assert_eq!(s.mark_once(&format!("k{i}"), until, T).await, Ok(true));
+        }
+        assert_eq!(s.mark_once("k4", T + 500, T + 100).await, Ok(true));
+        assert_eq!(s.mark_once("k5", T + 500, T + 100).await, Ok(true));
+        assert_eq!(s.mark_once("k6", T + 500, T + 100).await, Err(StoreError::Full));
+        for key in ["k2", "k3", "k4", "k5"] {
+            assert_eq!(s.mark_once(key, T + 500, T + 100).await, Ok(false), "{key} was evicted");
+        }
+    }
+
+    #[tokio::test]
+    async fn full_applies_to_revocations_rate_counters_and_refresh_tokens() {
+        let s = MemoryStore::new(2);
+        s.revoke_jti("a", T + 100, T).await.unwrap();
+        s.revoke_sub("b", T, T + 100, T).await.unwrap();
+        assert_eq!(s.revoke_jti("c", T + 100, T).await, Err(StoreError::Full));
+        assert_eq!(s.is_revoked("a", "b", T, T).await, Ok(true));
+        s.revoke_jti("a", T + 200, T).await.unwrap(); // an existing entry still updates
+
+        s.rate_hit("r1", 5, 60, T).await.unwrap();
+        s.rate_hit("r2", 5, 60, T).await.unwrap();
+        assert_eq!(s.rate_hit("r3", 5, 60, T).await, Err(StoreError::Full));
+        assert!(
+            s.rate_hit("r3", 5, 60, T + 120).await.unwrap().allowed,
+            "ended windows are swept"
+        );
+
+        s.refresh_insert("t0", &record("f", T), T).await.unwrap();
+        s.refresh_insert("u0", &record("g", T), T).await.unwrap();
+        assert_eq!(s.refresh_insert("v0", &record("h", T), T).await, Err(StoreError::Full));
+        // A spend needs room for the successor; refused, it spends nothing.
+        assert_eq!(s.refresh_spend("t0", "t1", T + 1).await, Err(StoreError::Full));
+        assert_eq!(s.stats().revoked_families, 0);
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_swept_by_the_latest_now() {
+        let s = MemoryStore::new(1000);
+        for i in 0..10 {
+            s.mark_once(&format!("short{i}"), T + 10, T).await.unwrap();
+        }
+        for i in 0..5 {
+            s.mark_once(&format!("long{i}"), T + 1000, T).await.unwrap();
+        }
+        s.revoke_jti("j", T + 10, T).await.unwrap();
+        s.revoke_sub("u", T, T + 1000, T).await.unwrap();
+        s.rate_hit("r", 5, 10, T).await.unwrap();
+        s.refresh_insert("t0", &record("f", T), T).await.unwrap(); // family ends at T+1000
+        s.sweep();
+        let before = s.stats();
+        assert_eq!(
+            before,
+            MemoryStats {
+                marks: 15,
+                revocations: 2,
+                rate_counters: 1,
+                refresh_tokens: 1,
+                revoked_families: 0
+            }
+        );
+        // A caller at T+100: the short-lived entries are gone after a sweep.
+        assert_eq!(s.is_revoked("x", "y", T, T + 100).await, Ok(false));
+        s.sweep();
+        assert_eq!(
+            s.stats(),
+            MemoryStats {
+                marks: 5,
+                revocations: 1,
+                rate_counters: 0,
+                refresh_tokens: 1,
+                revoked_families: 0
+            }
+        );
+        for i in 0..5 {
+            assert_eq!(s.mark_once(&format!("long{i}"), T + 1000, T + 100).await, Ok(false));
+        }
+        assert_eq!(s.is_revoked("x", "u", T, T + 100).await, Ok(true));
+        // After the family's end, its tokens go too.
+        assert_eq!(s.ping().await, Ok(()));
+        s.mark_once("later", T + 5000, T + 2000).await.unwrap();
+        s.sweep();
+        assert_eq!(
+            s.stats(),
+            MemoryStats {
+                marks: 1,
+                ..MemoryStats::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_sweeper_expired_marks_are_reclaimed_before_the_table_grows() {
+        let s = MemoryStore::new(1_000_000);
+        assert!(!s.is_sweeping());
+        // 100 rounds of 1,000 marks, each round expiring before the next:
+        // without reclaiming, 100,000 would be held.
+        for round in 0..100_i64 {
+            let now = T + round * 10;
+            for i in 0..1000 {
+                assert_eq!(s.mark_once(&format!("r{round}-{i}"), now + 5, now).await, Ok(true));
+            }
+        }
+        let held = s.stats().marks;
+        assert!(held < 10_000, "{held} marks held");
+    }
+
+    /// On the current-thread runtime the sweeper runs only when the test
+    /// yields, so this needs no sleep and no timer.
+    #[tokio::test]
+    async fn background_sweeper_sweeps_and_stops_when_the_store_is_dropped() {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let tasks_before = metrics.num_alive_tasks();
+        let s = MemoryStore::start(100);
+        assert!(s.is_sweeping());
+        for i in 0..10 {
+            s.mark_once(&format!("k{i}"), T + 10, T).await.unwrap();
+        }
+        s.mark_once("long", T + 1000, T).await.unwrap();
+        // The store learns the time only from its callers.
+        assert_eq!(s.is_revoked("x", "y", T, T + 100).await, Ok(false));
+        assert_eq!(s.stats().marks, 11);
+        for _ in 0..100 {
+            if s.stats().marks == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(s.stats().marks, 1, "the background task did not sweep");
+        assert_eq!(metrics.num_alive_tasks(), tasks_before + 1);
+        drop(s);
+        for _ in 0..100 {
+            if metrics.num_alive_tasks() == tasks_before {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            metrics.num_alive_tasks(),
+            tasks_before,
+            "the sweeper outlived its store"
+        );
+    }
+
+    #[test]
+    fn start_outside_a_runtime_does_without_a_sweeper() {
+        let s = MemoryStore::start(10);
+        assert!(!s.is_sweeping());
+    }
+
+    #[tokio::test]
+    async fn start_inside_a_runtime_runs_a_sweeper() {
+        let s = MemoryStore::start(10);
+        assert!(s.is_sweeping());
+        assert_eq!(s.capacity(), 10);
+    }
+}
+
+/// What only the Redis store has: keys with PXAT, one round trip per mark,
+/// persistence across reconnection, and outages.
+mod redis_only {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use redis::AsyncCommands;
+    use tokensmith::store::redis::RedisStore;
+    use tokensmith::store::{SpendOutcome, Store, StoreError};
+
+    use super::{connect, now, record, TIMEOUT};
+    use crate::redis_harness::{free_port, RedisServer, INSTALL_HINT};
+
+    fn unix_ms() -> i64 {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        i64::try_from(d.as_millis()).unwrap()
+    }
+
+    async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+        server.client().get_multiplexed_async_connection().await.unwrap()
+    }
+
+    async fn commandstats(conn: &mut redis::aio::MultiplexedConnection) -> HashMap<String, u64> {
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+                Some((name.to_owned(), calls.parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_mark_is_one_key_under_the_namespace_with_pxat() {
+        let server = RedisServer::start();
+        let s = connect(&server, "issuer-a", TIMEOUT).await;
+        let t = now();
+        let expires_at = t + 300;
+        assert_eq!(s.mark_once("jti-x", expires_at, t).await, Ok(true));
+        let mut conn = raw(&server).await;
+        let keys: Vec<String> = conn.keys("*").await.unwrap();
+        assert_eq!(keys, vec!["tokensmith:issuer-a:mark:jti-x".to_owned()]);
+        let before = unix_ms();
+        let pttl: i64 = conn.pttl(&keys[0]).await.unwrap();
+        assert!(pttl > 0, "no expiry set: PTTL {pttl}");
+        assert!(pttl <= expires_at * 1000 - before, "PTTL {pttl} runs past expires_at");
+        assert!(
+            pttl > (expires_at - t - 5) * 1000,
+            "PTTL {pttl} is much shorter than asked"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_key_expires_with_what_it_guards() {
+        let server = RedisServer::start();
+        let s = connect(&server, "n", TIMEOUT).await;
+        let t = now();
+        let window = t - t.rem_euclid(60) + 60;
+        s.refresh_insert("h0", &record("fam", t), t).await.unwrap(); // family ends at t+1000
+        assert!(matches!(
+            s.refresh_spend("h0", "h1", t + 1).await,
+            Ok(SpendOutcome::Spent(_))
+        ));
+        assert_eq!(s.refresh_spend("h0", "h2", t + 2).await, Ok(SpendOutcome::Reused));
+        s.revoke_jti("j", t + 300, t).await.unwrap();
+        s.revoke_sub("u", t, t + 600, t).await.unwrap();
+        s.rate_hit("c", 5, 60, window).await.unwrap();
+        s.mark_once("m", t + 30, t).await.unwrap();
+        let expected = [
+            ("tokensmith:n:refresh:h0".to_owned(), t + 1000),
+            ("tokensmith:n:refresh:h1".to_owned(), t + 1000),
+            ("tokensmith:n:family:fam".to_owned(), t + 1000),
+            ("tokensmith:n:revoked-jti:j".to_owned(), t + 300),
+            ("tokensmith:n:revoked-sub:u".to_owned(), t + 600),
+            (format!("tokensmith:n:rate:c:{window}"), window + 60),
+            ("tokensmith:n:mark:m".to_owned(), t + 30),
+        ];
+        let mut conn = raw(&server).await;
+        let mut keys: Vec<String> = conn.keys("*").await.unwrap();
+        keys.sort();
+        let mut names: Vec<String> = expected.iter().map(|(k, _)| k.clone()).collect();
+        names.sort();
+        assert_eq!(keys, names, "nothing else is stored");
+        for (key, until) in expected {
+            let before = unix_ms();
+            let pttl: i64 = conn.pttl(&key).await.unwrap();
+            assert!(pttl > 0, "{key} has no expiry: PTTL {pttl}");
+            assert!(pttl <= until * 1000 - before, "{key} outlives {until}: PTTL {pttl}");
+            assert!(
+                pttl > (until - t - 5) * 1000,
+                "{key} expires well before {until}: PTTL {pttl}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn mark_once_is_exactly_one_set_command() {
+        let server = RedisServer::start();
+        let s = connect(&server, "n", TIMEOUT).await;
+        s.ping().await.unwrap(); // connection set-up done before counting
+        let mut conn = raw(&server).await;
+        let before = commandstats(&mut conn).await;
+        let t = now();
+        for i in 0..5 {
+            assert_eq!(s.mark_once(&format!("k{i}"), t + 60, t).await, Ok(true));
+            assert_eq!(s.mark_once(&format!("k{i}"), t + 60, t).await, Ok(false));
+        }
+        let after = commandstats(&mut conn).await;
+        let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        assert_eq!(delta("set"), 10, "one SET per mark_once: {before:?} → {after:?}");
+        let others: u64 = after
+            .keys()
+            .filter(|n| *n != "set" && *n != "info")
+            .map(|n| delta(n))
+            .sum();
+        assert_eq!(others, 0, "no other command: {before:?} → {after:?}");
+    }
+
+    #[tokio::test]
+    async fn marks_survive_a_new_connection_and_namespaces_are_apart() {
+        let server = RedisServer::start();
+        let t = now();
+        let first = connect(&server, "issuer-a", TIMEOUT).await;
+        assert_eq!(first.mark_once("jti", t + 60, t).await, Ok(true));
+        first.refresh_insert("h0", &record("f", t), t).await.unwrap();
+        drop(first);
+        let restarted = connect(&server, "issuer-a", TIMEOUT).await;
+        assert_eq!(restarted.mark_once("jti", t + 60, t).await, Ok(false));
+        assert!(matches!(
+            restarted.refresh_spend("h0", "h1", t + 1).await,
+            Ok(SpendOutcome::Spent(_))
+        ));
+        let other = connect(&server, "issuer-b", TIMEOUT).await;
+        assert_eq!(other.namespace(), "issuer-b");
+        assert_eq!(other.mark_once("jti", t + 60, t).await, Ok(true));
+    }
+
+    /// Every kind of call, each expected to fail with `Unavailable`, fast.
+    async fn assert_all_unavailable(s: &RedisStore, within: Duration) {
+        let t = now();
+        let started = Instant::now();
+        let results = [
+            s.mark_once("down", t + 60, t).await.map(|_| ()),
+            s.revoke_jti("down", t + 60, t).await,
+            s.revoke_sub("down", t, t + 60, t).await,
+            s.is_revoked("down", "down", t, t).await.map(|_| ()),
+            s.rate_hit("down", 5, 60, t).await.map(|_| ()),
+            s.refresh_insert("down", &record("down", t), t).await,
+            s.refresh_spend("down", "down2", t).await.map(|_| ()),
+            s.ping().await,
+        ];
+        for (i, r) in results.iter().enumerate() {
+            assert!(matches!(r, Err(StoreError::Unavailable(_))), "call {i}: {r:?}");
+        }
+        let took = started.elapsed();
+        assert!(took < within, "8 calls took {took:?}");
+    }
+
+    /// Polls (bounded) until the store works again.
+    async fn assert_recovers(s: &RedisStore, within: Duration) {
+        let started = Instant::now();
+        loop {
+            let t = now();
+            if s.mark_once("back", t + 60, t).await == Ok(true) {
+                break;
+            }
+            assert!(started.elapsed() < within, "not back after {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        s.ping().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unavailable_while_redis_is_down_then_recovers_on_restart() {
+        let mut server = RedisServer::start();
+        let timeout = Duration::from_millis(500);
+        let s = connect(&server, "n", timeout).await;
+        let t = now();
+        assert_eq!(s.mark_once("before", t + 60, t).await, Ok(true));
+        server.stop();
+        // Refused connections fail at once; no call may take much longer than the timeout.
+        assert_all_unavailable(&s, 8 * timeout).await;
+        server.restart();
+        assert_recovers(&s, Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timed_out_calls_do_not_wedge_the_connection() {
+        let mut server = RedisServer::start();
+        let timeout = Duration::from_millis(300);
+        let s = connect(&server, "n", timeout).await;
+        let t = now();
+        assert_eq!(s.mark_once("before", t + 60, t).await, Ok(true));
+        server.pause();
+        let started = Instant::now();
+        let r = s.mark_once("paused", t + 60, t).await;
+        let took = started.elapsed();
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert!(
+            took >= timeout / 2 && took < timeout + Duration::from_secs(1),
+            "took {took:?}"
+        );
+        assert_all_unavailable(&s, 8 * (timeout + Duration::from_millis(200))).await;
+        server.resume();
+        assert_recovers(&s, Duration::from_secs(5)).await;
+        assert_eq!(
+            s.mark_once("before", t + 60, t).await,
+            Ok(false),
+            "the data was kept through the pause"
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_is_bounded_by_the_timeout() {
+        let timeout = Duration::from_millis(300);
+        // Nothing listens: refused at once.
+        let url = format!("redis://127.0.0.1:{}/", free_port());
+        let started = Instant::now();
+        let r = RedisStore::connect(&url, "n", timeout).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert!(started.elapsed() < timeout + Duration::from_secs(1));
+        // Something accepts the connection and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}/", silent.local_addr().unwrap());
+        let started = Instant::now();
+        let r = RedisStore::connect(&url, "n", timeout).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert!(
+            started.elapsed() < timeout + Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+        // Not a URL.
+        let r = RedisStore::connect("mysql://nope", "n", timeout).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    }
+
+    #[test]
+    fn a_missing_redis_server_fails_with_how_to_install_it() {
+        let outcome = std::panic::catch_unwind(|| RedisServer::start_binary("tokensmith-test-no-such-redis-server"));
+        let payload = outcome.err().expect("starting a missing binary must fail");
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        assert!(message.contains("apt-get install -y redis-server"), "{message}");
+        assert!(INSTALL_HINT.contains("apt-get install -y redis-server"));
+    }
+}
