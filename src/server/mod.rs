@@ -381,6 +381,7 @@ fn init_logging() {
     let filter = std::env::var("TOKENSMITH_LOG").unwrap_or_else(|_| "info".to_owned());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -420,11 +421,17 @@ pub fn run_blocking(
         } else {
             None
         };
-        let store = AnyStore::from_config(&cfg.store, &cfg.issuer).await.map_err(|e| CliError::new("store_unavailable", format!("{e:?}")))?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| CliError::new("listen_failed", format!("{}: {e}", cfg.listen)))?;
         let addr = listener.local_addr().map_err(|e| CliError::new("listen_failed", e.to_string()))?;
+        if cfg.issuer == Config::embedded().issuer && addr != Config::embedded().listen {
+            // The issuer was left at its default: name the address actually served.
+            cfg.issuer = format!("http://{addr}");
+        }
+        let store = AnyStore::from_config(&cfg.store, &cfg.issuer)
+            .await
+            .map_err(|e| CliError::new("store_unavailable", e.to_string()))?;
         let state = Arc::new(AppState::new(cfg, &ring, registry, store, clock)?);
         if let Some(d) = &dev_client {
             d.announce(&addr);

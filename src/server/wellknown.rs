@@ -40,8 +40,6 @@ impl Discovery {
             "response_types_supported": ["token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": algs,
-            "token_endpoint_auth_methods_supported": ["client_secret_post"],
-            "scopes_supported": [],
         });
         let json = Bytes::from(doc.to_string());
         let digest = crate::jose::alg::sha256(&json);

@@ -1,6 +1,7 @@
 //! The integration suite: one binary, one module per subject.
 
 mod common;
+mod harness;
 mod interop;
 mod jose_attacks;
 mod jose_props;
