@@ -6,17 +6,19 @@
 //!
 //! Every input is made once, before measuring: keys are parsed, the token is
 //! issued, and each path is checked to accept it, so a row can never measure
-//! a fast rejection.
+//! a fast rejection. After criterion's rows, the ratios the project holds
+//! itself to are measured once more in alternation (see [`paired`]).
 
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::signature::{self as lc, KeyPair as _};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{BatchSize, Criterion};
 use ring::signature::{self as rg, KeyPair as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map};
@@ -56,80 +58,11 @@ struct JwtClaims {
     app_id: String,
 }
 
-/// One algorithm's issuer, verifier and a token they made.
-struct Setup {
-    keys: SharedKeys,
-    issuer: Issuer,
-    verifier: Verifier<SharedKeys>,
-    validation: Validation,
-    clock: SharedClock,
-    spec: TokenSpec,
-    token: String,
-}
-
-impl Setup {
-    fn new(alg: Algorithm, pkcs8: &[u8], clock: &SharedClock) -> Setup {
-        let key = SigningKey::from_pkcs8(alg, pkcs8).unwrap();
-        let ring = KeyRing::from_keys(vec![RingKey::fresh(key, KeyState::Active, clock.now()).unwrap()]).unwrap();
-        let keys: SharedKeys = Arc::new(ArcSwap::from_pointee(ring.snapshot().unwrap()));
-        let issuer = Issuer::new(Arc::clone(&keys), ISS, Arc::clone(clock));
-        let validation = Validation {
-            audience: Some(AUD.into()),
-            ..Validation::new(ISS)
-        };
-        let verifier = Verifier::new(Arc::clone(&keys), validation.clone(), Arc::clone(clock));
-        let spec = spec();
-        let token = issuer.issue(spec.clone()).unwrap().token;
-        let claims = verifier.verify(&token).unwrap();
-        assert_eq!(claims.scopes, ["read:orders"]);
-        Setup {
-            keys,
-            issuer,
-            verifier,
-            validation,
-            clock: Arc::clone(clock),
-            spec,
-            token,
-        }
-    }
-
-    fn signing_input(&self) -> &[u8] {
-        let end = self.token.rfind('.').unwrap();
-        &self.token.as_bytes()[..end]
-    }
-
-    fn signature(&self) -> Vec<u8> {
-        let start = self.token.rfind('.').unwrap() + 1;
-        URL_SAFE_NO_PAD.decode(&self.token[start..]).unwrap()
-    }
-
-    fn public_key(&self) -> PublicKey {
-        self.keys.load().signer.key.public_key().clone()
-    }
-
-    fn kid(&self) -> String {
-        self.keys.load().signer.kid.clone()
-    }
-}
-
 /// The DER inside a `-----BEGIN PRIVATE KEY-----` (PKCS#8) PEM.
 fn pkcs8(pem: &str) -> Vec<u8> {
     assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
-}
-
-fn spec() -> TokenSpec {
-    let mut extra = Map::new();
-    extra.insert("storeId".into(), json!("st_8842"));
-    extra.insert("appId".into(), json!("app_chatbot"));
-    TokenSpec {
-        sub: "user_1234".into(),
-        aud: vec![AUD.into()],
-        scopes: vec!["read:orders".into()],
-        ttl: TTL,
-        extra,
-    }
+    STANDARD.decode(body).unwrap()
 }
 
 /// The `RSAPrivateKey` inside a PKCS#8 `PrivateKeyInfo`: `jsonwebtoken`
@@ -157,99 +90,209 @@ fn pkcs1_from_pkcs8(pkcs8: &[u8]) -> &[u8] {
     key
 }
 
-fn rs256(c: &mut Criterion, clock: &SharedClock) {
-    let der = pkcs8(RSA_PEM);
-    let s = Setup::new(Algorithm::RS256, &der, clock);
-    let msg = s.signing_input().to_vec();
-    let sig = s.signature();
-    let PublicKey::Rsa { n, e } = s.public_key() else {
-        unreachable!()
-    };
+fn spec() -> TokenSpec {
+    let mut extra = Map::new();
+    extra.insert("storeId".into(), json!("st_8842"));
+    extra.insert("appId".into(), json!("app_chatbot"));
+    TokenSpec {
+        sub: "user_1234".into(),
+        aud: vec![AUD.into()],
+        scopes: vec!["read:orders".into()],
+        ttl: TTL,
+        extra,
+    }
+}
 
-    // aws-lc-rs, called directly.
-    let lc_pair = lc::RsaKeyPair::from_pkcs8(&der).unwrap();
-    let lc_rng = aws_lc_rs::rand::SystemRandom::new();
-    let lc_public = lc_pair.public_key().as_ref().to_vec();
-    let lc_parsed = lc::ParsedPublicKey::new(&lc::RSA_PKCS1_2048_8192_SHA256, &lc_public).unwrap();
-    let lc_unparsed = lc::UnparsedPublicKey::new(&lc::RSA_PKCS1_2048_8192_SHA256, &lc_public);
-    lc_parsed.verify_sig(&msg, &sig).unwrap();
-    lc_unparsed.verify(&msg, &sig).unwrap();
+/// One algorithm's issuer, verifier and a token they made.
+struct Setup {
+    keys: SharedKeys,
+    issuer: Issuer,
+    verifier: Verifier<SharedKeys>,
+    validation: Validation,
+    clock: SharedClock,
+    spec: TokenSpec,
+    token: String,
+    /// The token's signing input (`header.payload`) and decoded signature,
+    /// for the raw rows.
+    msg: Vec<u8>,
+    sig: Vec<u8>,
+}
 
-    // ring, called directly.
-    let rg_pair = rg::RsaKeyPair::from_pkcs8(&der).unwrap();
-    let rg_rng = ring::rand::SystemRandom::new();
-    let rg_public = rg_pair.public_key().as_ref().to_vec();
-    let rg_unparsed = rg::UnparsedPublicKey::new(&rg::RSA_PKCS1_2048_8192_SHA256, &rg_public);
-    rg_unparsed.verify(&msg, &sig).unwrap();
+impl Setup {
+    fn new(alg: Algorithm, pkcs8: &[u8], clock: &SharedClock) -> Setup {
+        let key = SigningKey::from_pkcs8(alg, pkcs8).unwrap();
+        let ring = KeyRing::from_keys(vec![RingKey::fresh(key, KeyState::Active, clock.now()).unwrap()]).unwrap();
+        let keys: SharedKeys = Arc::new(ArcSwap::from_pointee(ring.snapshot().unwrap()));
+        let issuer = Issuer::new(Arc::clone(&keys), ISS, Arc::clone(clock));
+        let validation = Validation {
+            audience: Some(AUD.into()),
+            ..Validation::new(ISS)
+        };
+        let verifier = Verifier::new(Arc::clone(&keys), validation.clone(), Arc::clone(clock));
+        let spec = spec();
+        let token = issuer.issue(spec.clone()).unwrap().token;
+        let claims = verifier.verify(&token).unwrap();
+        assert_eq!(claims.scopes, ["read:orders"]);
+        let dot = token.rfind('.').unwrap();
+        let msg = token.as_bytes()[..dot].to_vec();
+        let sig = URL_SAFE_NO_PAD.decode(&token[dot + 1..]).unwrap();
+        Setup {
+            keys,
+            issuer,
+            verifier,
+            validation,
+            clock: Arc::clone(clock),
+            spec,
+            token,
+            msg,
+            sig,
+        }
+    }
 
-    // jsonwebtoken, with the same key, header members and claims.
-    let jwt_claims: JwtClaims = serde_json::from_slice(jws::decode(&s.token).unwrap().payload()).unwrap();
-    let mut jwt_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    jwt_header.kid = Some(s.kid());
-    let jwt_encoding = jsonwebtoken::EncodingKey::from_rsa_der(pkcs1_from_pkcs8(&der));
-    // From the JWKS members, as a verifier that fetched our JWKS would build it.
-    let jwt_decoding = jsonwebtoken::DecodingKey::from_rsa_raw_components(&n, &e);
-    let mut jwt_validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    jwt_validation.set_audience(&[AUD]);
-    jwt_validation.set_issuer(&[ISS]);
-    jwt_validation.required_spec_claims = ["exp", "iss", "sub", "aud"]
-        .map(String::from)
-        .into_iter()
-        .collect::<HashSet<_>>();
-    let decoded = jsonwebtoken::decode::<JwtClaims>(&s.token, &jwt_decoding, &jwt_validation).unwrap();
-    assert_eq!(decoded.claims.jti, jwt_claims.jti);
-    // Their token verifies with us and ours with them: the rows compare like with like.
-    let theirs = jsonwebtoken::encode(&jwt_header, &jwt_claims, &jwt_encoding).unwrap();
-    s.verifier.verify(&theirs).unwrap();
+    fn issue(&self, spec: TokenSpec) {
+        black_box(self.issuer.issue(spec).unwrap());
+    }
 
+    fn verify(&self) {
+        black_box(self.verifier.verify(black_box(&self.token)).unwrap());
+    }
+}
+
+/// RS256 through every implementation, on the same key, claims and token.
+struct Rs256 {
+    s: Setup,
+    lc_pair: lc::RsaKeyPair,
+    lc_rng: aws_lc_rs::rand::SystemRandom,
+    lc_parsed: lc::ParsedPublicKey,
+    lc_unparsed: lc::UnparsedPublicKey<Vec<u8>>,
+    rg_pair: rg::RsaKeyPair,
+    rg_rng: ring::rand::SystemRandom,
+    rg_unparsed: rg::UnparsedPublicKey<Vec<u8>>,
+    jwt_claims: JwtClaims,
+    jwt_header: jsonwebtoken::Header,
+    jwt_encoding: jsonwebtoken::EncodingKey,
+    jwt_decoding: jsonwebtoken::DecodingKey,
+    jwt_validation: jsonwebtoken::Validation,
+}
+
+impl Rs256 {
+    fn new(clock: &SharedClock) -> Rs256 {
+        let der = pkcs8(RSA_PEM);
+        let s = Setup::new(Algorithm::RS256, &der, clock);
+        let PublicKey::Rsa { n, e } = s.keys.load().signer.key.public_key().clone() else {
+            unreachable!()
+        };
+
+        let lc_pair = lc::RsaKeyPair::from_pkcs8(&der).unwrap();
+        let lc_public = lc_pair.public_key().as_ref().to_vec();
+        let lc_parsed = lc::ParsedPublicKey::new(&lc::RSA_PKCS1_2048_8192_SHA256, &lc_public).unwrap();
+        let lc_unparsed = lc::UnparsedPublicKey::new(&lc::RSA_PKCS1_2048_8192_SHA256, lc_public);
+
+        let rg_pair = rg::RsaKeyPair::from_pkcs8(&der).unwrap();
+        let rg_public = rg_pair.public_key().as_ref().to_vec();
+        let rg_unparsed = rg::UnparsedPublicKey::new(&rg::RSA_PKCS1_2048_8192_SHA256, rg_public);
+
+        let jwt_claims: JwtClaims = serde_json::from_slice(jws::decode(&s.token).unwrap().payload()).unwrap();
+        let mut jwt_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        jwt_header.kid = Some(s.keys.load().signer.kid.clone());
+        let jwt_encoding = jsonwebtoken::EncodingKey::from_rsa_der(pkcs1_from_pkcs8(&der));
+        // From the JWKS members, as a verifier that fetched our JWKS would build it.
+        let jwt_decoding = jsonwebtoken::DecodingKey::from_rsa_raw_components(&n, &e);
+        let mut jwt_validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        jwt_validation.set_audience(&[AUD]);
+        jwt_validation.set_issuer(&[ISS]);
+        jwt_validation.required_spec_claims = ["exp", "iss", "sub", "aud"]
+            .map(String::from)
+            .into_iter()
+            .collect::<HashSet<_>>();
+
+        let rs = Rs256 {
+            s,
+            lc_pair,
+            lc_rng: aws_lc_rs::rand::SystemRandom::new(),
+            lc_parsed,
+            lc_unparsed,
+            rg_pair,
+            rg_rng: ring::rand::SystemRandom::new(),
+            rg_unparsed,
+            jwt_claims,
+            jwt_header,
+            jwt_encoding,
+            jwt_decoding,
+            jwt_validation,
+        };
+        // Every row accepts its input, and their token verifies with us: the
+        // rows compare like with like.
+        rs.verify_raw_aws_lc();
+        rs.verify_raw_aws_lc_unparsed();
+        rs.verify_raw_ring();
+        rs.decode_jsonwebtoken();
+        let theirs = jsonwebtoken::encode(&rs.jwt_header, &rs.jwt_claims, &rs.jwt_encoding).unwrap();
+        rs.s.verifier.verify(&theirs).unwrap();
+        rs
+    }
+
+    fn sign_raw_aws_lc(&self) {
+        let mut out = vec![0u8; self.lc_pair.public_modulus_len()];
+        self.lc_pair
+            .sign(&lc::RSA_PKCS1_SHA256, &self.lc_rng, black_box(&self.s.msg), &mut out)
+            .unwrap();
+        black_box(out);
+    }
+
+    fn sign_raw_ring(&self) {
+        let mut out = vec![0u8; self.rg_pair.public().modulus_len()];
+        self.rg_pair
+            .sign(&rg::RSA_PKCS1_SHA256, &self.rg_rng, black_box(&self.s.msg), &mut out)
+            .unwrap();
+        black_box(out);
+    }
+
+    fn encode_jsonwebtoken(&self) {
+        black_box(jsonwebtoken::encode(&self.jwt_header, black_box(&self.jwt_claims), &self.jwt_encoding).unwrap());
+    }
+
+    fn verify_raw_aws_lc(&self) {
+        self.lc_parsed
+            .verify_sig(black_box(&self.s.msg), black_box(&self.s.sig))
+            .unwrap();
+    }
+
+    fn verify_raw_aws_lc_unparsed(&self) {
+        self.lc_unparsed
+            .verify(black_box(&self.s.msg), black_box(&self.s.sig))
+            .unwrap();
+    }
+
+    fn verify_raw_ring(&self) {
+        self.rg_unparsed
+            .verify(black_box(&self.s.msg), black_box(&self.s.sig))
+            .unwrap();
+    }
+
+    fn decode_jsonwebtoken(&self) {
+        let token = black_box(&self.s.token);
+        black_box(jsonwebtoken::decode::<JwtClaims>(token, &self.jwt_decoding, &self.jwt_validation).unwrap());
+    }
+}
+
+fn rs256(c: &mut Criterion, rs: &Rs256) {
     let mut g = c.benchmark_group("rs256/sign");
-    let mut out = vec![0u8; lc_pair.public_modulus_len()];
-    g.bench_function("raw-aws-lc", |b| {
-        b.iter(|| {
-            lc_pair
-                .sign(&lc::RSA_PKCS1_SHA256, &lc_rng, black_box(&msg), &mut out)
-                .unwrap()
-        });
-    });
-    let mut out = vec![0u8; rg_pair.public().modulus_len()];
-    g.bench_function("raw-ring", |b| {
-        b.iter(|| {
-            rg_pair
-                .sign(&rg::RSA_PKCS1_SHA256, &rg_rng, black_box(&msg), &mut out)
-                .unwrap()
-        });
-    });
+    g.bench_function("raw-aws-lc", |b| b.iter(|| rs.sign_raw_aws_lc()));
+    g.bench_function("raw-ring", |b| b.iter(|| rs.sign_raw_ring()));
     g.bench_function("tokensmith", |b| {
-        b.iter_batched(
-            || s.spec.clone(),
-            |spec| s.issuer.issue(spec).unwrap(),
-            BatchSize::SmallInput,
-        );
+        b.iter_batched(|| rs.s.spec.clone(), |spec| rs.s.issue(spec), BatchSize::SmallInput)
     });
-    g.bench_function("jsonwebtoken", |b| {
-        b.iter(|| jsonwebtoken::encode(&jwt_header, black_box(&jwt_claims), &jwt_encoding).unwrap());
-    });
+    g.bench_function("jsonwebtoken", |b| b.iter(|| rs.encode_jsonwebtoken()));
     g.finish();
 
     let mut g = c.benchmark_group("rs256/verify");
-    g.bench_function("raw-aws-lc", |b| {
-        b.iter(|| lc_parsed.verify_sig(black_box(&msg), black_box(&sig)).unwrap())
-    });
-    g.bench_function("raw-aws-lc-unparsed", |b| {
-        b.iter(|| lc_unparsed.verify(black_box(&msg), black_box(&sig)).unwrap());
-    });
-    g.bench_function("raw-ring", |b| {
-        b.iter(|| rg_unparsed.verify(black_box(&msg), black_box(&sig)).unwrap())
-    });
-    g.bench_function("tokensmith", |b| {
-        b.iter(|| s.verifier.verify(black_box(&s.token)).unwrap())
-    });
-    g.bench_function("jsonwebtoken", |b| {
-        b.iter(|| jsonwebtoken::decode::<JwtClaims>(black_box(&s.token), &jwt_decoding, &jwt_validation).unwrap());
-    });
+    g.bench_function("raw-aws-lc", |b| b.iter(|| rs.verify_raw_aws_lc()));
+    g.bench_function("raw-aws-lc-unparsed", |b| b.iter(|| rs.verify_raw_aws_lc_unparsed()));
+    g.bench_function("raw-ring", |b| b.iter(|| rs.verify_raw_ring()));
+    g.bench_function("tokensmith", |b| b.iter(|| rs.s.verify()));
+    g.bench_function("jsonwebtoken", |b| b.iter(|| rs.decode_jsonwebtoken()));
     g.finish();
-
-    verify_steps(c, &s);
 }
 
 /// Our verify taken apart, in its order: what it spends besides the signature.
@@ -279,70 +322,134 @@ fn verify_steps(c: &mut Criterion, s: &Setup) {
 fn es256(c: &mut Criterion, clock: &SharedClock) {
     let der = pkcs8(P256_PEM);
     let s = Setup::new(Algorithm::ES256, &der, clock);
-    let msg = s.signing_input().to_vec();
-    let sig = s.signature();
     let pair = lc::EcdsaKeyPair::from_pkcs8(&lc::ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let parsed = lc::ParsedPublicKey::new(&lc::ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref()).unwrap();
-    parsed.verify_sig(&msg, &sig).unwrap();
+    parsed.verify_sig(&s.msg, &s.sig).unwrap();
 
     let mut g = c.benchmark_group("es256/sign");
-    g.bench_function("raw-aws-lc", |b| b.iter(|| pair.sign(&rng, black_box(&msg)).unwrap()));
+    g.bench_function("raw-aws-lc", |b| b.iter(|| pair.sign(&rng, black_box(&s.msg)).unwrap()));
     g.bench_function("tokensmith", |b| {
-        b.iter_batched(
-            || s.spec.clone(),
-            |spec| s.issuer.issue(spec).unwrap(),
-            BatchSize::SmallInput,
-        );
+        b.iter_batched(|| s.spec.clone(), |spec| s.issue(spec), BatchSize::SmallInput)
     });
     g.finish();
     let mut g = c.benchmark_group("es256/verify");
     g.bench_function("raw-aws-lc", |b| {
-        b.iter(|| parsed.verify_sig(black_box(&msg), black_box(&sig)).unwrap())
+        b.iter(|| parsed.verify_sig(black_box(&s.msg), black_box(&s.sig)).unwrap())
     });
-    g.bench_function("tokensmith", |b| {
-        b.iter(|| s.verifier.verify(black_box(&s.token)).unwrap())
-    });
+    g.bench_function("tokensmith", |b| b.iter(|| s.verify()));
     g.finish();
 }
 
 fn eddsa(c: &mut Criterion, clock: &SharedClock) {
     let der = pkcs8(ED25519_PEM);
     let s = Setup::new(Algorithm::EdDSA, &der, clock);
-    let msg = s.signing_input().to_vec();
-    let sig = s.signature();
     let pair = lc::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
     let parsed = lc::ParsedPublicKey::new(&lc::ED25519, pair.public_key().as_ref()).unwrap();
-    parsed.verify_sig(&msg, &sig).unwrap();
+    parsed.verify_sig(&s.msg, &s.sig).unwrap();
 
     let mut g = c.benchmark_group("eddsa/sign");
-    g.bench_function("raw-aws-lc", |b| b.iter(|| pair.sign(black_box(&msg))));
+    g.bench_function("raw-aws-lc", |b| b.iter(|| pair.sign(black_box(&s.msg))));
     g.bench_function("tokensmith", |b| {
-        b.iter_batched(
-            || s.spec.clone(),
-            |spec| s.issuer.issue(spec).unwrap(),
-            BatchSize::SmallInput,
-        );
+        b.iter_batched(|| s.spec.clone(), |spec| s.issue(spec), BatchSize::SmallInput)
     });
     g.finish();
     let mut g = c.benchmark_group("eddsa/verify");
     g.bench_function("raw-aws-lc", |b| {
-        b.iter(|| parsed.verify_sig(black_box(&msg), black_box(&sig)).unwrap())
+        b.iter(|| parsed.verify_sig(black_box(&s.msg), black_box(&s.sig)).unwrap())
     });
-    g.bench_function("tokensmith", |b| {
-        b.iter(|| s.verifier.verify(black_box(&s.token)).unwrap())
-    });
+    g.bench_function("tokensmith", |b| b.iter(|| s.verify()));
     g.finish();
 }
 
-fn tokens(c: &mut Criterion) {
+/// Rounds of [`paired`]; odd, so that the median is one of them.
+const ROUNDS: usize = 201;
+
+/// The median over [`ROUNDS`] of `time(a) / time(b)`, each round timing
+/// `iters` calls of each back to back, in alternating order. On a machine
+/// whose speed drifts (other jobs, frequency scaling), rows that criterion
+/// measured a minute apart can differ by more than the ratios we care
+/// about; two sides timed within a millisecond of each other drift alike.
+/// Blocks of about half a millisecond are rarely cut by the scheduler, and
+/// the median drops the rounds that were.
+fn paired(iters: u32, a: impl Fn(), b: impl Fn()) -> f64 {
+    let time = |f: &dyn Fn()| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        start.elapsed().as_secs_f64()
+    };
+    let mut ratios: Vec<f64> = (0..ROUNDS)
+        .map(|round| {
+            if round % 2 == 0 {
+                let ta = time(&a);
+                ta / time(&b)
+            } else {
+                let tb = time(&b);
+                time(&a) / tb
+            }
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ROUNDS / 2]
+}
+
+fn ratios(rs: &Rs256) {
+    let spec = || rs.s.spec.clone();
+    let rows: [(&str, &str, f64); 6] = [
+        (
+            "rs256 verify: tokensmith / raw-aws-lc",
+            "≤ 1.15",
+            paired(20, || rs.s.verify(), || rs.verify_raw_aws_lc()),
+        ),
+        (
+            "rs256 verify: tokensmith / jsonwebtoken",
+            "≤ 1.00",
+            paired(20, || rs.s.verify(), || rs.decode_jsonwebtoken()),
+        ),
+        (
+            "rs256 sign: tokensmith / raw-aws-lc",
+            "≤ 1.05",
+            paired(2, || rs.s.issue(spec()), || rs.sign_raw_aws_lc()),
+        ),
+        (
+            "rs256 sign: jsonwebtoken / raw-aws-lc",
+            "",
+            paired(2, || rs.encode_jsonwebtoken(), || rs.sign_raw_aws_lc()),
+        ),
+        (
+            "rs256 sign: raw-ring / raw-aws-lc",
+            "",
+            paired(2, || rs.sign_raw_ring(), || rs.sign_raw_aws_lc()),
+        ),
+        (
+            "rs256 verify: raw-ring / raw-aws-lc",
+            "",
+            paired(20, || rs.verify_raw_ring(), || rs.verify_raw_aws_lc()),
+        ),
+    ];
+    println!("\nPaired ratios (median of {ROUNDS} alternating rounds):\n");
+    println!("| ratio | measured | target |");
+    println!("|---|---|---|");
+    for (name, target, ratio) in rows {
+        println!("| {name} | {ratio:.3} | {target} |");
+    }
+}
+
+fn main() {
     // Fixed at the real time, not at some constant: `jsonwebtoken` checks
     // `exp` against the system clock, and the tokens must pass both.
     let clock: SharedClock = ManualClock::new(SystemClock.now());
-    rs256(c, &clock);
-    es256(c, &clock);
-    eddsa(c, &clock);
+    let rs = Rs256::new(&clock);
+    let mut c = Criterion::default().configure_from_args();
+    rs256(&mut c, &rs);
+    verify_steps(&mut c, &rs.s);
+    es256(&mut c, &clock);
+    eddsa(&mut c, &clock);
+    c.final_summary();
+    // Only when benchmarking: `cargo test --benches` runs each row once, as a test.
+    if std::env::args().any(|a| a == "--bench") {
+        ratios(&rs);
+    }
 }
-
-criterion_group!(benches, tokens);
-criterion_main!(benches);

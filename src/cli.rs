@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
-use crate::claims::{Rejection, Validation, REGISTERED};
+use crate::claims::{is_reserved, Rejection, Validation};
 use crate::clients;
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::config::{self, Config};
@@ -23,6 +23,16 @@ use crate::jose::{Algorithm, JwkSet};
 use crate::keys::disk::KeyDir;
 use crate::keys::{KeyRecord, RingPolicy};
 use crate::verifier::{StaticKeys, Verifier};
+
+/// `println!` that reports a closed or failing standard output as an error
+/// line instead of panicking (`tokensmith jwks | head -1`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+            .map_err(|e| CliError::new("output_failed", format!("standard output: {e}")))
+    }};
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -213,10 +223,14 @@ impl From<config::ConfigError> for CliError {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        // --help and --version, and a bare `keys`/`apikey`, which shows its help.
+        Err(e) if !e.use_stderr() || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+        Err(e) => {
+            eprintln!("error: bad_usage: {}", usage_line(&e));
+            return ExitCode::from(2);
         }
     };
     match run(cli) {
@@ -226,6 +240,19 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// clap's message on one line, as every error is: its own "error: " prefix,
+/// the usage block and the "try --help" hint dropped.
+fn usage_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect();
+    format!("{} (see --help)", parts.join(" "))
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, CliError> {
@@ -254,8 +281,7 @@ fn key_dir(cfg: &Config, dir: &DirArg) -> KeyDir {
 
 fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(v).map_err(|e| CliError::new("internal", e.to_string()))?;
-    println!("{text}");
-    Ok(())
+    out!("{text}")
 }
 
 /// Runs a parsed command line.
@@ -269,31 +295,28 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let bits = bits.and_then(|b| b.parse().ok()).unwrap_or(cfg.keys.rsa_bits);
             let kd = key_dir(&cfg, &dir);
             let ring = kd.init(alg, bits, clock.now())?;
-            print_records(&ring.records());
-            Ok(())
+            print_records(&ring.records())
         }
         Command::Keys(KeysCommand::Rotate { dir, now }) => {
             let kd = key_dir(&cfg, &dir);
-            let ring = kd.rotate(&policy(&cfg), cfg.keys.algorithm, cfg.keys.rsa_bits, clock.now(), now)?;
-            print_records(&ring.records());
-            Ok(())
+            let ring = kd.rotate(&policy(&cfg), |a| cfg.keys.rotation_algorithm(a), cfg.keys.rsa_bits, clock.now(), now)?;
+            print_records(&ring.records())
         }
         Command::Keys(KeysCommand::List { dir, json }) => {
             let ring = key_dir(&cfg, &dir).load()?;
             if json {
                 print_json(&ring.records())
             } else {
-                print_records(&ring.records());
-                Ok(())
+                print_records(&ring.records())
             }
         }
         Command::Keys(KeysCommand::Prune { dir }) => {
             let (_, gone) = key_dir(&cfg, &dir).prune(&policy(&cfg), clock.now())?;
             for r in &gone {
-                println!("pruned {} ({})", r.kid, r.alg);
+                out!("pruned {} ({})", r.kid, r.alg)?;
             }
             if gone.is_empty() {
-                println!("nothing to prune");
+                out!("nothing to prune")?;
             }
             Ok(())
         }
@@ -305,24 +328,28 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Verify(args) => verify(&cfg, args),
         Command::Apikey(ApikeyCommand::Create { client }) => {
             let key = clients::new_api_key().map_err(|e| CliError::new("internal", e.to_string()))?;
-            println!("API key for client {client:?} (shown once, store it now):");
-            println!("{}", key.key);
-            println!();
-            println!("In tokensmith.toml, under the [[clients]] entry with id = {client:?}:");
-            println!("api_keys = [\"{}\"]", key.hash_line);
-            Ok(())
+            out!("API key for client {client:?} (shown once, store it now):")?;
+            out!("{}", key.key)?;
+            out!()?;
+            out!("In tokensmith.toml, under the [[clients]] entry with id = {client:?}:")?;
+            out!("api_keys = [\"{}\"]", key.hash_line)
         }
     }
 }
 
-fn print_records(records: &[KeyRecord]) {
-    println!(
+fn print_records(records: &[KeyRecord]) -> Result<(), CliError> {
+    out!(
         "{:<44} {:<6} {:<9} {:>11} {:>11} {:>11}",
-        "kid", "alg", "state", "published", "activated", "retired"
-    );
+        "kid",
+        "alg",
+        "state",
+        "published",
+        "activated",
+        "retired"
+    )?;
     let t = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
     for r in records {
-        println!(
+        out!(
             "{:<44} {:<6} {:<9} {:>11} {:>11} {:>11}",
             r.kid,
             r.alg.as_str(),
@@ -330,8 +357,9 @@ fn print_records(records: &[KeyRecord]) {
             r.published_at,
             t(r.activated_at),
             t(r.deactivated_at)
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn issue(cfg: &Config, args: IssueArgs) -> Result<(), CliError> {
@@ -352,7 +380,7 @@ fn issue(cfg: &Config, args: IssueArgs) -> Result<(), CliError> {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| CliError::new("invalid_request", format!("--claim {kv:?} is not K=V")))?;
-        if k.is_empty() || REGISTERED.contains(&k) {
+        if k.is_empty() || is_reserved(k) {
             return Err(CliError::new(
                 "claim_not_allowed",
                 format!("the claim {k:?} is set by the issuer"),
@@ -374,8 +402,7 @@ fn issue(cfg: &Config, args: IssueArgs) -> Result<(), CliError> {
     let issued = issuer
         .issue(spec)
         .map_err(|e| CliError::new("internal", e.to_string()))?;
-    println!("{}", issued.token);
-    Ok(())
+    out!("{}", issued.token)
 }
 
 fn read_token(arg: Option<String>) -> Result<String, CliError> {

@@ -292,6 +292,12 @@ impl ClientRegistry {
         self.by_id.get(id).cloned()
     }
 
+    /// Whether any client allows `origin` (the CORS answer where the client
+    /// is not known from the request line).
+    pub fn any_origin_allowed(&self, origin: &str) -> bool {
+        self.by_id.values().any(|c| c.origin_allowed(origin))
+    }
+
     /// How many clients.
     pub fn len(&self) -> usize {
         self.by_id.len()

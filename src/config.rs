@@ -22,7 +22,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::claims::REGISTERED;
+use crate::claims::is_reserved;
 use crate::clients::{self, OriginPattern};
 use crate::jose::Algorithm;
 
@@ -87,12 +87,28 @@ pub struct KeysConfig {
     pub dir: PathBuf,
     /// Algorithm of new keys. Default RS256; never HS256.
     pub algorithm: Algorithm,
+    /// True when `algorithm` was written in the config or the environment:
+    /// rotation then moves the ring to it. Otherwise a rotation keeps the
+    /// active key's algorithm, so a ring made with `keys init --alg EdDSA`
+    /// stays EdDSA under the embedded defaults.
+    pub algorithm_set: bool,
     /// Size of new RSA keys: 2048 (default), 3072 or 4096.
     pub rsa_bits: u32,
     /// The server rotates by itself this often. Default 30d.
     pub rotate_every: Duration,
     /// A new key is published this long before it signs. Default 1h; below `rotate_every`.
     pub publish_ahead: Duration,
+}
+
+impl KeysConfig {
+    /// The algorithm of the key a rotation makes, given the active key's.
+    pub fn rotation_algorithm(&self, active: Algorithm) -> Algorithm {
+        if self.algorithm_set {
+            self.algorithm
+        } else {
+            active
+        }
+    }
 }
 
 /// `[tokens]`: lifetimes.
@@ -307,6 +323,7 @@ impl Config {
             keys: KeysConfig {
                 dir: PathBuf::from(DEFAULT_KEYS_DIR),
                 algorithm: Algorithm::RS256,
+                algorithm_set: false,
                 rsa_bits: DEFAULT_RSA_BITS,
                 rotate_every: DEFAULT_ROTATE_EVERY.0,
                 publish_ahead: DEFAULT_PUBLISH_AHEAD.0,
@@ -740,6 +757,7 @@ fn check_keys(raw: RawKeys) -> Result<KeysConfig, ConfigError> {
     if dir.trim().is_empty() {
         return Err(invalid("keys.dir", "is empty"));
     }
+    let algorithm_set = raw.algorithm.is_some();
     let algorithm = match raw.algorithm {
         None => Algorithm::RS256,
         Some(name) => Algorithm::from_name(&name)
@@ -773,6 +791,7 @@ fn check_keys(raw: RawKeys) -> Result<KeysConfig, ConfigError> {
     Ok(KeysConfig {
         dir: PathBuf::from(dir),
         algorithm,
+        algorithm_set,
         rsa_bits,
         rotate_every: rotate_every.value,
         publish_ahead: publish_ahead.value,
@@ -1036,7 +1055,7 @@ fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> 
         return Err(invalid(key("max_ttl"), why));
     }
 
-    if let Some(name) = raw.claims.keys().find(|k| REGISTERED.contains(&k.as_str())) {
+    if let Some(name) = raw.claims.keys().find(|k| is_reserved(k)) {
         return Err(invalid(
             key(&format!("claims.{name}")),
             format!("{name:?} is a registered claim the service sets"),
@@ -1047,7 +1066,7 @@ fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> 
         if name.is_empty() {
             return Err(invalid(k, "is empty"));
         }
-        if REGISTERED.contains(&name.as_str()) {
+        if is_reserved(name) {
             return Err(invalid(k, format!("{name:?} is a registered claim the service sets")));
         }
         if raw.claims.contains_key(name) {
@@ -1264,7 +1283,9 @@ audience = "app"
         assert_eq!(Config::from_toml_str("", no_env()).unwrap(), c);
         // The documented defaults written out say the same.
         let text: String = example().split("[session]").next().unwrap().to_owned();
-        assert_eq!(Config::from_toml_str(&text, no_env()).unwrap(), c);
+        let mut written = c.clone();
+        written.keys.algorithm_set = true;
+        assert_eq!(Config::from_toml_str(&text, no_env()).unwrap(), written);
     }
 
     #[test]

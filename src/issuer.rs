@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::claims::{new_jti, Claims, REGISTERED};
+use crate::claims::{is_reserved, new_jti, Claims, REGISTERED};
 use crate::clients::Client;
 use crate::clock::SharedClock;
 use crate::jose::{jws, JoseError};
@@ -254,8 +254,7 @@ pub fn apply_policy(
     let scopes = allowed_scopes(client, &req.scopes.unwrap_or_default())?;
     let mut extra = client.claims.clone();
     for (k, v) in req.claims.unwrap_or_default() {
-        let fixed = client.claims.contains_key(&k);
-        if fixed || REGISTERED.contains(&k.as_str()) || !client.allowed_claims.contains(&k) {
+        if client.claims.contains_key(&k) || is_reserved(&k) || !client.allowed_claims.contains(&k) {
             return Err(PolicyError::ClaimNotAllowed(k));
         }
         extra.insert(k, v);

@@ -23,6 +23,10 @@
 //! - [`verifier`]: token in, validated claims out, from any [`verifier::KeySource`].
 //! - [`store`]: state shared between instances (replay marks, revocations,
 //!   refresh-token families, rate counters), in memory or in Redis; fails closed.
+//! - [`session`]: the app-session check (`[session] check_url`), and the
+//!   policy cut of identities that someone other than a client's backend vouches for.
+//! - [`refresh`]: refresh tokens: opaque secrets stored by hash, rotated
+//!   once each, reuse revoking the family.
 //! - [`server`]: the HTTP service (axum), a thin shell over the above.
 //! - [`client`]: the verifier's side of the wire: remote JWKS.
 //! - [`cli`]: the `tokensmith` command line.
@@ -37,6 +41,8 @@ pub mod config;
 pub mod issuer;
 pub mod jose;
 pub mod keys;
+pub mod refresh;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod verifier;

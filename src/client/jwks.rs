@@ -4,11 +4,15 @@
 //! - the set is kept for the server's `Cache-Control: max-age`, clamped to
 //!   [30 s, 1 h] (5 min without one), and revalidated with `If-None-Match`
 //!   (a 304 keeps the keys);
-//! - an unknown `kid` triggers one refetch, at most once per cooldown (30 s),
-//!   so a flood of forged kids cannot hammer the issuer;
+//! - an unknown `kid` triggers a refetch only when the last fetch is a
+//!   cooldown (30 s) old, so a flood of forged kids costs the issuer at most
+//!   one request per cooldown;
 //! - concurrent callers share one in-flight fetch (single flight);
 //! - a failed refetch keeps serving the last good set for up to `stale_for`
-//!   (stale-if-error) instead of dropping every key;
+//!   (stale-if-error) instead of dropping every key, and the next attempt
+//!   waits out a backoff (1 s, 2 s, 4 s, … up to the cooldown) so a dead
+//!   issuer is not asked on every verification; past `stale_for` the set is
+//!   dropped and every token is refused (`unknown_kid`);
 //! - only `use: sig` (or no `use`) keys of supported types are taken, and a
 //!   set with private key members is refused;
 //! - every fetch has a timeout and a size cap, follows no redirect, and
@@ -181,6 +185,22 @@ struct Cached {
     stale_until: i64,
 }
 
+/// What past fetches decide about the next one.
+#[derive(Default)]
+struct Attempts {
+    /// When the last fetch was made, whatever its outcome: an unknown kid
+    /// refetches only a cooldown after it, so a forged-kid flood costs the
+    /// issuer at most one request per cooldown.
+    last_at: Option<i64>,
+    /// Failures in a row, for the retry backoff.
+    failures: u32,
+    /// After a failure, no fetch before this time: a dead issuer is not
+    /// asked again on every verification.
+    retry_at: i64,
+    /// Why the last fetch failed, for callers that find no usable set.
+    last_error: Option<JwksError>,
+}
+
 /// A remote JWKS, cached and refreshed as the module doc describes.
 pub struct RemoteJwks {
     url: Url,
@@ -189,13 +209,11 @@ pub struct RemoteJwks {
     clock: SharedClock,
     cached: ArcSwapOption<Cached>,
     /// Single flight: one fetch at a time; a tokio Mutex because the fetch
-    /// awaits while holding it.
+    /// awaits while holding it. Whoever waited on it decides again whether
+    /// to fetch, so callers queued behind a fetch use its result.
     fetch_lock: tokio::sync::Mutex<()>,
-    /// Bumped after every fetch attempt, so a waiter can tell that the fetch
-    /// it queued behind has happened.
-    generation: AtomicU64,
-    /// When an unknown kid last caused a refetch. A std Mutex: never held across an await.
-    last_forced: Mutex<Option<i64>>,
+    /// A std Mutex: never held across an await.
+    attempts: Mutex<Attempts>,
     fetches: AtomicU64,
 }
 
@@ -210,8 +228,17 @@ impl std::fmt::Debug for RemoteJwks {
 impl RemoteJwks {
     /// A JWKS at `url`. Nothing is fetched until first needed.
     pub fn new(url: &str, opts: JwksOptions, clock: SharedClock) -> Result<RemoteJwks, JwksError> {
-        let url = check_url(url)?;
         let http = http_client(opts.timeout)?;
+        RemoteJwks::with_http(url, opts, clock, http)
+    }
+
+    fn with_http(
+        url: &str,
+        opts: JwksOptions,
+        clock: SharedClock,
+        http: reqwest::Client,
+    ) -> Result<RemoteJwks, JwksError> {
+        let url = check_url(url)?;
         Ok(RemoteJwks {
             url,
             http,
@@ -219,8 +246,7 @@ impl RemoteJwks {
             clock,
             cached: ArcSwapOption::empty(),
             fetch_lock: tokio::sync::Mutex::new(()),
-            generation: AtomicU64::new(0),
-            last_forced: Mutex::new(None),
+            attempts: Mutex::new(Attempts::default()),
             fetches: AtomicU64::new(0),
         })
     }
@@ -254,10 +280,15 @@ impl RemoteJwks {
             .get("jwks_uri")
             .and_then(|v| v.as_str())
             .ok_or_else(|| JwksError::Invalid("the discovery document has no jwks_uri".into()))?;
-        RemoteJwks::new(jwks_uri, opts, clock)
+        RemoteJwks::with_http(jwks_uri, opts, clock, http)
     }
 
-    /// How many HTTP fetches this instance has made.
+    /// The JWKS URL.
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// How many HTTP fetches this instance has made (304s and failures included).
     pub fn fetch_count(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
     }
@@ -273,48 +304,83 @@ impl RemoteJwks {
 
     /// The key for `kid`, refetching on an unknown kid within the cooldown rules.
     pub async fn key(&self, kid: Option<&str>) -> Result<Arc<VerifyingKey>, Rejection> {
-        if let Err(e) = self.ensure(kid).await {
-            tracing::warn!(url = %self.url, error = %e, "JWKS unavailable");
-        }
+        // A fetch failure was logged where it happened; what is left is
+        // whether the cached set (if any) holds the key.
+        let _ = self.ensure(kid).await;
         self.key_for(kid)
     }
 
-    fn knows(&self, kid: Option<&str>) -> bool {
-        self.cached.load().as_ref().is_some_and(|c| c.keys.key_for(kid).is_ok())
+    fn attempts(&self) -> std::sync::MutexGuard<'_, Attempts> {
+        // The bookkeeping stays consistent even if a holder panicked.
+        self.attempts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `kid` at `now` calls for a fetch: no set, a set past its
+    /// freshness, or an unknown kid a cooldown after the last fetch; never
+    /// while backing off after a failure.
+    fn wants_fetch(&self, kid: Option<&str>, now: i64) -> bool {
+        let attempts = self.attempts();
+        if now < attempts.retry_at {
+            return false;
+        }
+        match self.cached.load().as_ref() {
+            None => true,
+            Some(c) if now >= c.fresh_until => true,
+            Some(c) => {
+                kid.is_some()
+                    && c.keys.key_for(kid).is_err()
+                    && attempts
+                        .last_at
+                        .is_none_or(|t| now >= t.saturating_add(self.opts.cooldown))
+            }
+        }
+    }
+
+    /// Ok when the cached set may be used at `now`: fresh, or stale but
+    /// within `stale_for`. Otherwise why not.
+    fn usable(&self, now: i64) -> Result<(), JwksError> {
+        if self.cached.load().as_ref().is_some_and(|c| now < c.stale_until) {
+            return Ok(());
+        }
+        Err(self
+            .attempts()
+            .last_error
+            .clone()
+            .unwrap_or_else(|| JwksError::Unavailable(format!("no usable key set from {}", self.url))))
     }
 
     /// Makes sure the cache is usable for `kid`: fresh, or refetched.
     async fn ensure(&self, kid: Option<&str>) -> Result<(), JwksError> {
-        let now = self.clock.now();
-        let fresh = self.cached.load().as_ref().is_some_and(|c| now < c.fresh_until);
-        let unknown = kid.is_some() && !self.knows(kid);
-        if fresh && !unknown {
-            return Ok(());
+        if !self.wants_fetch(kid, self.clock.now()) {
+            return self.usable(self.clock.now());
         }
-        if fresh && unknown && !self.cooldown_over(now) {
-            return Ok(());
-        }
-        let seen = self.generation.load(Ordering::Acquire);
         let _flight = self.fetch_lock.lock().await;
-        if self.generation.load(Ordering::Acquire) != seen {
-            // Someone fetched while we waited: their result is ours.
-            return Ok(());
+        // Decide again under the lock: the fetch we queued behind may have
+        // brought the key, or started the cooldown or the backoff.
+        let now = self.clock.now();
+        if !self.wants_fetch(kid, now) {
+            return self.usable(now);
         }
-        if fresh && unknown {
-            // Re-check under the lock so two forged kids cannot both pass.
-            if !self.cooldown_over(now) {
-                return Ok(());
+        self.attempts().last_at = Some(now);
+        match self.fetch(now).await {
+            Ok(()) => {
+                let mut a = self.attempts();
+                a.failures = 0;
+                a.retry_at = 0;
+                a.last_error = None;
+                Ok(())
             }
-            *self.last_forced.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
-        }
-        let result = self.fetch(now).await;
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        match result {
-            Ok(()) => Ok(()),
             Err(e) => {
-                let stale_ok = self.cached.load().as_ref().is_some_and(|c| now < c.stale_until);
+                let retry_at = {
+                    let mut a = self.attempts();
+                    a.failures = a.failures.saturating_add(1);
+                    a.retry_at = now.saturating_add(self.backoff(a.failures));
+                    a.last_error = Some(e.clone());
+                    a.retry_at
+                };
+                let stale_ok = self.usable(now).is_ok();
+                tracing::warn!(url = %self.url, error = %e, retry_at, stale_ok, "JWKS fetch failed");
                 if stale_ok {
-                    tracing::warn!(url = %self.url, error = %e, "JWKS refetch failed; serving the last good set");
                     Ok(())
                 } else {
                     Err(e)
@@ -323,9 +389,11 @@ impl RemoteJwks {
         }
     }
 
-    fn cooldown_over(&self, now: i64) -> bool {
-        let last = *self.last_forced.lock().unwrap_or_else(|e| e.into_inner());
-        last.is_none_or(|t| now >= t.saturating_add(self.opts.cooldown))
+    /// Seconds to wait after `failures` failed fetches in a row: 1, 2, 4, …
+    /// up to the cooldown.
+    fn backoff(&self, failures: u32) -> i64 {
+        let exp = failures.saturating_sub(1).min(20);
+        (1i64 << exp).min(self.opts.cooldown.max(1))
     }
 
     async fn fetch(&self, now: i64) -> Result<(), JwksError> {
@@ -395,10 +463,13 @@ fn unavailable(e: reqwest::Error) -> JwksError {
 
 impl KeySource for RemoteJwks {
     /// The cached set only: call [`RemoteJwks::key`] first to fetch.
+    ///
+    /// A set past `stale_for` is no longer trusted: its keys may have been
+    /// withdrawn long ago, so every kid is then unknown.
     fn key_for(&self, kid: Option<&str>) -> Result<Arc<VerifyingKey>, Rejection> {
         match self.cached.load().as_ref() {
-            Some(c) => c.keys.key_for(kid),
-            None => Err(Rejection::UnknownKid(kid.map(str::to_owned))),
+            Some(c) if self.clock.now() < c.stale_until => c.keys.key_for(kid),
+            _ => Err(Rejection::UnknownKid(kid.map(str::to_owned))),
         }
     }
 }

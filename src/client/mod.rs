@@ -1,7 +1,15 @@
-//! The other side of the wire: what a verifying agent or a plugin backend
-//! embeds to check tokens from a tokensmith server without calling it for
-//! each one.
+//! The other side of the wire: what a verifying agent, a plugin backend or
+//! an identity backend embeds to use tokens from a tokensmith server without
+//! calling it for each one.
 //!
 //! - [`jwks`]: `RemoteJwks`, the issuer's keys over HTTP, cached and refreshed.
+//! - [`cache`]: `TokenCache`, a backend's own tokens reused until shortly
+//!   before expiry, one renewal at a time (optionally across instances, in Redis).
+//! - [`extract`]: `Bearer<P>`, the axum extractor that turns a request's
+//!   bearer token into verified claims, with per-route scopes and single use.
+//!
+//! Nothing here issues tokens or holds signing keys.
 
+pub mod cache;
+pub mod extract;
 pub mod jwks;

@@ -205,10 +205,11 @@ impl SigningKey {
                 .map_err(|_| JoseError::Crypto("P-256 key generation failed"))?
                 .as_ref()
                 .to_vec(),
-            Algorithm::EdDSA => sig::Ed25519KeyPair::generate_pkcs8(&rng)
-                .map_err(|_| JoseError::Crypto("Ed25519 key generation failed"))?
-                .as_ref()
-                .to_vec(),
+            Algorithm::EdDSA => ed25519_pkcs8_v1(
+                sig::Ed25519KeyPair::generate_pkcs8(&rng)
+                    .map_err(|_| JoseError::Crypto("Ed25519 key generation failed"))?
+                    .as_ref(),
+            )?,
             Algorithm::HS256 => {
                 return Err(JoseError::InvalidKey(
                     "HS256 keys are shared secrets, not generated key pairs".into(),
@@ -257,6 +258,22 @@ impl SigningKey {
                 .map_err(|_| JoseError::Crypto("ECDSA signing failed")),
             Signer::Ed(pair) => Ok(pair.sign(message).as_ref().to_vec()),
         }
+    }
+}
+
+/// Re-encodes a PKCS#8 v2 Ed25519 key (seed and public key, what both
+/// providers generate) as v1 (RFC 8410, seed only), the form OpenSSL 3.0
+/// and other tools read; the public key is derived from the seed on load.
+fn ed25519_pkcs8_v1(v2: &[u8]) -> Result<Vec<u8>, JoseError> {
+    // SEQUENCE { INTEGER 1, AlgorithmIdentifier { id-Ed25519 }, OCTET STRING { OCTET STRING seed }, ... }:
+    // everything but the outer length, which depends on how the public key is tagged.
+    const V2_BODY: [u8; 14] = [0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    const V1_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+    ];
+    match (v2.first(), v2.get(2..16), v2.get(16..48)) {
+        (Some(0x30), Some(body), Some(seed)) if body == V2_BODY => Ok([&V1_PREFIX[..], seed].concat()),
+        _ => Err(JoseError::Crypto("unexpected Ed25519 PKCS#8 layout from the provider")),
     }
 }
 
@@ -497,6 +514,15 @@ mod tests {
             v.verify(b"message", &sig).unwrap();
             assert!(v.verify(b"messagf", &sig).is_err());
         }
+    }
+
+    #[test]
+    fn ed25519_keys_are_written_as_pkcs8_v1() {
+        let (key, der) = SigningKey::generate(Algorithm::EdDSA, 0).unwrap();
+        assert_eq!(der.len(), 48);
+        assert_eq!(der[..5], [0x30, 0x2e, 0x02, 0x01, 0x00]);
+        let again = SigningKey::from_pkcs8(Algorithm::EdDSA, &der).unwrap();
+        assert_eq!(key.public_key(), again.public_key());
     }
 
     #[test]

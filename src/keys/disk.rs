@@ -211,11 +211,12 @@ impl KeyDir {
 
     /// Rotates under the lock: checks the timing first (no key is made for a
     /// rotation that would be refused), writes the new key's file, then the
-    /// new manifest.
+    /// new manifest. `alg` maps the active key's algorithm to the new key's
+    /// (see `KeysConfig::rotation_algorithm`).
     pub fn rotate(
         &self,
         policy: &RingPolicy,
-        alg: Algorithm,
+        alg: impl FnOnce(Algorithm) -> Algorithm,
         rsa_bits: u32,
         now: i64,
         force: bool,
@@ -223,6 +224,7 @@ impl KeyDir {
         let _lock = self.lock()?;
         let ring = self.load()?;
         ring.check_rotation(policy, now, force)?;
+        let alg = alg(ring.active().ok_or(KeyError::NoActiveKey)?.record.alg);
         let next = self.new_key(alg, rsa_bits, KeyState::Next, now)?;
         let ring = ring.rotate(policy, now, force, next)?;
         self.write_manifest(&ring)?;
@@ -338,7 +340,8 @@ pub fn decode_pem(pem: &str) -> Result<Vec<u8>, String> {
     let end = format!("-----END {PEM_LABEL}-----");
     let start = pem
         .find(&begin)
-        .ok_or("no \"BEGIN PRIVATE KEY\" block (PKCS#8 PEM expected)")?;
+        // Worded without the PEM label: log scanners flag "PRIVATE KEY" as a leak.
+        .ok_or("no PKCS#8 PEM block (convert with `openssl pkcs8 -topk8 -nocrypt`)")?;
     let body = &pem[start + begin.len()..];
     let stop = body.find(&end).ok_or("the PEM block is not terminated")?;
     let b64: String = body[..stop].chars().filter(|c| !c.is_ascii_whitespace()).collect();
@@ -384,12 +387,17 @@ mod tests {
         kd.init(Algorithm::EdDSA, 0, 0).unwrap();
         let before = kd.read_manifest().unwrap();
         let files_before = fs::read_dir(kd.path()).unwrap().count();
-        let err = kd.rotate(&POLICY, Algorithm::EdDSA, 0, 10, false).unwrap_err();
+        let err = kd.rotate(&POLICY, |a| a, 0, 10, false).unwrap_err();
         assert_eq!(err.code(), "rotation_too_early");
         assert_eq!(kd.read_manifest().unwrap(), before);
         assert_eq!(fs::read_dir(kd.path()).unwrap().count(), files_before);
-        let ring = kd.rotate(&POLICY, Algorithm::EdDSA, 0, 3600, false).unwrap();
+        let ring = kd.rotate(&POLICY, |a| a, 0, 3600, false).unwrap();
         assert_eq!(ring.keys().len(), 3);
+        // The new key keeps the ring's algorithm, or takes the one asked for.
+        assert_eq!(ring.next().unwrap().record.alg, Algorithm::EdDSA);
+        let ring = kd.rotate(&POLICY, |_| Algorithm::ES256, 0, 7200, false).unwrap();
+        assert_eq!(ring.next().unwrap().record.alg, Algorithm::ES256);
+        assert_eq!(ring.active().unwrap().record.alg, Algorithm::EdDSA);
         assert_eq!(kd.load().unwrap().records(), ring.records());
     }
 
@@ -403,7 +411,7 @@ mod tests {
         assert_eq!(err.code(), "keyring_corrupt");
         assert!(err.to_string().contains(&ring.keys()[0].record.file), "{err}");
         // nothing was rewritten or deleted, and rotation refuses to proceed
-        assert!(kd.rotate(&POLICY, Algorithm::EdDSA, 0, 1 << 40, true).is_err());
+        assert!(kd.rotate(&POLICY, |a| a, 0, 1 << 40, true).is_err());
         assert_eq!(fs::read_to_string(&file).unwrap(), "not a key");
         fs::remove_file(&file).unwrap();
         let err = kd.load().unwrap_err();
@@ -422,7 +430,7 @@ mod tests {
         write_new_file(kd.path(), &orphan.record.file, encode_pem(&der).as_bytes()).unwrap();
         write_temp(kd.path(), KEYRING_FILE, b"{\"version\":1,\"keys\":[").unwrap();
         assert_eq!(kd.load().unwrap().records(), ring.records());
-        kd.rotate(&POLICY, Algorithm::EdDSA, 0, 5000, false).unwrap();
+        kd.rotate(&POLICY, |a| a, 0, 5000, false).unwrap();
     }
 
     #[test]

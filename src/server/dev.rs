@@ -33,7 +33,7 @@ impl DevClient {
             claims: serde_json::Map::new(),
             allowed_claims: Vec::new(),
             rate_limit: None,
-            guest_scopes: Vec::new(),
+            guest_scopes: vec!["dev".into()],
             refresh_ttl: Duration::from_secs(24 * 3600),
             refresh_family_ttl: Duration::from_secs(30 * 24 * 3600),
             config: serde_json::Map::new(),

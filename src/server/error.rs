@@ -29,6 +29,7 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     Store(StoreError),
     NotFound,
+    MethodNotAllowed,
     Internal(String),
 }
 
@@ -71,6 +72,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         }
     }
@@ -90,6 +92,7 @@ impl ApiError {
             ApiError::RateLimited { retry_after } => format!("rate limit reached; retry in {retry_after}s"),
             ApiError::Store(_) => "the shared store cannot be reached; nothing was issued or consumed".into(),
             ApiError::NotFound => "no such resource".into(),
+            ApiError::MethodNotAllowed => "this method is not allowed on this resource".into(),
             ApiError::Internal(_) => "internal error".into(),
         }
     }

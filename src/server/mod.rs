@@ -17,7 +17,9 @@ pub mod metrics;
 pub mod tokens;
 pub mod verify;
 pub mod wellknown;
+pub mod widget;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -40,7 +42,8 @@ use crate::config::Config;
 use crate::issuer::{GlobalLimits, IssuedToken, Issuer, TokenSpec};
 use crate::keys::disk::KeyDir;
 use crate::keys::{KeyRing, RingPolicy, SharedKeys};
-use crate::store::{AnyStore, Store, StoreError};
+use crate::session::SessionChecker;
+use crate::store::{AnyStore, ConsumeOutcome, Store, StoreError};
 use crate::verifier::Verifier;
 use error::ApiError;
 use metrics::Metrics;
@@ -65,6 +68,8 @@ pub struct AppState {
     pub policy: RingPolicy,
     /// `Cache-Control: max-age` of the well-known documents: half of `publish_ahead`.
     pub jwks_max_age: u64,
+    /// The session check, when `[session]` is configured.
+    pub session: Option<SessionChecker>,
 }
 
 impl AppState {
@@ -105,6 +110,7 @@ impl AppState {
             issuer: Issuer::new(Arc::clone(&keys), config.issuer.clone(), Arc::clone(&clock)),
             verifier: Verifier::new(Arc::clone(&keys), validation, Arc::clone(&clock)),
             jwks_max_age: (config.keys.publish_ahead.as_secs() / 2).max(1),
+            session: config.session.as_ref().map(SessionChecker::from_config),
             discovery: ArcSwap::from_pointee(discovery),
             clients: ArcSwap::from_pointee(clients),
             config: Arc::new(config),
@@ -146,8 +152,10 @@ impl AppState {
         }
     }
 
-    /// Signs a token for `client_id` and counts it.
-    pub fn issue(&self, client_id: &str, spec: TokenSpec) -> Result<IssuedToken, ApiError> {
+    /// Signs a token for `client_id`, stamps it with `client_id` (RFC 9068),
+    /// and counts it. Every token the service issues passes here.
+    pub fn issue(&self, client_id: &str, mut spec: TokenSpec) -> Result<IssuedToken, ApiError> {
+        spec.extra.insert(crate::claims::CLIENT_ID.to_owned(), serde_json::Value::String(client_id.to_owned()));
         let issued = self.issuer.issue(spec).map_err(|e| ApiError::Internal(e.to_string()))?;
         self.metrics.token_issued(client_id);
         tracing::debug!(client = client_id, jti = %issued.claims.jti, kid = %self.keys.load().signer.kid, "token issued");
@@ -164,7 +172,21 @@ impl AppState {
         scopes: &[String],
         consume: bool,
     ) -> Result<Claims, ApiError> {
-        let result = self.verify_inner(token, audience, scopes, consume).await;
+        self.verify_token_of(token, audience, scopes, consume, None).await
+    }
+
+    /// [`AppState::verify_token`], and when `issued_to` is given the token
+    /// must have been issued to that client (its `client_id`), checked
+    /// before anything is consumed.
+    pub async fn verify_token_of(
+        &self,
+        token: &str,
+        audience: &str,
+        scopes: &[String],
+        consume: bool,
+        issued_to: Option<&str>,
+    ) -> Result<Claims, ApiError> {
+        let result = self.verify_inner(token, audience, scopes, consume, issued_to).await;
         let label = match &result {
             Ok(_) => "valid",
             Err(ApiError::Rejected(r)) => r.code(),
@@ -180,30 +202,52 @@ impl AppState {
         audience: &str,
         scopes: &[String],
         consume: bool,
+        issued_to: Option<&str>,
     ) -> Result<Claims, ApiError> {
         let claims = self.verifier.verify_for(token, Some(audience), scopes)?;
+        if issued_to.is_some_and(|c| claims.client_id() != Some(c)) {
+            return Err(Rejection::WrongAudience { expected: audience.to_owned() }.into());
+        }
         let now = self.clock.now();
-        if self.store.is_revoked(&claims.jti, &claims.sub, claims.iat, now).await? {
-            return Err(Rejection::Revoked.into());
-        }
-        if consume {
-            let until = claims.exp.saturating_add(self.verifier.validation().leeway);
-            if !self.store.mark_once(&format!("jti:{}", claims.jti), until, now).await? {
-                return Err(Rejection::Replayed.into());
+        let subject = revocation_subject(&claims);
+        if !consume {
+            if self.store.is_revoked(&claims.jti, &subject, claims.iat, now).await? {
+                return Err(Rejection::Revoked.into());
             }
+            return Ok(claims);
         }
-        Ok(claims)
+        // Revocation check and single-use mark in one atomic store step (one
+        // Redis round trip); the mark lasts as long as the token can verify.
+        let until = claims.exp.saturating_add(self.verifier.validation().leeway);
+        let mark = format!("jti:{}", claims.jti);
+        match self.store.consume(&claims.jti, &subject, claims.iat, &mark, until, now).await? {
+            ConsumeOutcome::FirstUse => Ok(claims),
+            ConsumeOutcome::Replayed => Err(Rejection::Replayed.into()),
+            ConsumeOutcome::Revoked => Err(Rejection::Revoked.into()),
+        }
     }
 
-    /// Revokes by `jti` or `sub` until every token that could carry it has expired.
-    pub async fn revoke(&self, kind: &str, value: &str) -> Result<(), StoreError> {
+    /// Revokes by `jti`, or by `sub` among the tokens `client_id` was issued,
+    /// until every token that could carry it has expired.
+    pub async fn revoke(&self, client_id: &str, kind: &str, value: &str) -> Result<(), StoreError> {
         let now = self.clock.now();
         let until = now.saturating_add(self.policy.retire_after);
         match kind {
             "jti" => self.store.revoke_jti(value, until, now).await,
-            _ => self.store.revoke_sub(value, now, until, now).await,
+            _ => self.store.revoke_sub(&subject_key(client_id, value), now, until, now).await,
         }
     }
+}
+
+/// The key a revocation by `sub` is kept under: the subject within the
+/// client that issued it, so that one client cannot revoke another's users.
+/// Client ids cannot contain `:` (config.rs), so the key is unambiguous.
+fn subject_key(client_id: &str, sub: &str) -> String {
+    format!("{client_id}:{sub}")
+}
+
+fn revocation_subject(claims: &Claims) -> String {
+    subject_key(claims.client_id().unwrap_or_default(), &claims.sub)
 }
 
 /// The router over `state`.
@@ -214,17 +258,37 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/tokens", post(tokens::tokens_create))
         .route("/v1/verify", post(verify::tokens_verify))
         .route("/v1/revoke", post(verify::tokens_revoke))
+        .route("/v1/session/token", post(widget::session_token_create))
+        .merge(widget_routes(Arc::clone(&state)))
         .route("/healthz", get(health_get))
         .route("/readyz", get(ready_get))
         .route("/metrics", get(metrics_get))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
+/// The routes a browser widget calls cross-origin, under the CORS layer.
+fn widget_routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/guest", post(widget::guest_create).options(widget::preflight))
+        .route("/v1/exchange", post(widget::exchange_create).options(widget::preflight))
+        .route("/v1/refresh", post(widget::refresh_create).options(widget::preflight))
+        .route(
+            "/v1/clients/{public_key}/config",
+            get(widget::client_config_get).options(widget::config_preflight),
+        )
+        .route_layer(middleware::from_fn_with_state(state, widget::cors))
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// Times every request by route template and sets `Cache-Control: no-store`
@@ -294,7 +358,7 @@ fn watch_once(state: &AppState, dir: &KeyDir, seen: Option<Vec<u8>>) -> Result<O
     let due = state.metrics.next_rotation_at.load(Ordering::Relaxed);
     if due != 0 && now >= due {
         let cfg = &state.config.keys;
-        match dir.rotate(&state.policy, cfg.algorithm, cfg.rsa_bits, now, false) {
+        match dir.rotate(&state.policy, |a| cfg.rotation_algorithm(a), cfg.rsa_bits, now, false) {
             Ok(_) => tracing::info!("rotated the signing key on schedule"),
             // Another instance rotated first: its ring is picked up below.
             Err(crate::keys::KeyError::RotationTooEarly { .. }) => {}
@@ -329,19 +393,24 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    // The peer address feeds per-address limits (`/v1/guest`).
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM. `term` is registered by the caller before
+/// the port is bound, so a SIGTERM that arrives during start-up is a clean
+/// shutdown rather than the default action.
+async fn shutdown_signal(term: Option<tokio::signal::unix::Signal>) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+        match term {
+            Some(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
     };
     tokio::select! {
@@ -352,9 +421,14 @@ async fn shutdown_signal() {
 }
 
 /// Reloads the client registry on SIGHUP from the same config file.
-fn spawn_sighup_reload(state: Arc<AppState>, config_path: Option<PathBuf>, dev: Option<dev::DevClient>) {
+fn spawn_sighup_reload(
+    state: Arc<AppState>,
+    hup: Option<tokio::signal::unix::Signal>,
+    config_path: Option<PathBuf>,
+    dev: Option<dev::DevClient>,
+) {
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        let Some(mut hup) = hup else {
             return;
         };
         while hup.recv().await.is_some() {
@@ -406,6 +480,11 @@ pub fn run_blocking(
         .build()
         .map_err(|e| CliError::new("runtime", e.to_string()))?;
     runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Registered before anything else, so that no signal meets the
+        // default action once we are starting up.
+        let term = signal(SignalKind::terminate()).ok();
+        let hup = signal(SignalKind::hangup()).ok();
         let clock: SharedClock = Arc::new(SystemClock);
         let dir = KeyDir::new(cfg.keys.dir.clone());
         let (alg, bits, now) = (cfg.keys.algorithm, cfg.keys.rsa_bits, crate::clock::Clock::now(&SystemClock));
@@ -438,8 +517,8 @@ pub fn run_blocking(
         }
         tracing::info!(%addr, issuer = %state.config.issuer, kid = %state.keys.load().signer.kid, "tokensmith listening");
         let watcher = spawn_key_watcher(Arc::clone(&state), dir, Duration::from_secs(1));
-        spawn_sighup_reload(Arc::clone(&state), config_path, dev_client);
-        let result = serve(state, listener, shutdown_signal()).await;
+        spawn_sighup_reload(Arc::clone(&state), hup, config_path, dev_client);
+        let result = serve(state, listener, shutdown_signal(term)).await;
         watcher.abort();
         result.map_err(|e| CliError::new("server_failed", e.to_string()))
     })

@@ -35,9 +35,13 @@ pub async fn tokens_verify(
     ApiClient(client): ApiClient,
     JsonBody(req): JsonBody<VerifyRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    // A client verifies tokens addressed to one of its audiences, or tokens
+    // it was issued itself (a visitor token, say). Anything else would let it
+    // consume (burn) or probe tokens it has no business with.
     let audience = req.audience.as_deref().unwrap_or(&client.audience);
+    let issued_to = (!client.audience_allowed(audience)).then_some(client.id.as_str());
     let claims = state
-        .verify_token(&req.token, audience, &req.scopes, req.consume)
+        .verify_token_of(&req.token, audience, &req.scopes, req.consume, issued_to)
         .await?;
     Ok(Json(json!({ "valid": true, "claims": claims.to_value() })))
 }
@@ -61,7 +65,7 @@ pub async fn tokens_revoke(
         (None, Some(sub)) if !sub.is_empty() => ("sub", sub),
         _ => return Err(ApiError::InvalidRequest("give exactly one of jti or sub".into())),
     };
-    state.revoke(kind, &value).await?;
+    state.revoke(&client.id, kind, &value).await?;
     tracing::info!(client = %client.id, kind, "revoked");
     Ok(Json(json!({ "revoked": kind })))
 }

@@ -8,6 +8,12 @@
 //! `now` each caller passes, and reclaiming memory uses the latest `now` any
 //! caller has passed.
 //!
+//! [`ping`](Store::ping) (readiness) fails with [`StoreError::Full`] while
+//! the mark table is full of live marks, since every first use would then
+//! be refused. Which marks are live is judged by that same latest `now`: a
+//! store that no caller reaches does not see time pass, so it stays unready
+//! until a caller brings a later `now` (or a restart empties it).
+//!
 //! Memory per replay mark is what bounds a busy verifier, so a mark is 24
 //! bytes of table entry plus the table's slack: the first 16 bytes of the
 //! SHA-256 of its key and an expiry, with no allocation of its own (see
@@ -28,7 +34,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{rate_decision, rate_window, RateDecision, RefreshRecord, SpendOutcome, Store, StoreError};
+use super::{rate_decision, rate_window, ConsumeOutcome, RateDecision, RefreshRecord, SpendOutcome, Store, StoreError};
 use crate::jose::alg::sha256;
 
 /// Shards of the mark table: enough that concurrent consumes on a few cores
@@ -105,6 +111,11 @@ struct Inner {
     mark_count: AtomicUsize,
     /// Read on every verification, written only by revocations: a read-write
     /// lock lets verifications proceed in parallel.
+    ///
+    /// Lock order: a consume holds this (read) while it locks one mark shard
+    /// (and, when full, each shard in turn), so no code may wait for this
+    /// lock while holding a mark shard. Nothing does: mark shards are only
+    /// ever locked alone otherwise.
     revocations: RwLock<Revocations>,
     rates: Mutex<HashMap<Compact, RateCounter>>,
     refresh: Mutex<RefreshTokens>,
@@ -153,6 +164,14 @@ struct SubRevocation {
 impl Revocations {
     fn len(&self) -> usize {
         self.jti.len() + self.sub.len()
+    }
+
+    /// Whether a token with this `jti`, `sub` and `iat` is revoked at `now`.
+    fn covers(&self, jti: &Compact, sub: &Compact, iat: i64, now: i64) -> bool {
+        if self.jti.get(jti).is_some_and(|until| *until > now) {
+            return true;
+        }
+        self.sub.get(sub).is_some_and(|s| s.until > now && iat <= s.revoked_at)
     }
 
     fn sweep(&mut self, horizon: i64) -> usize {
@@ -346,6 +365,13 @@ impl Inner {
 
     fn mark_once(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
         self.observe(now);
+        self.mark(key, expires_at, now)
+    }
+
+    /// The check-and-insert of [`mark_once`](Inner::mark_once). Locks mark
+    /// shards only (one at a time), so a consume may call it while holding
+    /// the revocations lock.
+    fn mark(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
         let key = compact(key);
         let until = expires_at.max(now.saturating_add(1));
         let shard = &self.marks[usize::from(key[0]) % SHARDS];
@@ -417,12 +443,47 @@ impl Inner {
 
     fn is_revoked(&self, jti: &str, sub: &str, iat: i64, now: i64) -> bool {
         self.observe(now);
-        let (jti, sub) = (compact(jti), compact(sub));
-        let r = read(&self.revocations);
-        if r.jti.get(&jti).is_some_and(|until| *until > now) {
-            return true;
+        read(&self.revocations).covers(&compact(jti), &compact(sub), iat, now)
+    }
+
+    fn consume(
+        &self,
+        jti: &str,
+        sub: &str,
+        iat: i64,
+        mark_key: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<ConsumeOutcome, StoreError> {
+        self.observe(now);
+        // Held until the mark is placed: a revocation takes the write lock,
+        // so it lands wholly before the check (Revoked, nothing marked) or
+        // wholly after the mark, never in between.
+        let revocations = read(&self.revocations);
+        if revocations.covers(&compact(jti), &compact(sub), iat, now) {
+            return Ok(ConsumeOutcome::Revoked);
         }
-        r.sub.get(&sub).is_some_and(|s| s.until > now && iat <= s.revoked_at)
+        let first = self.mark(mark_key, expires_at, now)?;
+        drop(revocations);
+        Ok(if first {
+            ConsumeOutcome::FirstUse
+        } else {
+            ConsumeOutcome::Replayed
+        })
+    }
+
+    /// Ready unless the mark table is full of live marks: then every first
+    /// use would be refused, and a load balancer should send traffic to
+    /// another instance. What is live is judged by the latest `now` seen.
+    fn ready(&self) -> Result<(), StoreError> {
+        if self.mark_count.load(Ordering::Acquire) < self.capacity {
+            return Ok(());
+        }
+        self.sweep_marks();
+        if self.mark_count.load(Ordering::Acquire) < self.capacity {
+            return Ok(());
+        }
+        Err(StoreError::Full)
     }
 
     fn rate_hit(&self, key: &str, limit: u32, window_secs: u32, now: i64) -> Result<RateDecision, StoreError> {
@@ -553,6 +614,18 @@ impl Store for MemoryStore {
         Ok(self.inner.is_revoked(jti, sub, iat, now))
     }
 
+    async fn consume(
+        &self,
+        jti: &str,
+        sub: &str,
+        iat: i64,
+        mark_key: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<ConsumeOutcome, StoreError> {
+        self.inner.consume(jti, sub, iat, mark_key, expires_at, now)
+    }
+
     async fn rate_hit(&self, key: &str, limit: u32, window_secs: u32, now: i64) -> Result<RateDecision, StoreError> {
         self.inner.rate_hit(key, limit, window_secs, now)
     }
@@ -566,6 +639,6 @@ impl Store for MemoryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
+        self.inner.ready()
     }
 }

@@ -86,6 +86,17 @@ pub enum SpendOutcome {
     Unknown,
 }
 
+/// The answer to one [`consume`](Store::consume) of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeOutcome {
+    /// Not revoked, and this call placed the mark: the token may be used.
+    FirstUse,
+    /// Not revoked, but the mark was already there: a second use.
+    Replayed,
+    /// Revoked (by `jti`, or by `sub` for its `iat`). Nothing was marked.
+    Revoked,
+}
+
 /// Shared state with a security contract.
 ///
 /// Every implementation must uphold all of this; the suite in
@@ -94,11 +105,12 @@ pub enum SpendOutcome {
 /// - **Fail closed.** Any doubt is an `Err`: a timeout, a lost connection, a
 ///   reply that does not parse, a full memory store. An implementation never
 ///   turns an error into `Ok(true)` from [`mark_once`](Store::mark_once),
-///   `Ok(false)` from [`is_revoked`](Store::is_revoked), an allowed rate
-///   decision, or a spent refresh token.
-/// - **Atomic.** `mark_once` and `refresh_spend` are check-and-set in one
-///   step: of any number of concurrent calls with the same key, across every
-///   instance sharing the store, exactly one wins.
+///   `Ok(false)` from [`is_revoked`](Store::is_revoked), `FirstUse` from
+///   [`consume`](Store::consume), an allowed rate decision, or a spent
+///   refresh token.
+/// - **Atomic.** `mark_once`, `consume` and `refresh_spend` are
+///   check-and-set in one step: of any number of concurrent calls with the
+///   same key, across every instance sharing the store, exactly one wins.
 /// - **Never forget early.** A mark, a revocation and a spent refresh token
 ///   are kept at least until the time given with them. Forgetting early is a
 ///   replay hole, so a store refuses new entries ([`StoreError::Full`]) rather
@@ -146,6 +158,25 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Checks revocation of (`jti`, `sub` at `iat`) and, if not revoked,
+    /// marks `mark_key` until `expires_at`, as one atomic step. Never marks
+    /// a revoked token; never reports `FirstUse` twice for one `mark_key`.
+    ///
+    /// The same answers as [`is_revoked`](Store::is_revoked) followed by
+    /// [`mark_once`](Store::mark_once) (same revocations, same marks: a key
+    /// marked by one is marked for the other), but a revocation can never
+    /// land between the check and the mark, and a remote store answers in
+    /// one round trip. A revocation wins over a mark that already exists.
+    fn consume(
+        &self,
+        jti: &str,
+        sub: &str,
+        iat: i64,
+        mark_key: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<ConsumeOutcome, StoreError>> + Send;
+
     /// One hit on a counter: fixed window of `window_secs` aligned to
     /// multiples of it, at most `limit` hits per window. A window of 0 is
     /// treated as 1 second.
@@ -186,7 +217,8 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> impl Future<Output = Result<SpendOutcome, StoreError>> + Send;
 
-    /// Reachability, for `/readyz`.
+    /// Whether the store can serve, for `/readyz`: reachable (Redis), and
+    /// not so full that a first use would be refused (memory).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -248,6 +280,21 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.is_revoked(jti, sub, iat, now).await,
             AnyStore::Redis(s) => s.is_revoked(jti, sub, iat, now).await,
+        }
+    }
+
+    async fn consume(
+        &self,
+        jti: &str,
+        sub: &str,
+        iat: i64,
+        mark_key: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<ConsumeOutcome, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.consume(jti, sub, iat, mark_key, expires_at, now).await,
+            AnyStore::Redis(s) => s.consume(jti, sub, iat, mark_key, expires_at, now).await,
         }
     }
 

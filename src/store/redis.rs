@@ -21,9 +21,13 @@
 //! | `family:<family>` | string | `1`: the family is revoked | `family_expires_at` |
 //!
 //! A replay mark is one `SET key 1 NX PXAT <ms>`: one round trip, atomic
-//! across every instance. The refresh scripts read the family key by a name
-//! built inside the script, so this store needs a single Redis (or a
-//! primary with replicas), not Redis Cluster.
+//! across every instance. A consume (revocation check, then mark) is one
+//! `EVALSHA` of a script that reads both revocation keys and sets the mark,
+//! so a revocation never lands between the check and the mark. Scripts are
+//! sent by hash; after a Redis restart (`NOSCRIPT`) the client loads the
+//! script and runs it again, under the same timeout. The refresh scripts
+//! read the family key by a name built inside the script, so this store
+//! needs a single Redis (or a primary with replicas), not Redis Cluster.
 //!
 //! Redis expires keys by its own clock. Without persistence (`appendonly
 //! yes`), a Redis restart forgets every mark and revocation: run it with
@@ -31,25 +35,31 @@
 //!
 //! # Connection
 //!
-//! A [`ConnectionManager`] reconnects by itself when the connection drops
-//! (Redis restarted): with no retry loop of its own, each call while Redis is
-//! down fails at once and starts one reconnection attempt, and the first call
-//! after Redis is back gets a fresh connection. A connection that stops
-//! answering without closing (a paused Redis, a dropped NAT entry) is not
-//! seen as dropped, so after a timed-out call a replacement manager is built
-//! in the background, at most once per timeout period.
+//! Calls go through a [`ConnectionManager`] with no retry loop of its own,
+//! so a call while Redis is down fails at once instead of waiting on a
+//! backoff. The manager alone would reconnect only when a call fails, one
+//! attempt per failed call: after an outage the first call would still meet
+//! the last failed attempt and fail. So the store heals itself: the first
+//! call that fails for want of a connection (refused, reset, timed out, a
+//! paused Redis or a dropped NAT entry that never answers) starts one
+//! background task, which builds a fresh manager and checks it with `PING`
+//! every 100 ms, backing off to every 250 ms, each attempt bounded by the
+//! timeout, until one answers; it then swaps it in and ends. Once Redis is
+//! back, the next call uses a connection that has just answered. Only one
+//! such task runs per store, it stops when the store is dropped, and calls
+//! never wait for it: they fail (bounded by the timeout) until the swap.
 
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Cmd, FromRedisValue, RedisResult, Script, ScriptInvocation, Value};
+use ::redis::{Client, Cmd, FromRedisValue, RedisError, RedisResult, Script, ScriptInvocation, Value};
 use arc_swap::ArcSwap;
 
-use super::{rate_decision, rate_window, RateDecision, RefreshRecord, SpendOutcome, Store, StoreError};
+use super::{rate_decision, rate_window, ConsumeOutcome, RateDecision, RefreshRecord, SpendOutcome, Store, StoreError};
 
 /// 9999-12-31T23:59:59Z: later times are clamped, so a bogus `until` cannot
 /// overflow into a PXAT that Redis rejects.
@@ -71,6 +81,38 @@ if old then
 end
 redis.call('SET', KEYS[1], string.format('%d %d', at, untl), 'PXAT', string.format('%d', untl * 1000))
 return 1
+"#;
+
+/// The first and the longest pause between reconnection attempts while
+/// Redis is unreachable: short, so a Redis that is back is used within a
+/// quarter second; not shorter, so an outage costs each instance at most a
+/// few connection attempts per second.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_millis(250);
+
+/// KEYS: revoked-jti, revoked-sub, mark. ARGV: now, iat, mark PXAT ms.
+/// Reads the revocations as `is_revoked` does (an entry is
+/// `"<revoked_at> <until>"`, in force while `now < until`; a `sub` entry
+/// covers `iat <= revoked_at`; an unreadable entry is an error, never "not
+/// revoked"), then marks as `mark_once` does. A revoked token is not marked.
+const CONSUME_LUA: &str = r#"
+local now, iat = tonumber(ARGV[1]), tonumber(ARGV[2])
+local r = redis.call('MGET', KEYS[1], KEYS[2])
+for i = 1, 2 do
+  if r[i] then
+    local at, untl = string.match(r[i], '^(%-?%d+) (%-?%d+)$')
+    if not at then
+      return redis.error_reply('ERR tokensmith: unreadable revocation entry')
+    end
+    if tonumber(untl) > now and (i == 1 or iat <= tonumber(at)) then
+      return 'revoked'
+    end
+  end
+end
+if redis.call('SET', KEYS[3], '1', 'NX', 'PXAT', ARGV[3]) then
+  return 'first'
+end
+return 'replayed'
 "#;
 
 /// INCR and its expiry in one step, so a counter never outlives its window.
@@ -125,12 +167,12 @@ struct Inner {
     /// Kept to build a replacement connection manager.
     client: Client,
     config: ConnectionManagerConfig,
-    /// Swapped whole when a replacement is built; a call clones the manager
-    /// (an `Arc`) without locking.
+    /// Swapped whole when a fresh connection has answered; a call clones
+    /// the manager (an `Arc`) without locking.
     conn: ArcSwap<ConnectionManager>,
-    /// True while a replacement is being built (and for one timeout period
-    /// after), so timeouts under load do not flood Redis with connections.
-    replacing: AtomicBool,
+    /// True from the first connection failure until a fresh connection is
+    /// swapped in: one reconnection task at a time, however many calls fail.
+    reconnecting: AtomicBool,
     /// `tokensmith:<namespace>:`
     prefix: String,
     namespace: String,
@@ -139,6 +181,7 @@ struct Inner {
     rate: Script,
     refresh_insert: Script,
     refresh_spend: Script,
+    consume: Script,
 }
 
 impl RedisStore {
@@ -154,8 +197,8 @@ impl RedisStore {
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout)
             // No retry loop inside the manager: a call during an outage
-            // fails at once (and triggers one reconnection attempt) instead
-            // of waiting on a backoff that outlasts Redis's return.
+            // fails at once instead of waiting on a backoff that outlasts
+            // Redis's return. Reconnecting is the store's own task.
             .set_number_of_retries(0);
         let conn = match tokio::time::timeout(
             timeout,
@@ -175,7 +218,7 @@ impl RedisStore {
             client,
             config,
             conn: ArcSwap::from_pointee(conn),
-            replacing: AtomicBool::new(false),
+            reconnecting: AtomicBool::new(false),
             prefix: format!("tokensmith:{namespace}:"),
             namespace: namespace.to_owned(),
             timeout,
@@ -183,6 +226,7 @@ impl RedisStore {
             rate: Script::new(RATE_LUA),
             refresh_insert: Script::new(REFRESH_INSERT_LUA),
             refresh_spend: Script::new(REFRESH_SPEND_LUA),
+            consume: Script::new(CONSUME_LUA),
         };
         Ok(RedisStore { inner: Arc::new(inner) })
     }
@@ -196,76 +240,58 @@ impl RedisStore {
         format!("{}{kind}:{id}", self.inner.prefix)
     }
 
-    fn conn(&self) -> ConnectionManager {
-        ConnectionManager::clone(&self.inner.conn.load())
+    /// Whether the store is reconnecting: a call failed for want of a
+    /// connection and no fresh one has answered since. Calls fail meanwhile.
+    pub fn is_reconnecting(&self) -> bool {
+        self.inner.reconnecting.load(Ordering::Acquire)
     }
 
     async fn query<T: FromRedisValue>(&self, what: &'static str, cmd: Cmd) -> Result<T, StoreError> {
-        let mut conn = self.conn();
-        self.bounded(what, async move { cmd.query_async(&mut conn).await })
+        let used = self.inner.conn.load_full();
+        let mut conn = ConnectionManager::clone(&used);
+        self.bounded(what, &used, async move { cmd.query_async(&mut conn).await })
             .await
     }
 
+    /// Runs a script by hash; on `NOSCRIPT` (Redis restarted or flushed its
+    /// scripts) `invoke_async` loads it and runs it again, all under the
+    /// one timeout.
     async fn eval<T: FromRedisValue>(&self, what: &'static str, script: ScriptInvocation<'_>) -> Result<T, StoreError> {
-        let mut conn = self.conn();
-        self.bounded(what, async move { script.invoke_async(&mut conn).await })
+        let used = self.inner.conn.load_full();
+        let mut conn = ConnectionManager::clone(&used);
+        self.bounded(what, &used, async move { script.invoke_async(&mut conn).await })
             .await
     }
 
-    /// Runs one Redis exchange under the timeout; every failure becomes
-    /// `Unavailable` with its cause.
+    /// Runs one Redis exchange on `used` under the timeout; every failure
+    /// becomes `Unavailable` with its cause, and a failure of the connection
+    /// itself starts the reconnection task.
     async fn bounded<T>(
         &self,
         what: &'static str,
+        used: &Arc<ConnectionManager>,
         call: impl Future<Output = RedisResult<T>>,
     ) -> Result<T, StoreError> {
         in_runtime()?;
         match tokio::time::timeout(self.inner.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
-                if e.is_timeout() {
-                    self.replace_connection();
+                if is_connection_error(&e) {
+                    start_reconnecting(&self.inner, used);
                 }
                 Err(StoreError::Unavailable(format!("redis {what}: {e}")))
             }
             Err(_) => {
-                self.replace_connection();
+                // No answer: the connection may be one that will never
+                // answer again (a paused Redis, a dropped NAT entry), which
+                // the manager cannot tell from a slow one.
+                start_reconnecting(&self.inner, used);
                 Err(StoreError::Unavailable(format!(
                     "redis {what}: no answer within {:?}",
                     self.inner.timeout
                 )))
             }
         }
-    }
-
-    /// Builds a fresh connection manager in the background and swaps it in:
-    /// the current one may sit on a connection that will never answer again.
-    /// Calls in flight keep the old one and finish (or time out) on it.
-    fn replace_connection(&self) {
-        if self.inner.replacing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.inner.replacing.store(false, Ordering::Release);
-            return;
-        };
-        let inner = Arc::clone(&self.inner);
-        runtime.spawn(async move {
-            let fresh = ConnectionManager::new_with_config(inner.client.clone(), inner.config.clone());
-            match tokio::time::timeout(inner.timeout, fresh).await {
-                Ok(Ok(conn)) => {
-                    inner.conn.store(Arc::new(conn));
-                    tracing::info!(namespace = %inner.namespace, "redis: replaced a connection that timed out");
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(namespace = %inner.namespace, error = %e, "redis: replacement connection failed")
-                }
-                Err(_) => tracing::warn!(namespace = %inner.namespace, "redis: replacement connection timed out"),
-            }
-            // At most one replacement per timeout period.
-            tokio::time::sleep(inner.timeout).await;
-            inner.replacing.store(false, Ordering::Release);
-        });
     }
 
     async fn revoke(&self, key: String, revoked_at: i64, until: i64, now: i64) -> Result<(), StoreError> {
@@ -286,6 +312,86 @@ impl fmt::Debug for RedisStore {
             .field("namespace", &self.inner.namespace)
             .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
+    }
+}
+
+/// Errors that say the connection, not the command, failed: refused,
+/// reset, closed, timed out, or a reply stream that no longer parses.
+/// Server error replies (a script error, `NOSCRIPT`, a wrong type) do not
+/// count: the connection is fine.
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
+}
+
+/// Starts the reconnection task unless one runs. Only for a failure on the
+/// connection still installed: a call that began before a fresh connection
+/// was swapped in says nothing about the fresh one.
+fn start_reconnecting(inner: &Arc<Inner>, failed: &Arc<ConnectionManager>) {
+    if !Arc::ptr_eq(&inner.conn.load(), failed) {
+        return;
+    }
+    if inner.reconnecting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(reconnect(Arc::downgrade(inner)));
+        }
+        // Unreachable in practice (calls check for a runtime first); leave
+        // the flag clear so a later call can start the task.
+        Err(_) => inner.reconnecting.store(false, Ordering::Release),
+    }
+}
+
+/// Tries a fresh connection until one answers `PING`, then installs it.
+/// Holds the store only during an attempt, so it ends once the store is
+/// dropped.
+async fn reconnect(store: Weak<Inner>) {
+    let mut pause = RECONNECT_FIRST;
+    let mut attempts: u32 = 0;
+    loop {
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        attempts = attempts.saturating_add(1);
+        match fresh_connection(&inner).await {
+            Ok(conn) => {
+                inner.conn.store(Arc::new(conn));
+                inner.reconnecting.store(false, Ordering::Release);
+                tracing::info!(namespace = %inner.namespace, attempts, "redis: reconnected");
+                return;
+            }
+            // One warning per outage; the retries are routine.
+            Err(why) if attempts == 1 => {
+                tracing::warn!(namespace = %inner.namespace, error = %why, "redis: unreachable; reconnecting in the background")
+            }
+            Err(why) => {
+                tracing::debug!(namespace = %inner.namespace, attempts, error = %why, "redis: still unreachable")
+            }
+        }
+        drop(inner);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// A new manager whose connection has answered `PING`, within one timeout:
+/// connecting alone succeeds against a paused Redis (the kernel accepts).
+async fn fresh_connection(inner: &Inner) -> Result<ConnectionManager, String> {
+    let attempt = async {
+        let mut conn = ConnectionManager::new_with_config(inner.client.clone(), inner.config.clone()).await?;
+        let pong: String = ::redis::cmd("PING").query_async(&mut conn).await?;
+        Ok::<_, RedisError>((conn, pong))
+    };
+    match tokio::time::timeout(inner.timeout, attempt).await {
+        Ok(Ok((conn, pong))) if pong == "PONG" => Ok(conn),
+        Ok(Ok((_, pong))) => Err(format!("unexpected PING reply {pong:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {:?}", inner.timeout)),
     }
 }
 
@@ -354,6 +460,32 @@ impl Store for RedisStore {
         match by_sub {
             Some(entry) => Ok(revocation_in_force("is_revoked", &entry, now)?.is_some_and(|at| iat <= at)),
             None => Ok(false),
+        }
+    }
+
+    async fn consume(
+        &self,
+        jti: &str,
+        sub: &str,
+        iat: i64,
+        mark_key: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<ConsumeOutcome, StoreError> {
+        let mut script = self.inner.consume.prepare_invoke();
+        script
+            .key(self.key("revoked-jti", jti))
+            .key(self.key("revoked-sub", sub))
+            .key(self.key("mark", mark_key))
+            .arg(now)
+            .arg(iat)
+            .arg(pxat(expires_at.max(now.saturating_add(1))));
+        let reply: String = self.eval("consume", script).await?;
+        match reply.as_str() {
+            "first" => Ok(ConsumeOutcome::FirstUse),
+            "replayed" => Ok(ConsumeOutcome::Replayed),
+            "revoked" => Ok(ConsumeOutcome::Revoked),
+            _ => Err(bad_reply("consume", reply)),
         }
     }
 

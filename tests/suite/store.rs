@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokensmith::clock::{Clock, SystemClock};
 use tokensmith::store::redis::RedisStore;
-use tokensmith::store::{RefreshRecord, SpendOutcome, Store};
+use tokensmith::store::{ConsumeOutcome, RefreshRecord, SpendOutcome, Store};
 
 use crate::redis_harness::RedisServer;
 
@@ -67,6 +67,11 @@ both_backends!(
     refresh_concurrent_spends_exactly_one_wins,
     mark_once_concurrent_exactly_one_wins,
     refresh_expired_or_unknown,
+    consume_first_use_then_replayed,
+    consume_of_a_token_revoked_by_jti_marks_nothing,
+    consume_of_a_token_revoked_by_sub_depends_on_iat,
+    consume_concurrent_exactly_one_first_use,
+    consume_races_with_revocations_never_marks_a_revoked_token,
 );
 
 async fn mark_once_first_then_refused<S: Store>(s: Arc<S>) {
@@ -373,14 +378,264 @@ async fn refresh_expired_or_unknown<S: Store>(s: Arc<S>) {
     );
 }
 
+async fn consume_first_use_then_replayed<S: Store>(s: Arc<S>) {
+    let t = now();
+    assert_eq!(
+        s.consume("c1", "alice", t - 10, "jti:c1", t + 300, t).await,
+        Ok(ConsumeOutcome::FirstUse)
+    );
+    assert_eq!(
+        s.consume("c1", "alice", t - 10, "jti:c1", t + 300, t).await,
+        Ok(ConsumeOutcome::Replayed)
+    );
+    assert_eq!(
+        s.consume("c1", "alice", t - 10, "jti:c1", t + 900, t + 299).await,
+        Ok(ConsumeOutcome::Replayed),
+        "kept until expires_at; a new expiry does not reset it"
+    );
+    // The same marks as mark_once, both ways.
+    assert_eq!(s.mark_once("jti:c1", t + 300, t).await, Ok(false));
+    assert_eq!(s.mark_once("jti:c2", t + 300, t).await, Ok(true));
+    assert_eq!(
+        s.consume("c2", "alice", t - 10, "jti:c2", t + 300, t).await,
+        Ok(ConsumeOutcome::Replayed)
+    );
+    // An expiry already past is still kept a second, as with mark_once.
+    assert_eq!(
+        s.consume("c3", "alice", t - 10, "jti:c3", t - 5, t).await,
+        Ok(ConsumeOutcome::FirstUse)
+    );
+    assert_eq!(s.mark_once("jti:c3", t + 300, t).await, Ok(false));
+    // Revocations of other tokens do not matter.
+    s.revoke_jti("other", t + 300, t).await.unwrap();
+    s.revoke_sub("bob", t, t + 300, t).await.unwrap();
+    assert_eq!(
+        s.consume("c4", "alice", t - 10, "jti:c4", t + 300, t).await,
+        Ok(ConsumeOutcome::FirstUse)
+    );
+}
+
+async fn consume_of_a_token_revoked_by_jti_marks_nothing<S: Store>(s: Arc<S>) {
+    let t = now();
+    s.revoke_jti("r1", t + 300, t).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            s.consume("r1", "alice", t - 10, "jti:r1", t + 300, t).await,
+            Ok(ConsumeOutcome::Revoked)
+        );
+    }
+    assert_eq!(
+        s.mark_once("jti:r1", t + 300, t).await,
+        Ok(true),
+        "a revoked consume created a mark"
+    );
+    // A revocation wins over an existing mark.
+    assert_eq!(
+        s.consume("r1", "alice", t - 10, "jti:r1", t + 300, t).await,
+        Ok(ConsumeOutcome::Revoked)
+    );
+    // Revocations are kept until `until` only (memory decides with `now`;
+    // Redis's key has not expired yet, the script compares with `now` too).
+    s.revoke_jti("r2", t + 100, t).await.unwrap();
+    assert_eq!(
+        s.consume("r2", "alice", t - 10, "jti:r2", t + 300, t + 100).await,
+        Ok(ConsumeOutcome::FirstUse)
+    );
+}
+
+async fn consume_of_a_token_revoked_by_sub_depends_on_iat<S: Store>(s: Arc<S>) {
+    let t = now();
+    s.revoke_sub("carol", t, t + 600, t).await.unwrap();
+    assert_eq!(
+        s.consume("s1", "carol", t - 100, "jti:s1", t + 300, t).await,
+        Ok(ConsumeOutcome::Revoked),
+        "issued before"
+    );
+    assert_eq!(
+        s.consume("s2", "carol", t, "jti:s2", t + 300, t).await,
+        Ok(ConsumeOutcome::Revoked),
+        "issued at revoked_at"
+    );
+    for key in ["jti:s1", "jti:s2"] {
+        assert_eq!(s.mark_once(key, t + 300, t).await, Ok(true), "{key} was marked");
+    }
+    assert_eq!(
+        s.consume("s3", "carol", t + 1, "jti:s3", t + 300, t + 1).await,
+        Ok(ConsumeOutcome::FirstUse),
+        "issued after"
+    );
+    assert_eq!(
+        s.consume("s3", "carol", t + 1, "jti:s3", t + 300, t + 1).await,
+        Ok(ConsumeOutcome::Replayed)
+    );
+    assert_eq!(
+        s.consume("s4", "dave", t - 100, "jti:s4", t + 300, t).await,
+        Ok(ConsumeOutcome::FirstUse),
+        "another sub"
+    );
+    assert_eq!(
+        s.consume("s5", "carol", t - 100, "jti:s5", t + 900, t + 600).await,
+        Ok(ConsumeOutcome::FirstUse),
+        "kept until `until` only"
+    );
+    // A newer revocation widens it, as with is_revoked.
+    s.revoke_sub("carol", t + 10, t + 600, t + 10).await.unwrap();
+    assert_eq!(
+        s.consume("s6", "carol", t + 5, "jti:s6", t + 300, t + 10).await,
+        Ok(ConsumeOutcome::Revoked)
+    );
+}
+
+async fn consume_concurrent_exactly_one_first_use<S: Store>(s: Arc<S>) {
+    let t = now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let s = Arc::clone(&s);
+        tasks.spawn(async move { s.consume("hot", "alice", t - 10, "jti:hot", t + 300, t).await.unwrap() });
+    }
+    let outcomes = tasks.join_all().await;
+    let first = outcomes.iter().filter(|o| **o == ConsumeOutcome::FirstUse).count();
+    let replayed = outcomes.iter().filter(|o| **o == ConsumeOutcome::Replayed).count();
+    assert_eq!((first, replayed), (1, 63), "{outcomes:?}");
+}
+
+/// Consumes of many tokens of one `sub` race with a revocation of that
+/// `sub`: a token that came out `Revoked` must never have been marked, and
+/// after the revocation every consume is `Revoked`.
+async fn consume_races_with_revocations_never_marks_a_revoked_token<S: Store>(s: Arc<S>) {
+    let t = now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let task_store = Arc::clone(&s);
+        tasks.spawn(async move {
+            let key = format!("jti:race{i}");
+            let out = task_store
+                .consume(&format!("race{i}"), "erin", t - 10, &key, t + 300, t)
+                .await;
+            (key, out.unwrap())
+        });
+        if i == 32 {
+            s.revoke_sub("erin", t, t + 600, t).await.unwrap();
+        }
+    }
+    for (key, out) in tasks.join_all().await {
+        let marked = !s.mark_once(&key, t + 300, t).await.unwrap();
+        match out {
+            ConsumeOutcome::FirstUse => assert!(marked, "{key}: FirstUse without a mark"),
+            ConsumeOutcome::Revoked => assert!(!marked, "{key}: Revoked but marked"),
+            ConsumeOutcome::Replayed => panic!("{key}: replayed on its only consume"),
+        }
+    }
+    assert_eq!(
+        s.consume("race-late", "erin", t - 10, "jti:race-late", t + 300, t)
+            .await,
+        Ok(ConsumeOutcome::Revoked)
+    );
+}
+
 /// What only the memory store has: a capacity, and sweeping.
 mod memory_only {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use tokensmith::store::memory::{MemoryStats, MemoryStore};
-    use tokensmith::store::{Store, StoreError};
+    use tokensmith::store::{ConsumeOutcome, Store, StoreError};
 
     use super::record;
 
     const T: i64 = 1_000_000;
+
+    #[tokio::test]
+    async fn ping_reports_full_while_the_marks_are_at_capacity() {
+        let s = MemoryStore::new(3);
+        assert_eq!(s.ping().await, Ok(()));
+        s.mark_once("a", T + 10, T).await.unwrap();
+        assert_eq!(
+            s.consume("b", "u", T, "b", T + 10, T).await,
+            Ok(ConsumeOutcome::FirstUse)
+        );
+        assert_eq!(s.ping().await, Ok(()), "one slot left");
+        s.mark_once("c", T + 1000, T).await.unwrap();
+        assert_eq!(s.ping().await, Err(StoreError::Full));
+        assert_eq!(
+            s.consume("d", "u", T, "d", T + 10, T).await,
+            Err(StoreError::Full),
+            "what readiness predicted"
+        );
+        assert_eq!(s.stats().marks, 3);
+        // Once a caller's clock shows the short marks expired, ping sweeps
+        // them and is ready again, without any new mark.
+        assert_eq!(s.is_revoked("x", "y", T, T + 100).await, Ok(false));
+        assert_eq!(s.ping().await, Ok(()));
+        assert_eq!(s.stats().marks, 1, "the live mark is kept");
+        assert_eq!(s.mark_once("c", T + 1000, T + 100).await, Ok(false));
+        // A store with room for nothing is never ready.
+        assert_eq!(MemoryStore::new(0).ping().await, Err(StoreError::Full));
+    }
+
+    #[tokio::test]
+    async fn a_consume_of_a_revoked_token_is_revoked_even_when_full() {
+        let s = MemoryStore::new(1);
+        s.mark_once("a", T + 100, T).await.unwrap();
+        s.revoke_jti("j", T + 100, T).await.unwrap();
+        assert_eq!(
+            s.consume("j", "u", T, "jti:j", T + 100, T).await,
+            Ok(ConsumeOutcome::Revoked)
+        );
+        assert_eq!(
+            s.consume("a", "u", T, "a", T + 100, T).await,
+            Ok(ConsumeOutcome::Replayed),
+            "a replay is known without room"
+        );
+    }
+
+    /// Consumes (which hold the revocations lock while locking mark
+    /// shards, and sweep every shard when full), revocations (write lock),
+    /// marks and full sweeps, on many threads at once against a small
+    /// store: all of it must finish. Plain threads, so a deadlock shows as
+    /// a timeout here instead of a hung runtime.
+    #[test]
+    fn consumes_revocations_and_sweeps_together_do_not_deadlock() {
+        let s = Arc::new(MemoryStore::new(64));
+        let (done, finished) = std::sync::mpsc::channel();
+        for worker in 0..8_i64 {
+            let s = Arc::clone(&s);
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                rt.block_on(async {
+                    for i in 0..2_000_i64 {
+                        let now = T + i / 10;
+                        let key = format!("w{worker}-{i}");
+                        match (worker + i) % 4 {
+                            0 => s
+                                .revoke_sub(&format!("u{}", i % 7), now, now + 5, now)
+                                .await
+                                .map(|_| ()),
+                            1 => s.mark_once(&key, now + 2, now).await.map(|_| ()),
+                            2 => {
+                                s.sweep();
+                                s.ping().await.or(Ok(()))
+                            }
+                            _ => s
+                                .consume(&key, &format!("u{}", i % 7), now, &key, now + 2, now)
+                                .await
+                                .map(|_| ()),
+                        }
+                        .or_else(|e| if e == StoreError::Full { Ok(()) } else { Err(e) })
+                        .unwrap();
+                    }
+                });
+                done.send(worker).unwrap();
+            });
+        }
+        for _ in 0..8 {
+            finished
+                .recv_timeout(Duration::from_secs(60))
+                .expect("a worker did not finish: deadlock");
+        }
+        assert!(s.stats().marks <= 64);
+    }
 
     #[tokio::test]
     async fn full_refuses_new_marks_without_evicting_live_ones() {
@@ -565,7 +820,7 @@ mod redis_only {
 
     use redis::AsyncCommands;
     use tokensmith::store::redis::RedisStore;
-    use tokensmith::store::{SpendOutcome, Store, StoreError};
+    use tokensmith::store::{ConsumeOutcome, SpendOutcome, Store, StoreError};
 
     use super::{connect, now, record, TIMEOUT};
     use crate::redis_harness::{free_port, RedisServer, INSTALL_HINT};
@@ -678,6 +933,114 @@ mod redis_only {
         assert_eq!(others, 0, "no other command: {before:?} → {after:?}");
     }
 
+    /// One consume is one round trip: one EVALSHA. The script's own
+    /// commands are counted by Redis too (one MGET, and one SET unless the
+    /// token is revoked) but cost no round trip.
+    #[tokio::test]
+    async fn a_consume_is_exactly_one_evalsha() {
+        let server = RedisServer::start();
+        let s = connect(&server, "n", TIMEOUT).await;
+        let t = now();
+        // The first run on a fresh Redis loads the scripts (NOSCRIPT, then
+        // SCRIPT LOAD and EVALSHA again): done before counting.
+        assert_eq!(
+            s.consume("warm", "u", t, "jti:warm", t + 60, t).await,
+            Ok(ConsumeOutcome::FirstUse)
+        );
+        s.revoke_jti("gone", t + 60, t).await.unwrap();
+        let mut conn = raw(&server).await;
+        let before = commandstats(&mut conn).await;
+        for i in 0..5 {
+            let key = format!("jti:k{i}");
+            assert_eq!(
+                s.consume(&format!("k{i}"), "u", t, &key, t + 60, t).await,
+                Ok(ConsumeOutcome::FirstUse)
+            );
+            assert_eq!(
+                s.consume(&format!("k{i}"), "u", t, &key, t + 60, t).await,
+                Ok(ConsumeOutcome::Replayed)
+            );
+        }
+        assert_eq!(
+            s.consume("gone", "u", t, "jti:gone", t + 60, t).await,
+            Ok(ConsumeOutcome::Revoked)
+        );
+        let after = commandstats(&mut conn).await;
+        let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        assert_eq!(delta("evalsha"), 11, "one EVALSHA per consume: {before:?} → {after:?}");
+        assert_eq!(delta("mget"), 11, "inside the script: {before:?} → {after:?}");
+        assert_eq!(
+            delta("set"),
+            10,
+            "inside the script, not for the revoked one: {before:?} → {after:?}"
+        );
+        let others: u64 = after
+            .keys()
+            .filter(|n| !matches!(n.as_str(), "evalsha" | "mget" | "set" | "info"))
+            .map(|n| delta(n))
+            .sum();
+        assert_eq!(others, 0, "no other command: {before:?} → {after:?}");
+        // The mark is the one mark_once makes: same key, same expiry.
+        let before = unix_ms();
+        let pttl: i64 = conn.pttl("tokensmith:n:mark:jti:k0").await.unwrap();
+        assert!(pttl > 0 && pttl <= (t + 60) * 1000 - before, "PTTL {pttl}");
+        let exists: bool = conn.exists("tokensmith:n:mark:jti:gone").await.unwrap();
+        assert!(!exists, "a revoked token was marked");
+    }
+
+    #[tokio::test]
+    async fn consume_loads_its_script_again_after_redis_forgets_it() {
+        let server = RedisServer::start();
+        let s = connect(&server, "n", TIMEOUT).await;
+        let t = now();
+        assert_eq!(
+            s.consume("a", "u", t, "jti:a", t + 60, t).await,
+            Ok(ConsumeOutcome::FirstUse)
+        );
+        let mut conn = raw(&server).await;
+        let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+        let before = commandstats(&mut conn).await;
+        assert_eq!(
+            s.consume("b", "u", t, "jti:b", t + 60, t).await,
+            Ok(ConsumeOutcome::FirstUse)
+        );
+        let after = commandstats(&mut conn).await;
+        let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        assert_eq!(
+            (delta("evalsha"), delta("script|load")),
+            (2, 1),
+            "NOSCRIPT, load, run: {before:?} → {after:?}"
+        );
+        assert_eq!(
+            s.consume("b", "u", t, "jti:b", t + 60, t).await,
+            Ok(ConsumeOutcome::Replayed)
+        );
+        assert!(!s.is_reconnecting(), "NOSCRIPT is no connection failure");
+    }
+
+    #[tokio::test]
+    async fn consume_fails_closed_on_an_unreadable_revocation() {
+        let server = RedisServer::start();
+        let s = connect(&server, "n", TIMEOUT).await;
+        let t = now();
+        let mut conn = raw(&server).await;
+        for (key, sub) in [
+            ("tokensmith:n:revoked-sub:mallory", "mallory"),
+            ("tokensmith:n:revoked-jti:g2", "u"),
+        ] {
+            let () = conn.set(key, "not a revocation").await.unwrap();
+            let jti = if sub == "u" { "g2" } else { "g1" };
+            let mark = format!("jti:{jti}");
+            let r = s.consume(jti, sub, t, &mark, t + 60, t).await;
+            assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+            let r = s.is_revoked(jti, sub, t, t).await;
+            assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+            assert_eq!(s.mark_once(&mark, t + 60, t).await, Ok(true), "{jti} was marked");
+        }
+        assert!(!s.is_reconnecting(), "a script error is no connection failure");
+        s.ping().await.unwrap();
+    }
+
     #[tokio::test]
     async fn marks_survive_a_new_connection_and_namespaces_are_apart() {
         let server = RedisServer::start();
@@ -732,6 +1095,33 @@ mod redis_only {
         s.ping().await.unwrap();
     }
 
+    /// Polls Redis itself (bounded) until it answers PING.
+    async fn wait_for_redis(server: &RedisServer, within: Duration) -> redis::aio::MultiplexedConnection {
+        let started = Instant::now();
+        loop {
+            if let Ok(Ok(mut conn)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                server.client().get_multiplexed_async_connection(),
+            )
+            .await
+            {
+                let pong: Result<Result<String, _>, _> =
+                    tokio::time::timeout(Duration::from_millis(500), redis::cmd("PING").query_async(&mut conn)).await;
+                if matches!(pong, Ok(Ok(ref p)) if p == "PONG") {
+                    return conn;
+                }
+            }
+            assert!(
+                started.elapsed() < within,
+                "redis did not answer PING within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// After an outage the store reconnects by itself: once Redis answers
+    /// again, the store's very first call succeeds, with no failed call
+    /// needed to trigger the reconnection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unavailable_while_redis_is_down_then_recovers_on_restart() {
         let mut server = RedisServer::start();
@@ -739,11 +1129,68 @@ mod redis_only {
         let s = connect(&server, "n", timeout).await;
         let t = now();
         assert_eq!(s.mark_once("before", t + 60, t).await, Ok(true));
+        assert!(!s.is_reconnecting());
         server.stop();
         // Refused connections fail at once; no call may take much longer than the timeout.
         assert_all_unavailable(&s, 8 * timeout).await;
+        assert!(s.is_reconnecting(), "a refused call starts the reconnection task");
+        // Still down, still refused fast, and still one task (the flag stays).
+        assert_all_unavailable(&s, 8 * timeout).await;
+        assert!(s.is_reconnecting());
+
         server.restart();
-        assert_recovers(&s, Duration::from_secs(5)).await;
+        let mut conn = wait_for_redis(&server, Duration::from_secs(5)).await;
+        let back = Instant::now();
+        // No call to the store: its own task must get a fresh connection
+        // that answers, within one retry pause (250 ms) plus a connect.
+        while s.is_reconnecting() {
+            assert!(
+                back.elapsed() < Duration::from_secs(2),
+                "the store did not reconnect by itself within 2 s of Redis answering"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let recovered_in = back.elapsed();
+        eprintln!("redis store: reconnected {recovered_in:?} after Redis answered PING");
+        assert!(recovered_in < Duration::from_secs(1), "took {recovered_in:?}");
+        let info: String = redis::cmd("INFO").arg("clients").query_async(&mut conn).await.unwrap();
+        assert!(
+            info.contains("connected_clients:2"),
+            "the store's fresh connection and ours, and no other: {info}"
+        );
+        // The first call after the outage succeeds.
+        let t = now();
+        assert_eq!(s.mark_once("after", t + 60, t).await, Ok(true));
+        assert_eq!(
+            s.consume("c", "u", t, "jti:c", t + 60, t).await,
+            Ok(ConsumeOutcome::FirstUse)
+        );
+        s.ping().await.unwrap();
+        assert!(!s.is_reconnecting());
+    }
+
+    /// The reconnection task ends with its store, even while Redis is down.
+    /// Nothing else runs on this test's runtime once the store is gone (its
+    /// connection died with Redis), so every task must end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_reconnection_task_ends_with_the_store() {
+        let mut server = RedisServer::start();
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let s = connect(&server, "n", Duration::from_millis(300)).await;
+        server.stop();
+        assert!(s.ping().await.is_err());
+        assert!(s.is_reconnecting());
+        assert!(metrics.num_alive_tasks() >= 1);
+        drop(s);
+        let started = Instant::now();
+        while metrics.num_alive_tasks() > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{} tasks outlived the store",
+                metrics.num_alive_tasks()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The HTTP load bench: tokensmith against references measured in the same run,
+# on this machine. Prints one line per measurement; see benches/README.md.
+#   benches/load.sh                 # DUR=10 CONN=32 by default
+# Needs wrk, nginx (nginx-light) and redis-server from Debian; installs them
+# when missing and run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${DUR:-10}
+CONN=${CONN:-32}
+RATE=${RATE:-1000}
+
+for pkg in wrk:wrk nginx:nginx-light redis-server:redis-server; do
+  if ! command -v "${pkg%%:*}" >/dev/null 2>&1 && ! [ -x "/usr/sbin/${pkg%%:*}" ]; then
+    [ "$(id -u)" = 0 ] || { echo "error: missing_tool: install ${pkg#*:}" >&2; exit 1; }
+    apt-get install -y -qq "${pkg#*:}" >/dev/null
+  fi
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --quiet --bin tokensmith --example sign_rate --example loadgen
+BIN=$PWD/target/release/tokensmith
+W=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "error: port $1 never opened" >&2; exit 1; }
+
+export API_KEY="sk_bench_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+HASH="sha256:$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)"
+
+# start_instance NAME ALG BACKEND [REDIS_URL] -> sets ${NAME}_PORT
+start_instance() {
+  local name=$1 alg=$2 backend=$3 redis=${4:-redis://127.0.0.1:6379} p
+  p=$(port)
+  mkdir -p "$W/$name"
+  cat > "$W/$name/tokensmith.toml" <<TOML
+issuer = "http://127.0.0.1:$p"
+listen = "127.0.0.1:$p"
+[keys]
+dir = "$W/$name/keys"
+algorithm = "$alg"
+[store]
+backend = "$backend"
+redis_url = "$redis"
+capacity = 10000000
+[[clients]]
+id = "bench"
+audience = "chatbot"
+api_keys = ["$HASH"]
+scopes = ["read:orders"]
+max_ttl = "30m"
+TOML
+  (cd "$W/$name" && TOKENSMITH_LOG=warn "$BIN" serve >/dev/null 2>"$W/$name/log") &
+  PIDS+=($!)
+  wait_port "$p"
+  printf -v "${name}_PORT" '%s' "$p"
+}
+
+wrk_line() { # LABEL wrk-args...
+  local label=$1; shift
+  local out; out=$(wrk -t1 -c"$CONN" -d"${DUR}s" --latency "$@")
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  local non2xx; non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  printf '%-34s %10s req/s   p50 %8s   p99 %8s   non-2xx %s\n' "$label" "$rps" "$p50" "$p99" "${non2xx:-0}"
+}
+
+RPORT=$(port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" >/dev/null &
+PIDS+=($!)
+wait_port "$RPORT"
+
+start_instance rs RS256 memory
+start_instance es ES256 memory
+start_instance rd RS256 redis "redis://127.0.0.1:$RPORT"
+
+# nginx serving the same JWKS bytes as a static file.
+mkdir -p "$W/www/.well-known"
+curl -s "http://127.0.0.1:$rs_PORT/.well-known/jwks.json" > "$W/www/.well-known/jwks.json"
+NPORT=$(port)
+cat > "$W/nginx.conf" <<NGINX
+worker_processes 2;
+pid $W/nginx.pid;
+error_log $W/nginx.err warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  default_type application/json;
+  client_body_temp_path $W; proxy_temp_path $W; fastcgi_temp_path $W; uwsgi_temp_path $W; scgi_temp_path $W;
+  server { listen 127.0.0.1:$NPORT; root $W/www; etag on; add_header Cache-Control "public, max-age=1800"; }
+}
+NGINX
+"$NGINX" -c "$W/nginx.conf" -p "$W"
+wait_port "$NPORT"
+
+echo "== $(nproc) cores, wrk -t1 -c$CONN -d${DUR}s; all servers on 127.0.0.1"
+wrk_line "GET jwks.json   nginx (static)" "http://127.0.0.1:$NPORT/.well-known/jwks.json"
+wrk_line "GET jwks.json   tokensmith" "http://127.0.0.1:$rs_PORT/.well-known/jwks.json"
+wrk_line "POST /v1/tokens RS256" -s benches/load/tokens.lua "http://127.0.0.1:$rs_PORT/v1/tokens"
+wrk_line "POST /v1/tokens ES256" -s benches/load/tokens.lua "http://127.0.0.1:$es_PORT/v1/tokens"
+target/release/examples/sign_rate 2 "$DUR"
+
+TOKEN=$(curl -s "http://127.0.0.1:$rs_PORT/v1/tokens" -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
+  -d '{"sub":"user-1","scopes":["read:orders"],"ttl":"30m"}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
+export TOKEN
+wrk_line "POST /v1/verify (RS256)" -s benches/load/verify.lua "http://127.0.0.1:$rs_PORT/v1/verify"
+
+# Distinct tokens for the consume runs: one per request.
+NEED=$((RATE * DUR))
+for inst in rs rd; do
+  p_var="${inst}_PORT"
+  export TOKENS_OUT="$W/$inst.tokens"
+  : > "$TOKENS_OUT"
+  while [ "$(wc -l < "$TOKENS_OUT")" -lt "$NEED" ]; do
+    wrk -t1 -c8 -d3s -s benches/load/collect.lua "http://127.0.0.1:${!p_var}/v1/tokens" >/dev/null
+  done
+done
+
+echo "== open loop at ${RATE}/s for ${DUR}s (latency from scheduled start)"
+LG=target/release/examples/loadgen
+printf '%-34s ' "verify            memory"; $LG "http://127.0.0.1:$rs_PORT/v1/verify" "$API_KEY" "$W/rs.tokens" "$RATE" "$DUR" false
+printf '%-34s ' "verify + consume  memory"; $LG "http://127.0.0.1:$rs_PORT/v1/verify" "$API_KEY" "$W/rs.tokens" "$RATE" "$DUR" true
+printf '%-34s ' "verify            redis"; $LG "http://127.0.0.1:$rd_PORT/v1/verify" "$API_KEY" "$W/rd.tokens" "$RATE" "$DUR" false
+redis-cli -p "$RPORT" CONFIG RESETSTAT >/dev/null
+printf '%-34s ' "verify + consume  redis"; $LG "http://127.0.0.1:$rd_PORT/v1/verify" "$API_KEY" "$W/rd.tokens" "$RATE" "$DUR" true
+echo "== redis commands per consume ($NEED consumes):"
+redis-cli -p "$RPORT" INFO commandstats | grep -E '^cmdstat_(set|mget|evalsha|eval|get):' | sed 's/^/   /'
+echo "== redis ceiling"
+redis-benchmark -p "$RPORT" -t set -n 200000 -c 32 -q | tr '\r' '\n' | grep -v '^$' | tail -1

@@ -1,0 +1,216 @@
+//! An identity backend: the app a user signs in to, which hands a chatbot
+//! widget a short-lived token from tokensmith.
+//!
+//! `POST /login` with `{"user": "alice"}` signs in (a demo: no password) and
+//! sets a session cookie. `GET /chat` answers, for a signed-in user, a page
+//! that embeds the chatbot with a token for that user (or JSON with
+//! `Accept: application/json`). The token comes from tokensmith's
+//! `POST /v1/tokens` through a [`TokenCache`] keyed by user, so a user who
+//! reloads the page gets the same token until it is due for renewal, and
+//! with `REDIS_URL` set every instance of this backend shares those tokens.
+//!
+//! ```text
+//! cargo run -- serve --dev                  # prints DEV_API_KEY once
+//! ISSUER_API_KEY=sk_... cargo run --example identity_backend
+//! curl -si localhost:3000/login -H 'content-type: application/json' -d '{"user":"alice"}'
+//! curl -s localhost:3000/chat -H 'cookie: sid=...' -H 'accept: application/json'
+//! ```
+//!
+//! Settings (environment):
+//! - `ISSUER_URL`: tokensmith's base URL. Default `http://127.0.0.1:8080`.
+//! - `ISSUER_API_KEY`: the client's API key (`sk_…`). Required.
+//! - `LISTEN`: the address to serve on. Default `127.0.0.1:3000` (`:0` picks a port).
+//! - `CHAT_SCOPES`: space-separated scopes asked for. Default `chat`.
+//! - `REDIS_URL`: share cached tokens with other instances through Redis. Default: none.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokensmith::client::cache::{CacheOptions, IssueToken, Issued, SharedRedis, TokenCache};
+use tokensmith::clock::{SharedClock, SystemClock};
+
+/// Asks tokensmith for a token for one user.
+struct ChatTokens {
+    http: reqwest::Client,
+    url: String,
+    api_key: String,
+    scopes: Vec<String>,
+}
+
+impl IssueToken for ChatTokens {
+    type Error = String;
+
+    fn issue(&self, user: &str) -> impl Future<Output = Result<Issued, String>> + Send {
+        let request = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.api_key)
+            .json(&json!({ "sub": user, "scopes": self.scopes }));
+        async move {
+            let resp = request.send().await.map_err(|e| e.without_url().to_string())?;
+            let status = resp.status();
+            let body: Value = resp.json().await.map_err(|e| e.without_url().to_string())?;
+            if !status.is_success() {
+                return Err(format!("tokensmith answered {status}: {}", body["error"]));
+            }
+            let (Some(token), Some(expires_at), Some(expires_in)) = (
+                body["token"].as_str(),
+                body["expires_at"].as_i64(),
+                body["expires_in"].as_i64(),
+            ) else {
+                return Err("tokensmith's answer has no token".into());
+            };
+            Ok(Issued {
+                token: token.to_owned(),
+                issued_at: expires_at - expires_in,
+                expires_at,
+            })
+        }
+    }
+}
+
+struct App {
+    tokens: TokenCache<ChatTokens>,
+    /// Session id -> user. A std Mutex: never held across an await.
+    sessions: Mutex<HashMap<String, String>>,
+}
+
+type Shared = Arc<App>;
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+}
+
+async fn login(State(app): State<Shared>, Json(login): Json<Login>) -> Response {
+    let user = login.user.trim().to_owned();
+    if user.is_empty() || user.len() > 64 {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_request"}))).into_response();
+    }
+    let Ok(sid) = tokensmith::claims::new_jti() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    app.sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(sid.clone(), user.clone());
+    let cookie = format!("sid={sid}; Path=/; HttpOnly; SameSite=Lax");
+    let mut resp = Json(json!({ "user": user })).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+fn session_user(app: &App, headers: &HeaderMap) -> Option<String> {
+    let sid = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("sid="))?;
+    app.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(sid).cloned()
+}
+
+async fn chat(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    let Some(user) = session_user(&app, &headers) else {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "not_signed_in"}))).into_response();
+    };
+    let issued = match app.tokens.get(&user).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("identity_backend: no chatbot token for a user: {e}");
+            return (StatusCode::BAD_GATEWAY, Json(json!({"error": "issuer_unavailable"}))).into_response();
+        }
+    };
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let mut resp = if wants_json {
+        Json(json!({ "user": user, "token": issued.token, "expires_at": issued.expires_at })).into_response()
+    } else {
+        Html(page(&user, &issued)).into_response()
+    };
+    // The page carries a credential: never cached.
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn page(user: &str, issued: &Issued) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    format!(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Support chat</title></head>
+<body>
+<p>Signed in as {user}.</p>
+<div id="chatbot" data-token="{token}" data-expires-at="{exp}"></div>
+<script>/* the widget reads its token from #chatbot[data-token] */</script>
+</body></html>
+"#,
+        user = escape(user),
+        token = escape(&issued.token),
+        exp = issued.expires_at
+    )
+}
+
+fn app(state: Shared) -> Router {
+    Router::new()
+        .route("/login", post(login))
+        .route("/chat", get(chat))
+        .with_state(state)
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let issuer = env_or("ISSUER_URL", "http://127.0.0.1:8080");
+    let api_key = std::env::var("ISSUER_API_KEY").map_err(|_| "set ISSUER_API_KEY to the client's API key (sk_…)")?;
+    let listen = env_or("LISTEN", "127.0.0.1:3000");
+    let scopes = env_or("CHAT_SCOPES", "chat")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let http = tokensmith::client::jwks::http_client(Duration::from_secs(5))?;
+    let issue = ChatTokens {
+        http,
+        url: format!("{}/v1/tokens", issuer.trim_end_matches('/')),
+        api_key,
+        scopes,
+    };
+    let clock: SharedClock = Arc::new(SystemClock);
+    let mut tokens = TokenCache::new(issue, clock, CacheOptions::default());
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        tokens = tokens.with_redis(SharedRedis::connect(&url, "identity_backend", Duration::from_secs(2)).await?);
+    }
+    let state = Arc::new(App {
+        tokens,
+        sessions: Mutex::new(HashMap::new()),
+    });
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    println!("identity_backend listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

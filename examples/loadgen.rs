@@ -1,0 +1,81 @@
+//! A fixed-rate (open-loop) load generator for the bench script: sends
+//! `POST /v1/verify {"token": T, "consume": C}` at R requests/s for D
+//! seconds, each request with the next token of a file (one token a line),
+//! and reports achieved rate, p50/p99/max latency and statuses. Latency is
+//! measured from each request's scheduled start, so a stalled server cannot
+//! hide queueing (no coordinated omission).
+//!
+//! `cargo run --release --example loadgen -- URL API_KEY TOKENS_FILE RATE SECONDS CONSUME(true|false)`
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a: Vec<String> = std::env::args().collect();
+    if a.len() != 7 {
+        return Err("usage: loadgen URL API_KEY TOKENS_FILE RATE SECONDS CONSUME".into());
+    }
+    let (url, key, file) = (a[1].clone(), a[2].clone(), a[3].clone());
+    let rate: u64 = a[4].parse()?;
+    let seconds: u64 = a[5].parse()?;
+    let consume: bool = a[6].parse()?;
+    let tokens: Vec<String> = std::fs::read_to_string(&file)?.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    let total = (rate * seconds) as usize;
+    if tokens.len() < total && consume {
+        return Err(format!("{total} requests need as many tokens; {file} has {}", tokens.len()).into());
+    }
+    let client = tokensmith::client::jwks::http_client(Duration::from_secs(10))?;
+    let bodies: Arc<Vec<String>> = Arc::new(
+        (0..total)
+            .map(|i| format!("{{\"token\":\"{}\",\"consume\":{consume}}}", tokens[i % tokens.len()]))
+            .collect(),
+    );
+    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(total);
+    for i in 0..total {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let (client, url, key, bodies) = (client.clone(), url.clone(), key.clone(), Arc::clone(&bodies));
+        handles.push(tokio::spawn(async move {
+            let r = client
+                .post(&url)
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/json")
+                .body(bodies[i].clone())
+                .send()
+                .await;
+            let status = match r {
+                Ok(resp) => {
+                    let s = resp.status().as_u16();
+                    let _ = resp.bytes().await;
+                    s
+                }
+                Err(_) => 0,
+            };
+            (due.elapsed(), status)
+        }));
+    }
+    let mut lat = Vec::with_capacity(total);
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    for h in handles {
+        let (d, s) = h.await?;
+        lat.push(d);
+        *statuses.entry(s).or_default() += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    println!(
+        "rate {:.0}/s over {:.1}s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, statuses {:?}",
+        total as f64 / elapsed,
+        elapsed,
+        pct(0.50),
+        pct(0.99),
+        pct(1.0),
+        statuses
+    );
+    Ok(())
+}

@@ -1,0 +1,538 @@
+//! The session check, and identities vouched for by someone other than a
+//! client's backend.
+//!
+//! This module owns two things:
+//!
+//! - [`SessionChecker`]: asks `[session] check_url` whether the caller's
+//!   `Cookie` and `Authorization` headers are a signed-in app session, and
+//!   reads the answer (`200 {sub, scopes?, claims?}`) into an [`Identity`].
+//!   Good answers may be reused for at most `cache_ttl` (≤ 10 s), keyed by
+//!   the SHA-256 of the forwarded headers.
+//! - [`Identity`]: a subject with scopes and claims that the app's session
+//!   check, a visitor token or a refresh token vouches for, and
+//!   [`Identity::token_spec`], which cuts it to the client's policy. Unlike
+//!   [`crate::issuer::apply_policy`], which refuses a client's backend that
+//!   asks for too much, this *cuts*: the party that vouched is not the
+//!   client, and a widget cannot fix its request.
+//!
+//! It must never forward any other header of the caller (an API key, `Host`,
+//! `X-Forwarded-For`), log a cookie, an `Authorization` value or the check
+//! URL (it may carry credentials), cache a failure, or turn a `200` whose
+//! body it does not understand into an identity.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, COOKIE};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::claims::{is_reserved, Claims, CLIENT_ID};
+use crate::clients::Client;
+use crate::config::SessionConfig;
+use crate::issuer::{GlobalLimits, TokenSpec};
+use crate::jose::alg::{random_bytes, sha256};
+use crate::jose::JoseError;
+use crate::store::RefreshRecord;
+
+/// The most a `sub` may be, in bytes: the bound `apply_policy` sets for
+/// client backends, so every flow mints the same kind of subject.
+const MAX_SUB_LEN: usize = 255;
+/// The largest check answer read: a `whoami` is a few hundred bytes.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// The most cached sessions: beyond this, answers are not cached (the check
+/// is asked every time) rather than evicting, which keeps the bound simple.
+const MAX_CACHED: usize = 10_000;
+/// The only caller headers the check ever sees.
+const FORWARDED: [reqwest::header::HeaderName; 2] = [COOKIE, AUTHORIZATION];
+/// Prefix of guest subjects.
+pub const GUEST_PREFIX: &str = "guest:";
+
+/// Who a token will be for, before the client's policy is applied.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Identity {
+    pub sub: String,
+    pub scopes: Vec<String>,
+    pub claims: Map<String, Value>,
+}
+
+impl Identity {
+    /// A new anonymous visitor of `client`: `guest:<128 random bits>` with the
+    /// client's guest scopes and no claims.
+    pub fn guest(client: &Client) -> Result<Identity, JoseError> {
+        let mut b = [0u8; 16];
+        random_bytes(&mut b)?;
+        Ok(Identity {
+            sub: format!("{GUEST_PREFIX}{}", URL_SAFE_NO_PAD.encode(b)),
+            scopes: client.guest_scopes.clone(),
+            claims: Map::new(),
+        })
+    }
+
+    /// The identity a verified visitor token carries: its subject, scopes and
+    /// extra claims, less the claim that named its client.
+    pub fn from_visitor(claims: &Claims) -> Identity {
+        let mut extra = claims.extra.clone();
+        extra.remove(CLIENT_ID);
+        Identity {
+            sub: claims.sub.clone(),
+            scopes: claims.scopes.clone(),
+            claims: extra,
+        }
+    }
+
+    /// The identity a refresh token renews.
+    pub fn from_refresh(record: &RefreshRecord) -> Identity {
+        Identity {
+            sub: record.sub.clone(),
+            scopes: record.scopes.clone(),
+            claims: record.claims.clone(),
+        }
+    }
+
+    /// This identity cut to what `client` may grant: scopes the client has
+    /// (`*` grants any), and extra claims the client lets requests set that
+    /// are neither registered nor one of its fixed claims. Anything else is
+    /// dropped, not refused.
+    pub fn cut_to(&self, client: &Client) -> Identity {
+        let mut scopes: Vec<String> = Vec::with_capacity(self.scopes.len());
+        for s in &self.scopes {
+            let valid = !s.is_empty() && !s.contains(char::is_whitespace);
+            let granted = client.scopes.iter().any(|c| c == "*" || c == s);
+            if valid && granted && !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        let claims = self
+            .claims
+            .iter()
+            .filter(|(k, _)| {
+                client.allowed_claims.contains(k)
+                    && !client.claims.contains_key(k.as_str())
+                    && !is_reserved(k)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Identity {
+            sub: self.sub.clone(),
+            scopes,
+            claims,
+        }
+    }
+
+    /// What a token for this identity says: the client's audience, the scopes
+    /// and claims `cut_to` leaves plus the client's fixed claims, and the
+    /// default lifetime cut to the client's and the global maximum.
+    pub fn token_spec(&self, client: &Client, limits: GlobalLimits) -> TokenSpec {
+        let cut = self.cut_to(client);
+        let mut extra = client.claims.clone();
+        extra.extend(cut.claims);
+        let client_max = i64::try_from(client.max_ttl.as_secs()).unwrap_or(i64::MAX);
+        TokenSpec {
+            sub: cut.sub,
+            aud: vec![client.audience.clone()],
+            scopes: cut.scopes,
+            ttl: limits.default_ttl.min(client_max).min(limits.max_ttl).max(1),
+            extra,
+        }
+    }
+}
+
+/// Why the session check gave no identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionError {
+    /// The caller sent neither `Cookie` nor `Authorization`: there is no
+    /// session to check, and the check is not asked.
+    NoCredentials,
+    /// The check answered something other than 200 (and not 5xx): the
+    /// session is not (or no longer) signed in.
+    Rejected { status: u16 },
+    /// The check could not be reached, timed out, failed (5xx), or answered
+    /// 200 with a body that is not `{sub, scopes?, claims?}`. For the log only.
+    Unavailable(String),
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::NoCredentials => f.write_str("no Cookie or Authorization header to check"),
+            SessionError::Rejected { status } => write!(f, "the session check answered {status}"),
+            SessionError::Unavailable(why) => write!(f, "the session check is unavailable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+/// What the check answers on 200. Other members are the app's business and
+/// are ignored: the endpoint is often an existing `whoami`.
+#[derive(Deserialize)]
+struct Answer {
+    sub: String,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    claims: Option<Map<String, Value>>,
+}
+
+struct Cached {
+    identity: Identity,
+    /// Reused while `now < until`.
+    until: i64,
+}
+
+/// Asks the app whether a caller is signed in. Built once at start-up.
+pub struct SessionChecker {
+    url: String,
+    client_id: String,
+    /// The HTTP client, or why it could not be built: then every check is
+    /// unavailable (503) rather than the endpoint quietly missing.
+    http: Result<reqwest::Client, String>,
+    /// Whole seconds; 0 disables the cache. Rounded down, so an answer is
+    /// never reused for longer than `cache_ttl`.
+    cache_secs: i64,
+    /// A std Mutex, not a tokio one: no await happens while it is held.
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+impl fmt::Debug for SessionChecker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionChecker")
+            .field("client", &self.client_id)
+            .field("cache_secs", &self.cache_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionChecker {
+    /// The checker `[session]` describes: a GET with the configured timeout
+    /// (connect included), no redirects followed.
+    pub fn from_config(cfg: &SessionConfig) -> SessionChecker {
+        let http = crate::client::jwks::http_client(cfg.timeout).map_err(|e| e.to_string());
+        if let Err(why) = &http {
+            tracing::error!(error = %why, "the session check's HTTP client could not be built; session tokens will answer 503");
+        }
+        SessionChecker {
+            url: cfg.check_url.clone(),
+            client_id: cfg.client.clone(),
+            http,
+            cache_secs: i64::try_from(cfg.cache_ttl.as_secs()).unwrap_or(0),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The id of the client whose policy session tokens follow.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// How many answers are cached now; for tests and metrics.
+    pub fn cached(&self) -> usize {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// The identity the app vouches for, given the caller's headers. Only
+    /// `Cookie` and `Authorization` are forwarded; `now` (Unix seconds)
+    /// decides whether a cached answer is still fresh.
+    pub async fn check(&self, caller: &HeaderMap, now: i64) -> Result<Identity, SessionError> {
+        let forwarded = forwarded_headers(caller);
+        if forwarded.is_empty() {
+            return Err(SessionError::NoCredentials);
+        }
+        let key = cache_key(&forwarded);
+        if let Some(hit) = self.cache_get(&key, now) {
+            return Ok(hit);
+        }
+        let identity = self.ask(forwarded).await?;
+        self.cache_put(key, &identity, now);
+        Ok(identity)
+    }
+
+    async fn ask(&self, forwarded: HeaderMap) -> Result<Identity, SessionError> {
+        let http = self
+            .http
+            .as_ref()
+            .map_err(|why| SessionError::Unavailable(why.clone()))?;
+        let resp = http
+            .get(&self.url)
+            .headers(forwarded)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            // Without the URL: it may carry credentials.
+            .map_err(|e| SessionError::Unavailable(e.without_url().to_string()))?;
+        let status = resp.status();
+        if status.is_server_error() {
+            return Err(SessionError::Unavailable(format!("the check answered {status}")));
+        }
+        if status != StatusCode::OK {
+            tracing::debug!(status = status.as_u16(), "session check refused the session");
+            return Err(SessionError::Rejected {
+                status: status.as_u16(),
+            });
+        }
+        let body = read_capped(resp, MAX_ANSWER_BYTES).await?;
+        parse_answer(&body)
+    }
+
+    fn cache_get(&self, key: &[u8; 32], now: i64) -> Option<Identity> {
+        if self.cache_secs == 0 {
+            return None;
+        }
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.get(key).filter(|c| now < c.until).map(|c| c.identity.clone())
+    }
+
+    fn cache_put(&self, key: [u8; 32], identity: &Identity, now: i64) {
+        if self.cache_secs == 0 {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|_, c| now < c.until);
+        }
+        if cache.len() >= MAX_CACHED {
+            return;
+        }
+        let entry = Cached {
+            identity: identity.clone(),
+            until: now.saturating_add(self.cache_secs),
+        };
+        cache.insert(key, entry);
+    }
+}
+
+/// The caller's `Cookie` and `Authorization` headers, every value of each
+/// (HTTP/2 may split cookies over several fields), and nothing else.
+fn forwarded_headers(caller: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in FORWARDED {
+        for value in caller.get_all(&name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// SHA-256 over the forwarded headers, in a fixed order and unambiguous:
+/// header values cannot hold NUL or newline.
+fn cache_key(forwarded: &HeaderMap) -> [u8; 32] {
+    let mut buf = Vec::new();
+    for name in FORWARDED {
+        for value in forwarded.get_all(&name) {
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.push(0);
+            buf.extend_from_slice(value.as_bytes());
+            buf.push(b'\n');
+        }
+    }
+    sha256(&buf)
+}
+
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, SessionError> {
+    let too_big = || SessionError::Unavailable(format!("the check's answer is over {max} bytes"));
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| SessionError::Unavailable(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A 200 body as an identity. A body that does not parse, or a `sub` that is
+/// empty or too long, is a broken check, not a signed-out user.
+fn parse_answer(body: &[u8]) -> Result<Identity, SessionError> {
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|e| SessionError::Unavailable(format!("the check's answer is not {{sub, scopes?, claims?}}: {e}")))?;
+    if answer.sub.is_empty() || answer.sub.len() > MAX_SUB_LEN {
+        return Err(SessionError::Unavailable(format!(
+            "the check's sub must be 1 to {MAX_SUB_LEN} bytes"
+        )));
+    }
+    Ok(Identity {
+        sub: answer.sub,
+        scopes: answer.scopes.unwrap_or_default(),
+        claims: answer.claims.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Duration;
+
+    use reqwest::header::HeaderValue;
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::ClientConfig;
+
+    fn client() -> Client {
+        let mut claims = Map::new();
+        claims.insert("storeId".into(), json!("st_1"));
+        let cc = ClientConfig {
+            id: "shop".into(),
+            audience: "chatbot".into(),
+            audiences: Vec::new(),
+            api_keys: Vec::new(),
+            public_key: None,
+            allowed_origins: Vec::new(),
+            scopes: vec!["chat".into(), "read:orders".into()],
+            max_ttl: Duration::from_secs(120),
+            claims,
+            allowed_claims: vec!["tier".into(), "storeId".into(), "exp".into()],
+            rate_limit: None,
+            guest_scopes: vec!["chat".into()],
+            refresh_ttl: Duration::from_secs(3600),
+            refresh_family_ttl: Duration::from_secs(7200),
+            config: Map::new(),
+        };
+        Client::from_config(&cc).unwrap()
+    }
+
+    fn limits() -> GlobalLimits {
+        GlobalLimits {
+            default_ttl: 300,
+            max_ttl: 86400,
+        }
+    }
+
+    #[test]
+    fn scopes_and_claims_are_cut_to_the_policy_and_fixed_claims_win() {
+        let id = Identity {
+            sub: "u1".into(),
+            scopes: vec![
+                "chat".into(),
+                "admin".into(),
+                "chat".into(),
+                "".into(),
+                "read:orders".into(),
+            ],
+            claims: json!({"tier": "gold", "storeId": "forged", "exp": 1, "role": "admin"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        let spec = id.token_spec(&client(), limits());
+        assert_eq!(spec.sub, "u1");
+        assert_eq!(spec.aud, vec!["chatbot".to_owned()]);
+        assert_eq!(spec.scopes, vec!["chat".to_owned(), "read:orders".to_owned()]);
+        assert_eq!(Value::Object(spec.extra), json!({"tier": "gold", "storeId": "st_1"}));
+        // Default 5m, cut to the client's 2m.
+        assert_eq!(spec.ttl, 120);
+    }
+
+    #[test]
+    fn any_scope_client_keeps_every_valid_scope() {
+        let mut c = client();
+        c.scopes = vec!["*".into()];
+        let id = Identity {
+            sub: "u".into(),
+            scopes: vec!["x".into(), "a b".into()],
+            claims: Map::new(),
+        };
+        assert_eq!(id.cut_to(&c).scopes, vec!["x".to_owned()]);
+    }
+
+    #[test]
+    fn guests_get_a_random_subject_and_the_guest_scopes() {
+        let a = Identity::guest(&client()).unwrap();
+        let b = Identity::guest(&client()).unwrap();
+        assert!(a.sub.starts_with("guest:"));
+        assert_eq!(a.sub.len(), "guest:".len() + 22);
+        assert_ne!(a.sub, b.sub);
+        assert_eq!(a.scopes, vec!["chat".to_owned()]);
+    }
+
+    #[test]
+    fn only_cookie_and_authorization_are_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("sk_secret"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("host", HeaderValue::from_static("evil.example"));
+        assert!(forwarded_headers(&h).is_empty());
+        h.append(COOKIE, HeaderValue::from_static("a=1"));
+        h.append(COOKIE, HeaderValue::from_static("b=2"));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        let f = forwarded_headers(&h);
+        assert_eq!(f.len(), 3);
+        assert_eq!(f.keys_len(), 2);
+        assert!(f.get("x-api-key").is_none());
+    }
+
+    #[test]
+    fn cache_keys_depend_on_every_forwarded_value() {
+        let key = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(*n, HeaderValue::from_static(v));
+            }
+            cache_key(&forwarded_headers(&h))
+        };
+        let a = key(&[("cookie", "s=1")]);
+        assert_eq!(a, key(&[("cookie", "s=1"), ("x-other", "z")]));
+        assert_ne!(a, key(&[("cookie", "s=2")]));
+        assert_ne!(a, key(&[("authorization", "s=1")]));
+        assert_ne!(key(&[("cookie", "a"), ("cookie", "b")]), key(&[("cookie", "ab")]));
+    }
+
+    #[test]
+    fn answers_are_parsed_strictly_where_it_matters() {
+        let ok = parse_answer(br#"{"sub":"u1","scopes":["chat"],"claims":{"tier":"gold"},"name":"Ann"}"#).unwrap();
+        assert_eq!(ok.sub, "u1");
+        assert_eq!(ok.scopes, vec!["chat".to_owned()]);
+        assert_eq!(
+            parse_answer(br#"{"sub":"u1","scopes":null}"#).unwrap().scopes,
+            Vec::<String>::new()
+        );
+        for bad in [
+            &b"not json"[..],
+            br#"{"user":null}"#,
+            br#"{"sub":""}"#,
+            br#"{"sub":42}"#,
+            br#"{"sub":"u","scopes":"chat"}"#,
+            br#"{"sub":"u","claims":[]}"#,
+        ] {
+            assert!(
+                matches!(parse_answer(bad), Err(SessionError::Unavailable(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long = format!(r#"{{"sub":"{}"}}"#, "x".repeat(256));
+        assert!(parse_answer(long.as_bytes()).is_err());
+    }
+
+    #[tokio::test]
+    async fn no_credentials_means_no_check() {
+        let cfg = SessionConfig {
+            // Nothing listens here; a check would fail as unavailable.
+            check_url: "http://127.0.0.1:9/whoami".into(),
+            client: "shop".into(),
+            timeout: Duration::from_millis(200),
+            cache_ttl: Duration::from_secs(5),
+        };
+        let checker = SessionChecker::from_config(&cfg);
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("sk_x"));
+        assert_eq!(checker.check(&h, 0).await, Err(SessionError::NoCredentials));
+        h.insert(COOKIE, HeaderValue::from_static("s=1"));
+        assert!(matches!(checker.check(&h, 0).await, Err(SessionError::Unavailable(_))));
+        // Failures are never cached.
+        assert_eq!(checker.cached(), 0);
+    }
+}
