@@ -21,7 +21,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rate: u64 = a[4].parse()?;
     let seconds: u64 = a[5].parse()?;
     let consume: bool = a[6].parse()?;
-    let tokens: Vec<String> = std::fs::read_to_string(&file)?.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    let tokens: Vec<String> = std::fs::read_to_string(&file)?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
     let total = (rate * seconds) as usize;
     if tokens.len() < total && consume {
         return Err(format!("{total} requests need as many tokens; {file} has {}", tokens.len()).into());

@@ -14,7 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
     let seconds: u64 = args.get(2).map_or(Ok(5), |s| s.parse())?;
-    let pem_path = args.get(3).cloned().unwrap_or_else(|| "tests/fixtures/rsa2048.pem".to_owned());
+    let pem_path = args
+        .get(3)
+        .cloned()
+        .unwrap_or_else(|| "tests/fixtures/rsa2048.pem".to_owned());
     let pem = std::fs::read_to_string(&pem_path)?;
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = base64::engine::general_purpose::STANDARD.decode(b64)?;
@@ -25,7 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|_| {
                 let der = der.clone();
                 s.spawn(move || {
-                    let Ok(key) = RsaKeyPair::from_pkcs8(&der) else { return 0 };
+                    let Ok(key) = RsaKeyPair::from_pkcs8(&der) else {
+                        return 0;
+                    };
                     let rng = SystemRandom::new();
                     let mut sig = vec![0u8; key.public_modulus_len()];
                     let mut n = 0u64;
@@ -41,6 +46,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
     });
     let total: u64 = counts.iter().sum();
-    println!("raw aws-lc-rs RS256 sign: {threads} threads, {seconds}s: {:.0}/s", total as f64 / seconds as f64);
+    println!(
+        "raw aws-lc-rs RS256 sign: {threads} threads, {seconds}s: {:.0}/s",
+        total as f64 / seconds as f64
+    );
     Ok(())
 }

@@ -299,7 +299,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Keys(KeysCommand::Rotate { dir, now }) => {
             let kd = key_dir(&cfg, &dir);
-            let ring = kd.rotate(&policy(&cfg), |a| cfg.keys.rotation_algorithm(a), cfg.keys.rsa_bits, clock.now(), now)?;
+            let ring = kd.rotate(
+                &policy(&cfg),
+                |a| cfg.keys.rotation_algorithm(a),
+                cfg.keys.rsa_bits,
+                clock.now(),
+                now,
+            )?;
             print_records(&ring.records())
         }
         Command::Keys(KeysCommand::List { dir, json }) => {

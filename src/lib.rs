@@ -28,7 +28,9 @@
 //! - [`refresh`]: refresh tokens: opaque secrets stored by hash, rotated
 //!   once each, reuse revoking the family.
 //! - [`server`]: the HTTP service (axum), a thin shell over the above.
-//! - [`client`]: the verifier's side of the wire: remote JWKS.
+//! - [`client`]: the other side of the wire: `RemoteJwks` (cached, refreshed
+//!   issuer keys), `TokenCache` (renew ahead, single flight, optional Redis
+//!   sharing) and the `Bearer` extractor for plugin backends.
 //! - [`cli`]: the `tokensmith` command line.
 #![forbid(unsafe_code)]
 

@@ -111,9 +111,7 @@ impl Identity {
             .claims
             .iter()
             .filter(|(k, _)| {
-                client.allowed_claims.contains(k)
-                    && !client.claims.contains_key(k.as_str())
-                    && !is_reserved(k)
+                client.allowed_claims.contains(k) && !client.claims.contains_key(k.as_str()) && !is_reserved(k)
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();

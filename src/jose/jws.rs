@@ -15,7 +15,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use super::alg::{Algorithm, SigningKey, VerifyingKey};
-use super::json::parse_object;
+use super::json::parse_object_split;
 use super::JoseError;
 
 /// The largest compact token accepted, in bytes (8 KiB).
@@ -45,10 +45,13 @@ fn decode_part(part: &str, what: &'static str) -> Result<Vec<u8>, JoseError> {
         .map_err(|_| JoseError::Malformed(format!("{what} is not unpadded base64url")))
 }
 
-fn optional_string(header: &serde_json::Map<String, Value>, name: &str) -> Result<Option<String>, JoseError> {
-    match header.get(name) {
+/// The header members `decode` reads, in slot order.
+const HEADER_NAMES: [&str; 4] = ["alg", "kid", "typ", "crit"];
+
+fn optional_string(value: Option<Value>, name: &str) -> Result<Option<String>, JoseError> {
+    match value {
         None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(JoseError::Malformed(format!("header {name:?} is not a string"))),
     }
 }
@@ -68,21 +71,25 @@ pub fn decode(token: &str) -> Result<Jws<'_>, JoseError> {
     if h.is_empty() {
         return Err(JoseError::Malformed("the header is empty".into()));
     }
-    let members = parse_object(&decode_part(h, "the header")?, "the header")?;
-    if members.contains_key("crit") {
+    // The members this layer reads are parsed into slots; any other member
+    // (`jku`, `x5u`, `jwk`, `x5c` among them) is checked for strictness and
+    // otherwise never looked at.
+    let split = parse_object_split(&decode_part(h, "the header")?, "the header", &HEADER_NAMES)?;
+    let [alg, kid, typ, crit] = split.slots;
+    if crit.is_some() {
         return Err(JoseError::Malformed(
             "the crit header names extensions this verifier does not implement".into(),
         ));
     }
-    let alg = match members.get("alg") {
-        Some(Value::String(a)) => a.clone(),
+    let alg = match alg {
+        Some(Value::String(a)) => a,
         Some(_) => return Err(JoseError::Malformed("header \"alg\" is not a string".into())),
         None => return Err(JoseError::Malformed("the header has no \"alg\"".into())),
     };
     let header = Header {
         alg,
-        kid: optional_string(&members, "kid")?,
-        typ: optional_string(&members, "typ")?,
+        kid: optional_string(kid, "kid")?,
+        typ: optional_string(typ, "typ")?,
     };
     let payload = decode_part(p, "the payload")?;
     let signature = decode_part(s, "the signature")?;

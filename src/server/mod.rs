@@ -155,30 +155,22 @@ impl AppState {
     /// Signs a token for `client_id`, stamps it with `client_id` (RFC 9068),
     /// and counts it. Every token the service issues passes here.
     pub fn issue(&self, client_id: &str, mut spec: TokenSpec) -> Result<IssuedToken, ApiError> {
-        spec.extra.insert(crate::claims::CLIENT_ID.to_owned(), serde_json::Value::String(client_id.to_owned()));
+        spec.extra.insert(
+            crate::claims::CLIENT_ID.to_owned(),
+            serde_json::Value::String(client_id.to_owned()),
+        );
         let issued = self.issuer.issue(spec).map_err(|e| ApiError::Internal(e.to_string()))?;
         self.metrics.token_issued(client_id);
         tracing::debug!(client = client_id, jti = %issued.claims.jti, kid = %self.keys.load().signer.kid, "token issued");
         Ok(issued)
     }
 
-    /// Full verification: signature and claims, then revocation, then (when
-    /// asked) the single-use mark, which lasts until the token expires plus
-    /// the leeway.
+    /// Full verification: signature and claims; when `issued_to` is given,
+    /// the token must have been issued to that client (its `client_id`);
+    /// then revocation, then (when asked) the single-use mark, which lasts
+    /// until the token expires plus the leeway. Nothing is consumed for a
+    /// token that fails an earlier step.
     pub async fn verify_token(
-        &self,
-        token: &str,
-        audience: &str,
-        scopes: &[String],
-        consume: bool,
-    ) -> Result<Claims, ApiError> {
-        self.verify_token_of(token, audience, scopes, consume, None).await
-    }
-
-    /// [`AppState::verify_token`], and when `issued_to` is given the token
-    /// must have been issued to that client (its `client_id`), checked
-    /// before anything is consumed.
-    pub async fn verify_token_of(
         &self,
         token: &str,
         audience: &str,
@@ -206,7 +198,10 @@ impl AppState {
     ) -> Result<Claims, ApiError> {
         let claims = self.verifier.verify_for(token, Some(audience), scopes)?;
         if issued_to.is_some_and(|c| claims.client_id() != Some(c)) {
-            return Err(Rejection::WrongAudience { expected: audience.to_owned() }.into());
+            return Err(Rejection::WrongAudience {
+                expected: audience.to_owned(),
+            }
+            .into());
         }
         let now = self.clock.now();
         let subject = revocation_subject(&claims);
@@ -220,7 +215,11 @@ impl AppState {
         // Redis round trip); the mark lasts as long as the token can verify.
         let until = claims.exp.saturating_add(self.verifier.validation().leeway);
         let mark = format!("jti:{}", claims.jti);
-        match self.store.consume(&claims.jti, &subject, claims.iat, &mark, until, now).await? {
+        match self
+            .store
+            .consume(&claims.jti, &subject, claims.iat, &mark, until, now)
+            .await?
+        {
             ConsumeOutcome::FirstUse => Ok(claims),
             ConsumeOutcome::Replayed => Err(Rejection::Replayed.into()),
             ConsumeOutcome::Revoked => Err(Rejection::Revoked.into()),
@@ -234,7 +233,11 @@ impl AppState {
         let until = now.saturating_add(self.policy.retire_after);
         match kind {
             "jti" => self.store.revoke_jti(value, until, now).await,
-            _ => self.store.revoke_sub(&subject_key(client_id, value), now, until, now).await,
+            _ => {
+                self.store
+                    .revoke_sub(&subject_key(client_id, value), now, until, now)
+                    .await
+            }
         }
     }
 }

@@ -41,7 +41,7 @@ pub async fn tokens_verify(
     let audience = req.audience.as_deref().unwrap_or(&client.audience);
     let issued_to = (!client.audience_allowed(audience)).then_some(client.id.as_str());
     let claims = state
-        .verify_token_of(&req.token, audience, &req.scopes, req.consume, issued_to)
+        .verify_token(&req.token, audience, &req.scopes, req.consume, issued_to)
         .await?;
     Ok(Json(json!({ "valid": true, "claims": claims.to_value() })))
 }

@@ -43,8 +43,8 @@ use super::error::ApiError;
 use super::tokens::TokenResponse;
 use super::AppState;
 use crate::claims::Rejection;
-use crate::clients::Client;
 use crate::claims::CLIENT_ID;
+use crate::clients::Client;
 use crate::issuer::exchange_audience;
 use crate::refresh::{self, InvalidReason, RefreshError};
 use crate::session::{Identity, SessionError};
@@ -330,7 +330,7 @@ pub async fn exchange_create(
     JsonBody(req): JsonBody<ExchangeRequest>,
 ) -> Result<TokenResponse, ApiError> {
     let audience = exchange_audience(state.issuer.issuer());
-    let claims = state.verify_token(&req.token, &audience, &[], true).await?;
+    let claims = state.verify_token(&req.token, &audience, &[], true, None).await?;
     let client_id = claims.client_id().ok_or(Rejection::MissingClaim(CLIENT_ID))?;
     let client = state.clients.load().by_id(client_id).ok_or(ApiError::UnknownClient)?;
     check_origin(&client, origin.as_deref(), false)?;

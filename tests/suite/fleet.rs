@@ -901,7 +901,11 @@ async fn a_consume_costs_one_round_trip() {
     assert_eq!(plain_cost.get("evalsha"), Some(&N), "{plain_cost:?}");
     assert_eq!(plain_cost.get("set"), Some(&N), "{plain_cost:?}");
     assert_eq!(plain_cost.get("mget"), Some(&N), "{plain_cost:?}");
-    assert_eq!(round_trips(&plain_cost), N, "one round trip per consume: {plain_cost:?}");
+    assert_eq!(
+        round_trips(&plain_cost),
+        N,
+        "one round trip per consume: {plain_cost:?}"
+    );
 
     // A client with a rate limit adds its rate hit: one more EVALSHA.
     assert_eq!(limited_cost.get("evalsha"), Some(&(2 * N)), "{limited_cost:?}");

@@ -1326,7 +1326,11 @@ async fn a_revocation_by_sub_covers_only_the_revoking_clients_tokens() {
     assert_ok(&verify(&app, SHOP_KEY, &json!({"token": token})).await);
     let r = app.post("/v1/revoke", Some(SHOP_KEY), &json!({"sub": "alice"})).await;
     assert_ok(&r);
-    assert_rejected(&verify(&app, SHOP_KEY, &json!({"token": token})).await, "token_revoked", &token);
+    assert_rejected(
+        &verify(&app, SHOP_KEY, &json!({"token": token})).await,
+        "token_revoked",
+        &token,
+    );
 }
 
 #[tokio::test]

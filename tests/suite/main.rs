@@ -1,19 +1,19 @@
 //! The integration suite: one binary, one module per subject.
 
+mod cli;
 mod common;
+mod e2e;
+mod examples;
 mod fleet;
 mod harness;
+mod http;
 mod interop;
 mod jose_attacks;
 mod jose_props;
 mod jose_vectors;
 mod redis_harness;
-mod store;
-mod wycheproof;
-mod http;
-mod cli;
-mod e2e;
-mod widget;
 mod remote_jwks;
+mod store;
 mod token_cache;
-mod examples;
+mod widget;
+mod wycheproof;
