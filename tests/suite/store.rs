@@ -354,7 +354,9 @@ async fn refresh_expired_or_unknown<S: Store>(s: Arc<S>) {
     let out = s.refresh_spend("exp-0", "exp-1", t + 99).await.unwrap();
     assert!(matches!(out, SpendOutcome::Spent(_)), "{out:?}");
 
-    // Successors never outlive the family.
+    // Successors never outlive the family. (Later than every `now` above:
+    // the memory store reclaims by the latest `now` it has seen.)
+    let t = t + 1_000;
     let capped = RefreshRecord {
         family_expires_at: t + 150,
         ..record("cap", t)
