@@ -292,6 +292,14 @@ impl MemoryStore {
         self.inner.sweep_all();
     }
 
+    /// Readiness at `now`: records the time first, so that readiness probes
+    /// alone (when a full store has made a balancer stop sending requests)
+    /// advance the sweep and let the store become ready again.
+    pub fn ready_at(&self, now: i64) -> Result<(), StoreError> {
+        self.inner.observe(now);
+        self.inner.ready()
+    }
+
     /// Current sizes.
     pub fn stats(&self) -> MemoryStats {
         let inner = &self.inner;
