@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokensmith::jose::{jws, Algorithm, Jwk, SigningKey};
 use tokensmith::keys::{KeyState, RingKey};
 use tokensmith::store::memory::MemoryStore;
-use tokensmith::store::{AnyStore, Store};
+use tokensmith::store::AnyStore;
 use tower::ServiceExt;
 
 use super::common::pkcs8;
