@@ -21,7 +21,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::harness::{base_config, binary, free_port, Spawned, OTHER_KEY, SHOP_KEY};
-use crate::redis_harness::RedisServer;
+use crate::redis_harness::{commandstats, RedisServer};
 
 /// The base config's `[tokens] leeway`, in seconds.
 const LEEWAY: i64 = 60;
@@ -288,18 +288,6 @@ impl Fleet {
             assert!(status.is_none(), "instance {name} exited: {status:?}");
         }
     }
-}
-
-/// `INFO commandstats` as command → calls.
-async fn commandstats(conn: &mut redis::aio::MultiplexedConnection) -> HashMap<String, u64> {
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap();
-    info.lines()
-        .filter_map(|line| {
-            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
-            Some((name.to_owned(), calls.parse().ok()?))
-        })
-        .collect()
 }
 
 /// What changed between two `commandstats`, without our own `INFO`.

@@ -818,7 +818,6 @@ mod memory_only {
 /// What only the Redis store has: keys with PXAT, one round trip per mark,
 /// persistence across reconnection, and outages.
 mod redis_only {
-    use std::collections::HashMap;
     use std::time::{Duration, Instant};
 
     use redis::AsyncCommands;
@@ -826,7 +825,7 @@ mod redis_only {
     use tokensmith::store::{ConsumeOutcome, SpendOutcome, Store, StoreError};
 
     use super::{connect, now, record, TIMEOUT};
-    use crate::redis_harness::{free_port, RedisServer, INSTALL_HINT};
+    use crate::redis_harness::{commandstats, free_port, RedisServer, INSTALL_HINT};
 
     fn unix_ms() -> i64 {
         let d = std::time::SystemTime::now()
@@ -837,17 +836,6 @@ mod redis_only {
 
     async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
         server.client().get_multiplexed_async_connection().await.unwrap()
-    }
-
-    async fn commandstats(conn: &mut redis::aio::MultiplexedConnection) -> HashMap<String, u64> {
-        let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap();
-        info.lines()
-            .filter_map(|line| {
-                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-                let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
-                Some((name.to_owned(), calls.parse().ok()?))
-            })
-            .collect()
     }
 
     #[tokio::test]
