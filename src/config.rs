@@ -1555,6 +1555,8 @@ audience = "app"
             (client("claims = { scopes = [\"x\"] }"), "clients[0] (a).claims.scopes: ", "registered"),
             (client("claims = { iss = \"x\" }"), "clients[0] (a).claims.iss: ", "registered"),
             (client("claims = { jti = \"x\" }"), "clients[0] (a).claims.jti: ", "registered"),
+            (client("claims = { client_id = \"x\" }"), "clients[0] (a).claims.client_id: ", "registered"),
+            (client("allowed_claims = [\"client_id\"]"), "clients[0] (a).allowed_claims[0]: ", "registered"),
             (client("allowed_claims = [\"exp\"]"), "clients[0] (a).allowed_claims[0]: \"exp\" is a registered claim", ""),
             (client("claims = { plan = \"x\" }\nallowed_claims = [\"plan\"]"), "clients[0] (a).allowed_claims[0]: ", "fixed"),
             (client("rate_limit = \"0/s\""), "clients[0] (a).rate_limit: \"0/s\" allows nothing", ""),

@@ -199,8 +199,9 @@ impl BearerConfig {
         clock: SharedClock,
     ) -> Result<BearerConfig, BearerConfigError> {
         let leeway = checked(&validation)?;
+        let verifier = Arc::new(Remote(Verifier::new(jwks, validation, Arc::clone(&clock))));
         Ok(BearerConfig {
-            verifier: Arc::new(Remote(Verifier::new(jwks, validation, Arc::clone(&clock)))),
+            verifier,
             store: None,
             clock,
             leeway,
@@ -216,8 +217,9 @@ impl BearerConfig {
         clock: SharedClock,
     ) -> Result<BearerConfig, BearerConfigError> {
         let leeway = checked(&validation)?;
+        let verifier = Arc::new(Local(Verifier::new(keys, validation, Arc::clone(&clock))));
         Ok(BearerConfig {
-            verifier: Arc::new(Local(Verifier::new(keys, validation, Arc::clone(&clock)))),
+            verifier,
             store: None,
             clock,
             leeway,
