@@ -311,13 +311,26 @@ impl Present {
 }
 
 /// What a verifier expects of every token. Every field documents its default.
+///
+/// An audience is required: a verifier that names none refuses every token
+/// (`wrong_audience`) unless it says [`any_audience`](Validation::any_audience)
+/// explicitly, since a token meant for another service must not pass here.
+///
+/// ```
+/// use tokensmith::Validation;
+/// let v = Validation::new("https://auth.example.com").audience("orders-api");
+/// assert_eq!(v.audience.as_deref(), Some("orders-api"));
+/// ```
 #[derive(Clone, Debug)]
 pub struct Validation {
     /// `iss` must equal this exactly. No default: a verifier always knows its issuer.
     pub issuer: String,
-    /// `aud` must contain this, when set. Default: none (the verifier's caller
-    /// sets it per request; the server always does).
+    /// `aud` must contain this. Default: none, which refuses every token
+    /// unless `any_audience` is set (or a request names one, [`Validation::check_for`]).
     pub audience: Option<String>,
+    /// Accept a token whatever its audience when none is named. Default:
+    /// false. Set it with [`Validation::any_audience`], knowingly.
+    pub any_audience: bool,
     /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds. Default 60.
     pub leeway: i64,
     /// The longest `exp - iat` accepted, in seconds. Default 24 h.
@@ -327,14 +340,35 @@ pub struct Validation {
 }
 
 impl Validation {
+    /// The defaults above, for tokens of `issuer`.
     pub fn new(issuer: impl Into<String>) -> Validation {
         Validation {
             issuer: issuer.into(),
             audience: None,
+            any_audience: false,
             leeway: 60,
             max_ttl: 86_400,
             required_scopes: Vec::new(),
         }
+    }
+
+    /// Tokens must carry `audience` in `aud`.
+    pub fn audience(mut self, audience: impl Into<String>) -> Validation {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Tokens of any audience are accepted when no audience is named. For
+    /// tools that inspect tokens, never for a service that acts on them.
+    pub fn any_audience(mut self) -> Validation {
+        self.any_audience = true;
+        self
+    }
+
+    /// Tokens must carry every one of `scopes`.
+    pub fn scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Validation {
+        self.required_scopes = scopes.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Checks every rule of API.md's "Tokens" section except the signature,
@@ -365,12 +399,18 @@ impl Validation {
         if c.iss != self.issuer {
             return Err(Rejection::WrongIssuer { found: c.iss.clone() });
         }
-        if let Some(expected) = audience {
-            if !c.aud.iter().any(|a| a == expected) {
+        match audience {
+            Some(expected) if !c.aud.iter().any(|a| a == expected) => {
                 return Err(Rejection::WrongAudience {
                     expected: expected.to_owned(),
-                });
+                })
             }
+            None if !self.any_audience => {
+                return Err(Rejection::WrongAudience {
+                    expected: "(no audience is configured: name one, or allow any audience explicitly)".to_owned(),
+                })
+            }
+            _ => {}
         }
         if c.sub.is_empty() {
             return Err(Rejection::MissingClaim("sub"));
@@ -498,6 +538,22 @@ mod tests {
             payload(g)
         };
         assert_eq!(code(&rfc9068, &scoped, NOW), "ok");
+    }
+
+    #[test]
+    fn an_audience_is_required_unless_any_is_allowed_explicitly() {
+        let none = Validation::new("https://i");
+        assert_eq!(code(&payload(good()), &none, NOW), "wrong_audience");
+        assert_eq!(code(&payload(good()), &none.clone().any_audience(), NOW), "ok");
+        assert_eq!(code(&payload(good()), &none.clone().audience("chatbot"), NOW), "ok");
+        assert_eq!(
+            code(&payload(good()), &none.audience("other").any_audience(), NOW),
+            "wrong_audience"
+        );
+        let c = Claims::from_payload(&payload(good())).unwrap();
+        let v = Validation::new("https://i").scopes(["a"]);
+        assert_eq!(v.check_for(&c, NOW, Some("chatbot"), &[]), Ok(()));
+        assert_eq!(v.check(&c, NOW).unwrap_err().code(), "wrong_audience");
     }
 
     #[test]

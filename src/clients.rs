@@ -298,6 +298,11 @@ impl ClientRegistry {
         self.by_id.values().any(|c| c.origin_allowed(origin))
     }
 
+    /// Every client, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Client>> {
+        self.by_id.values()
+    }
+
     /// How many clients.
     pub fn len(&self) -> usize {
         self.by_id.len()

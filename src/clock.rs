@@ -10,12 +10,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of the current time in Unix seconds.
 pub trait Clock: Send + Sync + 'static {
+    /// The current time, in whole seconds since the Unix epoch.
     fn now(&self) -> i64;
 }
 
 /// The operating system's wall clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
+
+impl SystemClock {
+    /// The system clock as a [`SharedClock`], for the common case.
+    pub fn shared() -> SharedClock {
+        Arc::new(SystemClock)
+    }
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> i64 {

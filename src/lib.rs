@@ -34,8 +34,8 @@
 //! - [`cli`]: the `tokensmith` command line.
 #![forbid(unsafe_code)]
 
+pub mod authority;
 pub mod claims;
-pub mod cli;
 pub mod client;
 pub mod clients;
 pub mod clock;
@@ -48,3 +48,6 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod verifier;
+
+pub use authority::{exchange_audience, Authority, AuthorityError, Revocation, TokenRequest, VerifyOptions};
+pub use claims::{Claims, Rejection, Validation};

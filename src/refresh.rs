@@ -166,10 +166,25 @@ pub async fn issue_family(
         ttl,
         expires_at: now.saturating_add(ttl).min(family_expires_at),
         family_expires_at,
+        created_at: now,
     };
     let token = random_b64(SECRET_BYTES)?;
     store.refresh_insert(&refresh_hash(&token), &record, now).await?;
     Ok(IssuedRefresh { token, record })
+}
+
+/// The record of a presented refresh token, spent or not, without
+/// spending it: who is asking (client, subject, family start), so that
+/// rate limits and revocations can be decided before the token is spent.
+/// A token that is not one of ours, or unknown, is refused.
+pub async fn peek(store: &impl Store, presented: &str) -> Result<RefreshRecord, RefreshError> {
+    if !well_formed(presented) {
+        return Err(RefreshError::Invalid(InvalidReason::Malformed));
+    }
+    store
+        .refresh_peek(&refresh_hash(presented))
+        .await?
+        .ok_or(RefreshError::Invalid(InvalidReason::Unknown))
 }
 
 /// Spends `presented` and returns its successor, with the record the store

@@ -31,17 +31,14 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::claims::{is_reserved, Claims, CLIENT_ID};
+use crate::authority::MAX_ID_LEN;
+use crate::claims::{Claims, CLIENT_ID};
 use crate::clients::Client;
 use crate::config::SessionConfig;
-use crate::issuer::{GlobalLimits, TokenSpec};
 use crate::jose::alg::{random_bytes, sha256};
 use crate::jose::JoseError;
 use crate::store::RefreshRecord;
 
-/// The most a `sub` may be, in bytes: the bound `apply_policy` sets for
-/// client backends, so every flow mints the same kind of subject.
-const MAX_SUB_LEN: usize = 255;
 /// The largest check answer read: a `whoami` is a few hundred bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// The most cached sessions: beyond this, answers are not cached (the check
@@ -91,51 +88,6 @@ impl Identity {
             sub: record.sub.clone(),
             scopes: record.scopes.clone(),
             claims: record.claims.clone(),
-        }
-    }
-
-    /// This identity cut to what `client` may grant: scopes the client has
-    /// (`*` grants any), and extra claims the client lets requests set that
-    /// are neither registered nor one of its fixed claims. Anything else is
-    /// dropped, not refused.
-    pub fn cut_to(&self, client: &Client) -> Identity {
-        let mut scopes: Vec<String> = Vec::with_capacity(self.scopes.len());
-        for s in &self.scopes {
-            let valid = !s.is_empty() && !s.contains(char::is_whitespace);
-            let granted = client.scopes.iter().any(|c| c == "*" || c == s);
-            if valid && granted && !scopes.contains(s) {
-                scopes.push(s.clone());
-            }
-        }
-        let claims = self
-            .claims
-            .iter()
-            .filter(|(k, _)| {
-                client.allowed_claims.contains(k) && !client.claims.contains_key(k.as_str()) && !is_reserved(k)
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        Identity {
-            sub: self.sub.clone(),
-            scopes,
-            claims,
-        }
-    }
-
-    /// What a token for this identity says: the client's audience, the scopes
-    /// and claims `cut_to` leaves plus the client's fixed claims, and the
-    /// default lifetime cut to the client's and the global maximum.
-    pub fn token_spec(&self, client: &Client, limits: GlobalLimits) -> TokenSpec {
-        let cut = self.cut_to(client);
-        let mut extra = client.claims.clone();
-        extra.extend(cut.claims);
-        let client_max = i64::try_from(client.max_ttl.as_secs()).unwrap_or(i64::MAX);
-        TokenSpec {
-            sub: cut.sub,
-            aud: vec![client.audience.clone()],
-            scopes: cut.scopes,
-            ttl: limits.default_ttl.min(client_max).min(limits.max_ttl).max(1),
-            extra,
         }
     }
 }
@@ -355,9 +307,9 @@ async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>,
 fn parse_answer(body: &[u8]) -> Result<Identity, SessionError> {
     let answer: Answer = serde_json::from_slice(body)
         .map_err(|e| SessionError::Unavailable(format!("the check's answer is not {{sub, scopes?, claims?}}: {e}")))?;
-    if answer.sub.is_empty() || answer.sub.len() > MAX_SUB_LEN {
+    if answer.sub.is_empty() || answer.sub.len() > MAX_ID_LEN {
         return Err(SessionError::Unavailable(format!(
-            "the check's sub must be 1 to {MAX_SUB_LEN} bytes"
+            "the check's sub must be 1 to {MAX_ID_LEN} bytes"
         )));
     }
     Ok(Identity {
@@ -400,50 +352,6 @@ mod tests {
             config: Map::new(),
         };
         Client::from_config(&cc).unwrap()
-    }
-
-    fn limits() -> GlobalLimits {
-        GlobalLimits {
-            default_ttl: 300,
-            max_ttl: 86400,
-        }
-    }
-
-    #[test]
-    fn scopes_and_claims_are_cut_to_the_policy_and_fixed_claims_win() {
-        let id = Identity {
-            sub: "u1".into(),
-            scopes: vec![
-                "chat".into(),
-                "admin".into(),
-                "chat".into(),
-                "".into(),
-                "read:orders".into(),
-            ],
-            claims: json!({"tier": "gold", "storeId": "forged", "exp": 1, "role": "admin"})
-                .as_object()
-                .unwrap()
-                .clone(),
-        };
-        let spec = id.token_spec(&client(), limits());
-        assert_eq!(spec.sub, "u1");
-        assert_eq!(spec.aud, vec!["chatbot".to_owned()]);
-        assert_eq!(spec.scopes, vec!["chat".to_owned(), "read:orders".to_owned()]);
-        assert_eq!(Value::Object(spec.extra), json!({"tier": "gold", "storeId": "st_1"}));
-        // Default 5m, cut to the client's 2m.
-        assert_eq!(spec.ttl, 120);
-    }
-
-    #[test]
-    fn any_scope_client_keeps_every_valid_scope() {
-        let mut c = client();
-        c.scopes = vec!["*".into()];
-        let id = Identity {
-            sub: "u".into(),
-            scopes: vec!["x".into(), "a b".into()],
-            claims: Map::new(),
-        };
-        assert_eq!(id.cut_to(&c).scopes, vec!["x".to_owned()]);
     }
 
     #[test]
@@ -511,7 +419,7 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        let long = format!(r#"{{"sub":"{}"}}"#, "x".repeat(256));
+        let long = format!(r#"{{"sub":"{}"}}"#, "x".repeat(257));
         assert!(parse_answer(long.as_bytes()).is_err());
     }
 

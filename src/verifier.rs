@@ -161,17 +161,25 @@ impl<K: KeySource> Verifier<K> {
 
     /// Verifies for one request's audience and required scopes.
     pub fn verify_for(&self, token: &str, audience: Option<&str>, scopes: &[String]) -> Result<Claims, Rejection> {
-        let claims = self.verify_signature(token)?;
-        self.validation.check_for(&claims, self.clock.now(), audience, scopes)?;
-        Ok(claims)
-    }
-
-    /// Decodes, pins the algorithm and checks the signature; the claims that
-    /// come out are typed but not yet validated.
-    pub fn verify_signature(&self, token: &str) -> Result<Claims, Rejection> {
         let jws = jws::decode(token)?;
         let key = self.keys.key_for(jws.header.kid.as_deref())?;
-        jws.verify(&key)?;
-        Claims::from_payload(jws.payload())
+        check(&jws, &key, &self.validation, self.clock.now(), audience, scopes)
     }
+}
+
+/// The steps after the key is found, shared by every verifier: `alg`
+/// pinned to `key`, the signature, the claims, then `validation` for this
+/// request's `audience` and `scopes`.
+pub(crate) fn check(
+    jws: &jws::Jws<'_>,
+    key: &VerifyingKey,
+    validation: &Validation,
+    now: i64,
+    audience: Option<&str>,
+    scopes: &[String],
+) -> Result<Claims, Rejection> {
+    jws.verify(key)?;
+    let claims = Claims::from_payload(jws.payload())?;
+    validation.check_for(&claims, now, audience, scopes)?;
+    Ok(claims)
 }

@@ -2,11 +2,16 @@
 //! [`Bearer<P>`] runs only for a request carrying a valid tokensmith token,
 //! and gets its verified [`Claims`].
 //!
-//! This module owns the resource server's side of RFC 6750: reading
-//! `Authorization: Bearer <token>` strictly (scheme case-insensitive, one
-//! token of the b64token alphabet, one header), and answering refusals with
-//! the right status, a `WWW-Authenticate: Bearer` challenge (§3) and the
-//! JSON body `{error, error_description}` with [`Rejection`] codes:
+//! This module reads `Authorization: Bearer <token>` strictly (RFC 6750
+//! §2.1: scheme case-insensitive, one token of the b64token alphabet, one
+//! header); everything else is shared with the tokensmith service itself,
+//! so a token cannot be accepted here and refused there:
+//!
+//! - the signature and claims: a [`Verifier`] or [`RemoteVerifier`];
+//! - revocation (by `jti` and by `sub`, within the client the token was
+//!   issued to) and single use: [`Authority::admit`];
+//! - the answer to a refusal: [`ApiError`], the service's own mapping
+//!   (status, `WWW-Authenticate: Bearer` challenge, `{error, error_description}`).
 //!
 //! | case | status | challenge |
 //! |---|---|---|
@@ -20,8 +25,8 @@
 //! names the scopes and whether the token is single-use there
 //! ([`Policy::CONSUME`]: its `jti` is marked in the shared store, and a
 //! second use answers 401 `token_replayed`). The configuration
-//! ([`BearerConfig`]: key source, issuer, audience, optional store) comes
-//! from the router's state through `FromRef`.
+//! ([`BearerConfig`]: key source, validation, optional store) comes from
+//! the router's state through `FromRef`.
 //!
 //! It never logs or echoes a token, never takes a key from the token, and
 //! never lets a request through when the store that must check it is down.
@@ -35,20 +40,21 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
-use super::jwks::RemoteJwks;
+use super::jwks::{RemoteJwks, RemoteVerifier};
+use crate::authority::{Authority, AuthorityError};
 use crate::claims::{Claims, Rejection, Validation};
 use crate::clock::SharedClock;
-use crate::store::{ConsumeOutcome, Store, StoreError};
+use crate::server::error::ApiError;
+use crate::store::Store;
 use crate::verifier::{KeySource, Verifier};
 
 /// What a route requires of a token, as a type.
 ///
 /// ```
-/// use tokensmith::client::extract::Policy;
+/// use tokensmith::Policy;
 /// struct ReadOrders;
 /// impl Policy for ReadOrders {
 ///     const SCOPES: &'static [&'static str] = &["read:orders"];
@@ -76,11 +82,13 @@ impl Policy for AnyToken {}
 
 /// The verified claims of the request's bearer token, checked against `P`.
 pub struct Bearer<P: Policy = AnyToken> {
+    /// The token's verified claims.
     pub claims: Claims,
     policy: PhantomData<fn() -> P>,
 }
 
 impl<P: Policy> Bearer<P> {
+    /// The claims, owned.
     pub fn into_claims(self) -> Claims {
         self.claims
     }
@@ -104,51 +112,45 @@ impl<P: Policy> fmt::Debug for Bearer<P> {
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Token in, claims out: over fetched keys or keys in memory.
+/// Token in, claims out, for one request's scopes: over fetched keys or
+/// keys in memory.
 trait VerifyToken: Send + Sync {
-    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Claims, Rejection>>;
+    fn verify<'a>(&'a self, token: &'a str, scopes: &'a [String]) -> BoxFuture<'a, Result<Claims, Rejection>>;
 }
 
-struct Remote(Verifier<Arc<RemoteJwks>>);
-
-impl VerifyToken for Remote {
-    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Claims, Rejection>> {
-        Box::pin(RemoteJwks::verify(&self.0, token))
+impl VerifyToken for RemoteVerifier {
+    fn verify<'a>(&'a self, token: &'a str, scopes: &'a [String]) -> BoxFuture<'a, Result<Claims, Rejection>> {
+        Box::pin(self.verify_for(token, self.validation().audience.as_deref(), scopes))
     }
 }
 
-struct Local<K>(Verifier<K>);
-
-impl<K: KeySource + 'static> VerifyToken for Local<K> {
-    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Claims, Rejection>> {
-        Box::pin(std::future::ready(self.0.verify(token)))
+impl<K: KeySource + 'static> VerifyToken for Verifier<K> {
+    fn verify<'a>(&'a self, token: &'a str, scopes: &'a [String]) -> BoxFuture<'a, Result<Claims, Rejection>> {
+        let audience = self.validation().audience.as_deref();
+        Box::pin(std::future::ready(self.verify_for(token, audience, scopes)))
     }
 }
 
-/// The part of a [`Store`] the extractor uses, object-safe.
-trait ReplayStore: Send + Sync {
-    fn is_revoked<'a>(&'a self, c: &'a Claims, now: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
-    fn consume<'a>(
+/// [`Authority::admit`] over some [`Store`], object-safe.
+trait Admit: Send + Sync {
+    fn admit<'a>(
         &'a self,
-        c: &'a Claims,
-        mark_key: &'a str,
-        expires_at: i64,
+        claims: &'a Claims,
+        consume: bool,
+        leeway: i64,
         now: i64,
-    ) -> BoxFuture<'a, Result<ConsumeOutcome, StoreError>>;
+    ) -> BoxFuture<'a, Result<(), AuthorityError>>;
 }
 
-impl<S: Store> ReplayStore for S {
-    fn is_revoked<'a>(&'a self, c: &'a Claims, now: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(Store::is_revoked(self, &c.jti, &c.sub, c.iat, now))
-    }
-    fn consume<'a>(
+impl<S: Store> Admit for S {
+    fn admit<'a>(
         &'a self,
-        c: &'a Claims,
-        mark_key: &'a str,
-        expires_at: i64,
+        claims: &'a Claims,
+        consume: bool,
+        leeway: i64,
         now: i64,
-    ) -> BoxFuture<'a, Result<ConsumeOutcome, StoreError>> {
-        Box::pin(Store::consume(self, &c.jti, &c.sub, c.iat, mark_key, expires_at, now))
+    ) -> BoxFuture<'a, Result<(), AuthorityError>> {
+        Box::pin(Authority::admit(self, claims, consume, leeway, now))
     }
 }
 
@@ -157,7 +159,7 @@ impl<S: Store> ReplayStore for S {
 #[derive(Clone)]
 pub struct BearerConfig {
     verifier: Arc<dyn VerifyToken>,
-    store: Option<Arc<dyn ReplayStore>>,
+    store: Option<Arc<dyn Admit>>,
     clock: SharedClock,
     leeway: i64,
 }
@@ -172,6 +174,7 @@ impl fmt::Debug for BearerConfig {
 
 /// A configuration the extractor refuses to run with.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BearerConfigError {
     /// The validation names no audience: any token of the issuer, meant for
     /// any service, would be accepted.
@@ -199,9 +202,8 @@ impl BearerConfig {
         clock: SharedClock,
     ) -> Result<BearerConfig, BearerConfigError> {
         let leeway = checked(&validation)?;
-        let verifier = Arc::new(Remote(Verifier::new(jwks, validation, Arc::clone(&clock))));
         Ok(BearerConfig {
-            verifier,
+            verifier: Arc::new(jwks.verifier(validation)),
             store: None,
             clock,
             leeway,
@@ -217,7 +219,7 @@ impl BearerConfig {
         clock: SharedClock,
     ) -> Result<BearerConfig, BearerConfigError> {
         let leeway = checked(&validation)?;
-        let verifier = Arc::new(Local(Verifier::new(keys, validation, Arc::clone(&clock))));
+        let verifier = Arc::new(Verifier::new(keys, validation, Arc::clone(&clock)));
         Ok(BearerConfig {
             verifier,
             store: None,
@@ -228,8 +230,9 @@ impl BearerConfig {
 
     /// Checks revocations in `store` for every token, and marks `jti`s there
     /// on [`Policy::CONSUME`] routes. Share the store (same Redis and
-    /// namespace) with tokensmith, and a token consumed or revoked there is
-    /// refused here too: marks use the same `jti:<jti>` keys.
+    /// namespace) with tokensmith, and a token consumed or revoked there
+    /// (by `jti` or by `sub`) is refused here too: the rules and the keys
+    /// are the service's own ([`Authority::admit`]).
     pub fn with_store<S: Store>(mut self, store: Arc<S>) -> BearerConfig {
         self.store = Some(store);
         self
@@ -237,37 +240,26 @@ impl BearerConfig {
 
     /// Verifies `token` for a route with policy `P`.
     pub async fn check<P: Policy>(&self, token: &str) -> Result<Claims, BearerRejection> {
-        let claims = self.verifier.verify(token).await.map_err(BearerRejection::Rejected)?;
-        if let Some(missing) = P::SCOPES.iter().find(|s| !claims.has_scope(s)) {
-            return Err(BearerRejection::Rejected(Rejection::InsufficientScope {
-                missing: (*missing).to_owned(),
-            })
-            .with_scopes(P::SCOPES));
-        }
-        let now = self.clock.now();
-        let Some(store) = &self.store else {
-            return if P::CONSUME {
-                Err(BearerRejection::NoStore)
-            } else {
-                Ok(claims)
-            };
-        };
-        if !P::CONSUME {
-            if store.is_revoked(&claims, now).await.map_err(BearerRejection::Store)? {
-                return Err(BearerRejection::Rejected(Rejection::Revoked));
+        let scopes: Vec<String> = P::SCOPES.iter().map(|s| (*s).to_owned()).collect();
+        let claims = self.verifier.verify(token, &scopes).await.map_err(|r| match r {
+            Rejection::InsufficientScope { missing } => ApiError::InsufficientScope {
+                missing,
+                scopes: scopes.clone(),
+            },
+            r => ApiError::from(r),
+        })?;
+        match &self.store {
+            Some(store) => store
+                .admit(&claims, P::CONSUME, self.leeway, self.clock.now())
+                .await
+                .map_err(ApiError::from)?,
+            None if P::CONSUME => {
+                return Err(ApiError::Internal(
+                    "a route consumes tokens but the BearerConfig has no store (BearerConfig::with_store)",
+                )
+                .into())
             }
-            return Ok(claims);
-        }
-        // The revocation check and the mark in one atomic step: a revocation
-        // cannot land between them. The mark lasts as long as the token could
-        // still be accepted, under the key tokensmith itself uses.
-        let until = claims.exp.saturating_add(self.leeway);
-        let mark_key = format!("jti:{}", claims.jti);
-        match store.consume(&claims, &mark_key, until, now).await {
-            Ok(ConsumeOutcome::FirstUse) => {}
-            Ok(ConsumeOutcome::Replayed) => return Err(BearerRejection::Rejected(Rejection::Replayed)),
-            Ok(ConsumeOutcome::Revoked) => return Err(BearerRejection::Rejected(Rejection::Revoked)),
-            Err(e) => return Err(BearerRejection::Store(e)),
+            None => {}
         }
         Ok(claims)
     }
@@ -299,121 +291,39 @@ where
     }
 }
 
-/// Why a request was refused; answers as the module doc's table says.
+/// Why a request was refused; answers as the module doc's table says,
+/// through the service's own [`ApiError`].
 #[derive(Debug)]
-pub enum BearerRejection {
-    /// No `Authorization` header, or one of another scheme.
-    Missing,
-    /// An `Authorization: Bearer` header that breaks RFC 6750 §2.1.
-    InvalidRequest(&'static str),
-    /// The token was refused, and why.
-    Rejected(Rejection),
-    /// A scope is missing; carries the route's scopes for the challenge.
-    InsufficientScope {
-        missing: String,
-        scopes: &'static [&'static str],
-    },
-    /// The store could not answer: nothing is let through unchecked.
-    Store(StoreError),
-    /// A consuming route without a store: a setup mistake, refused.
-    NoStore,
-}
+pub struct BearerRejection(ApiError);
 
 impl BearerRejection {
-    fn with_scopes(self, scopes: &'static [&'static str]) -> BearerRejection {
-        match self {
-            BearerRejection::Rejected(Rejection::InsufficientScope { missing }) => {
-                BearerRejection::InsufficientScope { missing, scopes }
-            }
-            other => other,
-        }
-    }
-
     /// Status and stable `error` code.
     pub fn status_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            BearerRejection::Missing => (StatusCode::UNAUTHORIZED, "invalid_token"),
-            BearerRejection::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            BearerRejection::Rejected(r @ Rejection::InsufficientScope { .. }) => (StatusCode::FORBIDDEN, r.code()),
-            BearerRejection::Rejected(r) => (StatusCode::UNAUTHORIZED, r.code()),
-            BearerRejection::InsufficientScope { .. } => (StatusCode::FORBIDDEN, "insufficient_scope"),
-            BearerRejection::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
-            BearerRejection::NoStore => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
-        }
+        self.0.status_code()
     }
+}
 
-    fn description(&self) -> String {
-        match self {
-            BearerRejection::Missing => "the request carries no bearer token".into(),
-            BearerRejection::InvalidRequest(why) => (*why).into(),
-            BearerRejection::Rejected(r) => r.to_string(),
-            BearerRejection::InsufficientScope { missing, .. } => Rejection::InsufficientScope {
-                missing: missing.clone(),
-            }
-            .to_string(),
-            BearerRejection::Store(_) => "the shared store cannot be reached; nothing was checked".into(),
-            BearerRejection::NoStore => "internal error".into(),
-        }
-    }
-
-    /// The `WWW-Authenticate` value, if this refusal carries one.
-    fn challenge(&self) -> Option<String> {
-        match self {
-            BearerRejection::Missing => Some("Bearer".into()),
-            BearerRejection::InvalidRequest(_) => Some("Bearer error=\"invalid_request\"".into()),
-            BearerRejection::Rejected(r @ Rejection::InsufficientScope { .. }) => Some(format!(
-                "Bearer error=\"insufficient_scope\", error_description=\"{}\"",
-                r.code()
-            )),
-            // The code, never the description: it could echo parts of the token.
-            BearerRejection::Rejected(r) => Some(format!(
-                "Bearer error=\"invalid_token\", error_description=\"{}\"",
-                r.code()
-            )),
-            BearerRejection::InsufficientScope { scopes, .. } => {
-                let mut v = String::from("Bearer error=\"insufficient_scope\"");
-                // RFC 6750 §3: scope tokens are NQCHARs, space-separated.
-                let nqchar = |s: &&&str| {
-                    s.bytes()
-                        .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
-                };
-                let listed: Vec<&str> = scopes.iter().filter(nqchar).copied().collect();
-                if !listed.is_empty() {
-                    v.push_str(&format!(", scope=\"{}\"", listed.join(" ")));
-                }
-                Some(v)
-            }
-            BearerRejection::Store(_) | BearerRejection::NoStore => None,
-        }
+impl From<ApiError> for BearerRejection {
+    fn from(e: ApiError) -> Self {
+        BearerRejection(e)
     }
 }
 
 impl fmt::Display for BearerRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.status_code().1, self.description())
+        self.0.fmt(f)
     }
 }
 
-impl std::error::Error for BearerRejection {}
+impl std::error::Error for BearerRejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
 
 impl IntoResponse for BearerRejection {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_code();
-        match &self {
-            BearerRejection::Store(cause) => tracing::warn!(error = %cause, "bearer check: store unavailable"),
-            BearerRejection::NoStore => {
-                tracing::error!("a route consumes tokens but the BearerConfig has no store (BearerConfig::with_store)")
-            }
-            _ => tracing::debug!(code, "bearer token refused"),
-        }
-        let body = serde_json::json!({ "error": code, "error_description": self.description() });
-        let mut response = (status, Json(body)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(v) = self.challenge().and_then(|c| HeaderValue::from_str(&c).ok()) {
-            headers.insert(header::WWW_AUTHENTICATE, v);
-        }
-        response
+        self.0.into_response()
     }
 }
 
@@ -422,29 +332,28 @@ impl IntoResponse for BearerRejection {
 /// of `ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/"` followed by any
 /// `=` padding; nothing after it but whitespace.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerRejection> {
+    let bad = |why| BearerRejection(ApiError::BadAuthorization(why));
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Err(BearerRejection::Missing);
+        return Err(BearerRejection(ApiError::NoBearerToken));
     };
     if values.next().is_some() {
-        return Err(BearerRejection::InvalidRequest("more than one Authorization header"));
+        return Err(bad("more than one Authorization header"));
     }
     let value = value
         .to_str()
-        .map_err(|_| BearerRejection::InvalidRequest("the Authorization header is not ASCII"))?;
+        .map_err(|_| bad("the Authorization header is not ASCII"))?;
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         // Another scheme (Basic, …): no Bearer credentials at all (§3.1).
-        return Err(BearerRejection::Missing);
+        return Err(BearerRejection(ApiError::NoBearerToken));
     }
     let token = rest.trim_start_matches(' ').trim_end_matches([' ', '\t']);
     if token.is_empty() {
-        return Err(BearerRejection::InvalidRequest("no token after \"Bearer\""));
+        return Err(bad("no token after \"Bearer\""));
     }
     if !is_b64token(token) {
-        return Err(BearerRejection::InvalidRequest(
-            "the bearer token must be one b64token (RFC 6750 §2.1)",
-        ));
+        return Err(bad("the bearer token must be one b64token (RFC 6750 §2.1)"));
     }
     Ok(token)
 }
@@ -466,7 +375,7 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use crate::verifier::StaticKeys;
     use axum::body::Body;
-    use axum::http::Request;
+    use axum::http::{HeaderValue, Request};
     use axum::routing::{get, post};
     use axum::Router;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -663,8 +572,9 @@ mod tests {
         // Reusable routes never consume.
         let (s, _, _) = call(&r, "GET", "/any", Some(&write)).await;
         assert_eq!(s, StatusCode::OK);
-        // Revoked tokens are refused on every route once a store is configured.
-        Store::revoke_jti(&*store, "rv", NOW + 400, NOW).await.unwrap();
+        // Revoked tokens are refused on every route once a store is configured
+        // (a token without `client_id` is kept under the empty client).
+        Store::revoke_jti(&*store, ":rv", NOW + 400, NOW).await.unwrap();
         let revoked = format!("Bearer {}", token(claims(&[], "rv")));
         let (s, _, body) = call(&r, "GET", "/any", Some(&revoked)).await;
         assert_eq!(

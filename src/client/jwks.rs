@@ -29,10 +29,10 @@ use arc_swap::ArcSwapOption;
 use reqwest::header::{ACCEPT, CACHE_CONTROL, ETAG, IF_NONE_MATCH};
 use reqwest::{StatusCode, Url};
 
-use crate::claims::{Claims, Rejection};
+use crate::claims::{Claims, Rejection, Validation};
 use crate::clock::SharedClock;
 use crate::jose::{jws, JwkSet, VerifyingKey};
-use crate::verifier::{KeySource, StaticKeys, Verifier};
+use crate::verifier::{KeySource, StaticKeys};
 
 /// Tunables; every field documents its default.
 #[derive(Clone, Debug)]
@@ -307,7 +307,7 @@ impl RemoteJwks {
         // A fetch failure was logged where it happened; what is left is
         // whether the cached set (if any) holds the key.
         let _ = self.ensure(kid).await;
-        self.key_for(kid)
+        self.cached_key(kid)
     }
 
     fn attempts(&self) -> std::sync::MutexGuard<'_, Attempts> {
@@ -448,11 +448,62 @@ impl RemoteJwks {
         }
     }
 
-    /// Verifies `token` with `verifier`, fetching keys as needed first.
-    pub async fn verify(verifier: &Verifier<Arc<RemoteJwks>>, token: &str) -> Result<Claims, Rejection> {
-        let header = jws::decode(token)?.header;
-        verifier.keys().key(header.kid.as_deref()).await?;
-        verifier.verify(token)
+    /// A verifier of this issuer's tokens with `validation`: the only way
+    /// to verify against remote keys, and async, so that an unknown `kid`
+    /// is fetched before the token is judged.
+    pub fn verifier(self: &Arc<Self>, validation: Validation) -> RemoteVerifier {
+        RemoteVerifier {
+            jwks: Arc::clone(self),
+            validation,
+        }
+    }
+}
+
+/// Verifies tokens against a [`RemoteJwks`], fetching keys as needed.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use tokensmith::{JwksOptions, RemoteJwks, SystemClock, Validation};
+/// let jwks = RemoteJwks::discover("https://auth.example.com", JwksOptions::default(), SystemClock::shared()).await?;
+/// let verifier = Arc::new(jwks).verifier(Validation::new("https://auth.example.com").audience("orders-api"));
+/// let claims = verifier.verify("eyJ…").await?;
+/// println!("{}", claims.sub);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RemoteVerifier {
+    jwks: Arc<RemoteJwks>,
+    validation: Validation,
+}
+
+impl RemoteVerifier {
+    /// The validation every token must pass.
+    pub fn validation(&self) -> &Validation {
+        &self.validation
+    }
+
+    /// The keys it verifies with.
+    pub fn jwks(&self) -> &Arc<RemoteJwks> {
+        &self.jwks
+    }
+
+    /// Verifies `token` for the validation's audience and scopes.
+    pub async fn verify(&self, token: &str) -> Result<Claims, Rejection> {
+        let v = &self.validation;
+        self.verify_for(token, v.audience.as_deref(), &v.required_scopes).await
+    }
+
+    /// Verifies `token` for one request's audience and scopes.
+    pub async fn verify_for(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+        scopes: &[String],
+    ) -> Result<Claims, Rejection> {
+        let jws = jws::decode(token)?;
+        let key = self.jwks.key(jws.header.kid.as_deref()).await?;
+        crate::verifier::check(&jws, &key, &self.validation, self.jwks.clock.now(), audience, scopes)
     }
 }
 
@@ -461,12 +512,12 @@ fn unavailable(e: reqwest::Error) -> JwksError {
     JwksError::Unavailable(e.without_url().to_string())
 }
 
-impl KeySource for RemoteJwks {
-    /// The cached set only: call [`RemoteJwks::key`] first to fetch.
+impl RemoteJwks {
+    /// The key for `kid` in the cached set only.
     ///
     /// A set past `stale_for` is no longer trusted: its keys may have been
     /// withdrawn long ago, so every kid is then unknown.
-    fn key_for(&self, kid: Option<&str>) -> Result<Arc<VerifyingKey>, Rejection> {
+    fn cached_key(&self, kid: Option<&str>) -> Result<Arc<VerifyingKey>, Rejection> {
         match self.cached.load().as_ref() {
             Some(c) if self.clock.now() < c.stale_until => c.keys.key_for(kid),
             _ => Err(Rejection::UnknownKid(kid.map(str::to_owned))),

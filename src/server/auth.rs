@@ -1,5 +1,5 @@
-//! Extractors: the calling client from its API key (rate-limited), and a
-//! strict JSON body.
+//! Extractors: the calling client from its API key (the authority finds it
+//! and charges its rate limit), and a strict JSON body.
 //!
 //! Authentication lives here so that handlers take a verified client and
 //! never see the key. The key is looked up by its SHA-256 and confirmed in
@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::authority::AuthorityError;
 use crate::clients::Client;
 
 /// The client whose API key came with the request, after its rate limit.
@@ -22,18 +23,18 @@ pub struct ApiClient(pub Arc<Client>);
 
 /// The API key from `Authorization: Bearer …` or `X-API-Key`. Header bytes
 /// that are not visible ASCII make the key malformed.
-fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+fn presented_key(headers: &HeaderMap) -> Result<&str, AuthorityError> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
-        let v = v.to_str().map_err(|_| ApiError::InvalidApiKey)?;
-        let (scheme, rest) = v.split_once(' ').ok_or(ApiError::InvalidApiKey)?;
+        let v = v.to_str().map_err(|_| AuthorityError::InvalidApiKey)?;
+        let (scheme, rest) = v.split_once(' ').ok_or(AuthorityError::InvalidApiKey)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::InvalidApiKey);
+            return Err(AuthorityError::InvalidApiKey);
         }
         return Ok(rest.trim());
     }
     match headers.get("x-api-key") {
-        Some(v) => v.to_str().map(str::trim).map_err(|_| ApiError::InvalidApiKey),
-        None => Err(ApiError::InvalidApiKey),
+        Some(v) => v.to_str().map(str::trim).map_err(|_| AuthorityError::InvalidApiKey),
+        None => Err(AuthorityError::InvalidApiKey),
     }
 }
 
@@ -42,14 +43,14 @@ impl FromRequestParts<Arc<AppState>> for ApiClient {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let key = presented_key(&parts.headers)?;
-        let client = state.clients.load().by_api_key(key).ok_or(ApiError::InvalidApiKey)?;
-        state.rate_limit(&client, "client", &client.id).await?;
-        Ok(ApiClient(client))
+        Ok(ApiClient(state.authority.authenticate(key).await?))
     }
 }
 
-/// A JSON body: `Content-Type: application/json`, at most 64 KiB, unknown
-/// fields refused by the target type. Every failure is an `ApiError`.
+/// A JSON body: `Content-Type: application/json`, at most 64 KiB, an
+/// object with no duplicate members at any depth (serde would keep the last
+/// of two, where other parsers keep the first: two readings of one request),
+/// unknown fields refused by the target type. Every failure is an `ApiError`.
 pub struct JsonBody<T>(pub T);
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -75,13 +76,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ApiError::InvalidRequest("the request body could not be read".into())
             }
         })?;
-        // serde's derived structs also accept an array of their fields in
-        // declaration order (`["alice"]` would be a token request); every
-        // body of the contract is an object, so nothing else is read.
-        if bytes.iter().find(|b| !b" \t\r\n".contains(b)) != Some(&b'{') {
-            return Err(ApiError::InvalidRequest("the body must be a JSON object".into()));
-        }
-        serde_json::from_slice(&bytes)
+        // Every body of the contract is an object: serde's derived structs
+        // would also take an array of their fields in declaration order.
+        let object =
+            crate::jose::json::parse_object(&bytes, "the body").map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+        serde_json::from_value(serde_json::Value::Object(object))
             .map(JsonBody)
             .map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))
     }

@@ -1,26 +1,27 @@
-//! The HTTP service: a thin shell over the library.
+//! The HTTP service: a thin shell over the [`Authority`].
 //!
 //! [`app`] builds the router from an [`AppState`]; [`serve`] runs it on a
-//! listener with graceful shutdown; [`run_blocking`] is `tokensmith serve`.
-//! Handlers parse, call one library function and map the result through
+//! listener until a shutdown future resolves, then drains; the `tokensmith`
+//! binary owns the command line, logging, signals and binding. Handlers
+//! parse, call one method of the authority and map the result through
 //! [`error::ApiError`], the only `IntoResponse` for errors. Nothing here
 //! knows RSA, and no policy lives here.
 //!
 //! The key ring is read through an `ArcSwap` snapshot: a background task
-//! reloads it when `keyring.json` changes (another process rotated), rotates
-//! on `rotate_every`, and prunes retiring keys past their time, all off the
-//! request path.
+//! ([`spawn_key_watcher`]) reloads it when `keyring.json` changes (another
+//! process rotated), rotates on `rotate_every`, and prunes retiring keys past
+//! their time, all off the request path.
 
-pub mod auth;
+mod auth;
 pub mod error;
 pub mod metrics;
-pub mod tokens;
-pub mod verify;
-pub mod wellknown;
-pub mod widget;
+mod tokens;
+mod verify;
+mod wellknown;
+mod widget;
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,16 +36,13 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::claims::{Claims, Rejection, Validation};
-use crate::clients::{Client, ClientRegistry};
-use crate::clock::{SharedClock, SystemClock};
+use crate::authority::{Authority, AuthorityError};
+use crate::clients::ClientRegistry;
+use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::issuer::{GlobalLimits, IssuedToken, Issuer, TokenSpec};
 use crate::keys::disk::KeyDir;
-use crate::keys::{KeyRing, RingPolicy, SharedKeys};
-use crate::session::SessionChecker;
-use crate::store::{AnyStore, ConsumeOutcome, Store, StoreError};
-use crate::verifier::Verifier;
+use crate::keys::{KeyError, KeyRing, RingPolicy, SharedKeys};
+use crate::store::AnyStore;
 use error::ApiError;
 use metrics::Metrics;
 use wellknown::Discovery;
@@ -54,52 +52,80 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// Everything a request may need, shared by every handler.
 pub struct AppState {
+    /// Every policy decision.
+    pub authority: Arc<Authority>,
+    /// The checked configuration the service runs with.
     pub config: Arc<Config>,
+    /// The key ring snapshot the authority signs and verifies with.
     pub keys: SharedKeys,
-    pub discovery: ArcSwap<Discovery>,
-    pub issuer: Issuer,
-    pub verifier: Verifier<SharedKeys>,
-    /// Swapped whole on SIGHUP.
-    pub clients: ArcSwap<ClientRegistry>,
-    pub store: AnyStore,
-    pub clock: SharedClock,
+    /// The well-known documents of the current snapshot.
+    discovery: ArcSwap<Discovery>,
+    /// Counters and latency histograms for `/metrics`.
     pub metrics: Metrics,
-    pub limits: GlobalLimits,
+    /// When keys are published, rotated and pruned.
     pub policy: RingPolicy,
     /// `Cache-Control: max-age` of the well-known documents: half of `publish_ahead`.
-    pub jwks_max_age: u64,
-    /// The session check, when `[session]` is configured.
-    pub session: Option<SessionChecker>,
+    jwks_max_age: u64,
+}
+
+/// Why an [`AppState`] could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The key ring has no usable signing key.
+    Keys(KeyError),
+    /// The authority refused the clients.
+    Authority(AuthorityError),
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Keys(e) => write!(f, "{e}"),
+            StateError::Authority(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StateError::Keys(e) => Some(e),
+            StateError::Authority(e) => Some(e),
+        }
+    }
+}
+
+impl From<KeyError> for StateError {
+    fn from(e: KeyError) -> Self {
+        StateError::Keys(e)
+    }
+}
+
+impl From<AuthorityError> for StateError {
+    fn from(e: AuthorityError) -> Self {
+        StateError::Authority(e)
+    }
 }
 
 impl AppState {
-    /// Builds the state over a loaded key ring.
+    /// Builds the state over a loaded key ring. `config.issuer` must be the
+    /// issuer actually served.
     pub fn new(
         config: Config,
         ring: &KeyRing,
         clients: ClientRegistry,
         store: AnyStore,
         clock: SharedClock,
-    ) -> Result<AppState, crate::keys::KeyError> {
+    ) -> Result<AppState, StateError> {
         let snapshot = ring.snapshot()?;
         let discovery = Discovery::from_snapshot(&config.issuer, &snapshot);
         let keys: SharedKeys = Arc::new(ArcSwap::from_pointee(snapshot));
+        let authority = Authority::new(&config, Arc::clone(&keys), clients, store, clock)?;
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-        let limits = GlobalLimits {
-            default_ttl: secs(config.tokens.default_ttl),
-            max_ttl: secs(config.tokens.max_ttl),
-        };
-        let leeway = secs(config.tokens.leeway);
-        let validation = Validation {
-            issuer: config.issuer.clone(),
-            audience: None,
-            leeway,
-            max_ttl: limits.max_ttl,
-            required_scopes: Vec::new(),
-        };
         let policy = RingPolicy {
             publish_ahead: secs(config.keys.publish_ahead),
-            retire_after: limits.max_ttl.saturating_add(leeway),
+            retire_after: secs(config.tokens.max_ttl).saturating_add(authority.leeway()),
             rotate_every: secs(config.keys.rotate_every),
         };
         let metrics = Metrics::default();
@@ -107,24 +133,18 @@ impl AppState {
             .next_rotation_at
             .store(ring.scheduled_rotation_at(&policy).unwrap_or(0), Ordering::Relaxed);
         Ok(AppState {
-            issuer: Issuer::new(Arc::clone(&keys), config.issuer.clone(), Arc::clone(&clock)),
-            verifier: Verifier::new(Arc::clone(&keys), validation, Arc::clone(&clock)),
+            authority: Arc::new(authority),
             jwks_max_age: (config.keys.publish_ahead.as_secs() / 2).max(1),
-            session: config.session.as_ref().map(SessionChecker::from_config),
             discovery: ArcSwap::from_pointee(discovery),
-            clients: ArcSwap::from_pointee(clients),
             config: Arc::new(config),
             keys,
-            store,
-            clock,
             metrics,
-            limits,
             policy,
         })
     }
 
     /// Publishes a new key ring: the snapshot and the discovery document.
-    pub fn install(&self, ring: &KeyRing) -> Result<(), crate::keys::KeyError> {
+    pub fn install(&self, ring: &KeyRing) -> Result<(), KeyError> {
         let snapshot = ring.snapshot()?;
         self.discovery
             .store(Arc::new(Discovery::from_snapshot(&self.config.issuer, &snapshot)));
@@ -134,123 +154,6 @@ impl AppState {
             .store(ring.scheduled_rotation_at(&self.policy).unwrap_or(0), Ordering::Relaxed);
         Ok(())
     }
-
-    /// One hit on a rate counter of `client`, when it has a limit.
-    pub async fn rate_limit(&self, client: &Client, scope: &str, key: &str) -> Result<(), ApiError> {
-        let Some(limit) = &client.rate_limit else {
-            return Ok(());
-        };
-        let window = u32::try_from(limit.per.as_secs().max(1)).unwrap_or(u32::MAX);
-        let key = format!("{scope}:{}:{key}", client.id);
-        let decision = self.store.rate_hit(&key, limit.count, window, self.clock.now()).await?;
-        if decision.allowed {
-            Ok(())
-        } else {
-            Err(ApiError::RateLimited {
-                retry_after: decision.retry_after.max(1),
-            })
-        }
-    }
-
-    /// Signs a token for `client_id`, stamps it with `client_id` (RFC 9068),
-    /// and counts it. Every token the service issues passes here.
-    pub fn issue(&self, client_id: &str, mut spec: TokenSpec) -> Result<IssuedToken, ApiError> {
-        spec.extra.insert(
-            crate::claims::CLIENT_ID.to_owned(),
-            serde_json::Value::String(client_id.to_owned()),
-        );
-        let issued = self.issuer.issue(spec).map_err(|e| ApiError::Internal(e.to_string()))?;
-        self.metrics.token_issued(client_id);
-        tracing::debug!(client = client_id, jti = %issued.claims.jti, kid = %self.keys.load().signer.kid, "token issued");
-        Ok(issued)
-    }
-
-    /// Full verification: signature and claims; when `issued_to` is given,
-    /// the token must have been issued to that client (its `client_id`);
-    /// then revocation, then (when asked) the single-use mark, which lasts
-    /// until the token expires plus the leeway. Nothing is consumed for a
-    /// token that fails an earlier step.
-    pub async fn verify_token(
-        &self,
-        token: &str,
-        audience: &str,
-        scopes: &[String],
-        consume: bool,
-        issued_to: Option<&str>,
-    ) -> Result<Claims, ApiError> {
-        let result = self.verify_inner(token, audience, scopes, consume, issued_to).await;
-        let label = match &result {
-            Ok(_) => "valid",
-            Err(ApiError::Rejected(r)) => r.code(),
-            Err(_) => "error",
-        };
-        self.metrics.verification(label);
-        result
-    }
-
-    async fn verify_inner(
-        &self,
-        token: &str,
-        audience: &str,
-        scopes: &[String],
-        consume: bool,
-        issued_to: Option<&str>,
-    ) -> Result<Claims, ApiError> {
-        let claims = self.verifier.verify_for(token, Some(audience), scopes)?;
-        if issued_to.is_some_and(|c| claims.client_id() != Some(c)) {
-            return Err(Rejection::WrongAudience {
-                expected: audience.to_owned(),
-            }
-            .into());
-        }
-        let now = self.clock.now();
-        let subject = revocation_subject(&claims);
-        if !consume {
-            if self.store.is_revoked(&claims.jti, &subject, claims.iat, now).await? {
-                return Err(Rejection::Revoked.into());
-            }
-            return Ok(claims);
-        }
-        // Revocation check and single-use mark in one atomic store step (one
-        // Redis round trip); the mark lasts as long as the token can verify.
-        let until = claims.exp.saturating_add(self.verifier.validation().leeway);
-        let mark = format!("jti:{}", claims.jti);
-        match self
-            .store
-            .consume(&claims.jti, &subject, claims.iat, &mark, until, now)
-            .await?
-        {
-            ConsumeOutcome::FirstUse => Ok(claims),
-            ConsumeOutcome::Replayed => Err(Rejection::Replayed.into()),
-            ConsumeOutcome::Revoked => Err(Rejection::Revoked.into()),
-        }
-    }
-
-    /// Revokes by `jti`, or by `sub` among the tokens `client_id` was issued,
-    /// until every token that could carry it has expired.
-    pub async fn revoke(&self, client_id: &str, kind: &str, value: &str) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        let until = now.saturating_add(self.policy.retire_after);
-        match kind {
-            "jti" => self.store.revoke_jti(value, until, now).await,
-            _ => {
-                self.store
-                    .revoke_sub(&subject_key(client_id, value), now, until, now)
-                    .await
-            }
-        }
-    }
-}
-
-/// The key a revocation by `sub` is kept under: the subject within the
-/// client that issued it, so that one client cannot revoke another's users.
-/// Client ids cannot contain `:` (config.rs), so the key is unambiguous.
-fn subject_key(client_id: &str, sub: &str) -> String {
-    format!("{client_id}:{sub}")
-}
-
-fn revocation_subject(claims: &Claims) -> String {
-    subject_key(claims.client_id().unwrap_or_default(), &claims.sub)
 }
 
 /// The router over `state`.
@@ -316,19 +219,14 @@ async fn health_get() -> Json<serde_json::Value> {
 }
 
 async fn ready_get(State(state): State<Arc<AppState>>) -> Response {
-    let ready = match &state.store {
-        // The memory store sweeps by the time callers give it; a probe is one.
-        AnyStore::Memory(m) => m.ready_at(state.clock.now()),
-        store => store.ping().await,
-    };
-    match ready {
+    match state.authority.ready().await {
         Ok(()) => Json(json!({ "status": "ready", "kid": state.keys.load().signer.kid })).into_response(),
-        Err(e) => ApiError::Store(e).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
 async fn metrics_get(State(state): State<Arc<AppState>>) -> Response {
-    let mut r = state.metrics.render(state.clock.now()).into_response();
+    let mut r = state.metrics.render(state.authority.clock().now()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -361,15 +259,15 @@ pub fn spawn_key_watcher(state: Arc<AppState>, dir: KeyDir, every: Duration) -> 
 }
 
 /// One pass of the watcher; returns the manifest bytes it installed, if any.
-fn watch_once(state: &AppState, dir: &KeyDir, seen: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, crate::keys::KeyError> {
-    let now = state.clock.now();
+fn watch_once(state: &AppState, dir: &KeyDir, seen: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, KeyError> {
+    let now = state.authority.clock().now();
     let due = state.metrics.next_rotation_at.load(Ordering::Relaxed);
     if due != 0 && now >= due {
         let cfg = &state.config.keys;
         match dir.rotate(&state.policy, |a| cfg.rotation_algorithm(a), cfg.rsa_bits, now, false) {
             Ok(_) => tracing::info!("rotated the signing key on schedule"),
             // Another instance rotated first: its ring is picked up below.
-            Err(crate::keys::KeyError::RotationTooEarly { .. }) => {}
+            Err(KeyError::RotationTooEarly { .. }) => {}
             Err(e) => return Err(e),
         }
     }
@@ -404,130 +302,4 @@ pub async fn serve(
     // The peer address feeds per-address limits (`/v1/guest`).
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service).with_graceful_shutdown(shutdown).await
-}
-
-/// Resolves on Ctrl-C or SIGTERM. `term` is registered by the caller before
-/// the port is bound, so a SIGTERM that arrives during start-up is a clean
-/// shutdown rather than the default action.
-async fn shutdown_signal(term: Option<tokio::signal::unix::Signal>) {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match term {
-            Some(mut s) => {
-                s.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: draining in-flight requests");
-}
-
-/// Reloads the client registry on SIGHUP from the same config file.
-fn spawn_sighup_reload(
-    state: Arc<AppState>,
-    hup: Option<tokio::signal::unix::Signal>,
-    config_path: Option<PathBuf>,
-    dev: Option<dev::DevClient>,
-) {
-    tokio::spawn(async move {
-        let Some(mut hup) = hup else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            let loaded = Config::load(config_path.as_deref(), crate::cli::utf8_env())
-                .map_err(|e| e.to_string())
-                .and_then(|cfg| ClientRegistry::from_config(&cfg.clients).map_err(|e| e.to_string()));
-            match loaded {
-                Ok(mut registry) => {
-                    if let Some(d) = &dev {
-                        registry = d.add_to(registry);
-                    }
-                    tracing::info!(clients = registry.len(), "clients reloaded");
-                    state.clients.store(Arc::new(registry));
-                }
-                Err(e) => tracing::error!(error = %e, "SIGHUP: the config did not load; keeping the current clients"),
-            }
-        }
-    });
-}
-
-pub mod dev;
-
-fn init_logging() {
-    let filter = std::env::var("TOKENSMITH_LOG").unwrap_or_else(|_| "info".to_owned());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// `tokensmith serve`: builds everything from the config and runs until
-/// SIGTERM or Ctrl-C.
-pub fn run_blocking(
-    mut cfg: Config,
-    args: crate::cli::ServeArgs,
-    config_path: Option<PathBuf>,
-) -> Result<(), crate::cli::CliError> {
-    use crate::cli::CliError;
-    init_logging();
-    if let Some(listen) = args.listen {
-        cfg.listen = listen;
-    }
-    if let Some(dir) = args.keys {
-        cfg.keys.dir = dir;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new("runtime", e.to_string()))?;
-    runtime.block_on(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        // Registered before anything else, so that no signal meets the
-        // default action once we are starting up.
-        let term = signal(SignalKind::terminate()).ok();
-        let hup = signal(SignalKind::hangup()).ok();
-        let clock: SharedClock = Arc::new(SystemClock);
-        let dir = KeyDir::new(cfg.keys.dir.clone());
-        let (alg, bits, now) = (cfg.keys.algorithm, cfg.keys.rsa_bits, crate::clock::Clock::now(&SystemClock));
-        let d = dir.clone();
-        let ring = tokio::task::spawn_blocking(move || d.ensure(alg, bits, now))
-            .await
-            .map_err(|e| CliError::new("internal", e.to_string()))??;
-        let mut registry = ClientRegistry::from_config(&cfg.clients).map_err(|e| CliError::new("invalid_config", e.to_string()))?;
-        let dev_client = if args.dev {
-            let d = dev::DevClient::new(&cfg).map_err(|e| CliError::new("internal", e.to_string()))?;
-            registry = d.add_to(registry);
-            Some(d)
-        } else {
-            None
-        };
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|e| CliError::new("listen_failed", format!("{}: {e}", cfg.listen)))?;
-        let addr = listener.local_addr().map_err(|e| CliError::new("listen_failed", e.to_string()))?;
-        if cfg.issuer == Config::embedded().issuer && addr != Config::embedded().listen {
-            // The issuer was left at its default: name the address actually served.
-            cfg.issuer = format!("http://{addr}");
-        }
-        let store = AnyStore::from_config(&cfg.store, &cfg.issuer)
-            .await
-            .map_err(|e| CliError::new("store_unavailable", e.to_string()))?;
-        let state = Arc::new(AppState::new(cfg, &ring, registry, store, clock)?);
-        if let Some(d) = &dev_client {
-            d.announce(&addr);
-        }
-        tracing::info!(%addr, issuer = %state.config.issuer, kid = %state.keys.load().signer.kid, "tokensmith listening");
-        let watcher = spawn_key_watcher(Arc::clone(&state), dir, Duration::from_secs(1));
-        spawn_sighup_reload(Arc::clone(&state), hup, config_path, dev_client);
-        let result = serve(state, listener, shutdown_signal(term)).await;
-        watcher.abort();
-        result.map_err(|e| CliError::new("server_failed", e.to_string()))
-    })
 }

@@ -1,7 +1,8 @@
-//! Issuance: `POST /v1/tokens`.
+//! Issuance: `POST /v1/tokens`, and the answer of every endpoint that hands
+//! out a token.
 //!
-//! Handlers extract, call one library function, and map the result; the
-//! policy is `issuer::apply_policy`.
+//! The handler extracts, calls [`Authority::issue`](crate::Authority::issue)
+//! and maps the result: the policy is the authority's.
 
 use std::sync::Arc;
 
@@ -14,30 +15,33 @@ use serde::Serialize;
 use super::auth::{ApiClient, JsonBody};
 use super::error::ApiError;
 use super::AppState;
-use crate::issuer::{apply_policy, IssuedToken, TokenRequest};
+use crate::authority::{Grant, TokenRequest};
 
 /// The answer of every endpoint that hands out a token.
 #[derive(Serialize)]
-pub struct TokenResponse {
-    pub token: String,
-    pub token_type: &'static str,
-    pub expires_in: i64,
-    pub expires_at: i64,
-    pub jti: String,
+pub(crate) struct TokenResponse {
+    token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    expires_at: i64,
+    jti: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
+    refresh_token: Option<String>,
 }
 
-impl TokenResponse {
-    pub fn new(issued: IssuedToken, refresh_token: Option<String>) -> TokenResponse {
-        let c = issued.claims;
+impl AppState {
+    /// The response for `grant`, counted in the metrics by the client it
+    /// was issued to: every token the service hands out passes here.
+    pub(crate) fn respond(&self, grant: Grant) -> TokenResponse {
+        let c = grant.token.claims;
+        self.metrics.token_issued(c.client_id().unwrap_or_default());
         TokenResponse {
-            token: issued.token,
+            token: grant.token.token,
             token_type: "Bearer",
             expires_in: c.exp - c.iat,
             expires_at: c.exp,
             jti: c.jti,
-            refresh_token,
+            refresh_token: grant.refresh_token,
         }
     }
 }
@@ -53,11 +57,15 @@ impl IntoResponse for TokenResponse {
     }
 }
 
-pub async fn tokens_create(
+/// `POST /v1/tokens`.
+pub(crate) async fn tokens_create(
     State(state): State<Arc<AppState>>,
     ApiClient(client): ApiClient,
     JsonBody(req): JsonBody<TokenRequest>,
 ) -> Result<TokenResponse, ApiError> {
-    let spec = apply_policy(&client, req, state.limits, state.issuer.issuer())?;
-    Ok(TokenResponse::new(state.issue(&client.id, spec)?, None))
+    let token = state.authority.issue(&client, req)?;
+    Ok(state.respond(Grant {
+        token,
+        refresh_token: None,
+    }))
 }

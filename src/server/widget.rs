@@ -2,19 +2,11 @@
 //! `POST /v1/guest`, `POST /v1/exchange`, `POST /v1/refresh` and
 //! `GET /v1/clients/{public_key}/config`.
 //!
-//! Handlers extract, call the library ([`crate::session`],
-//! [`crate::refresh`], [`Identity::token_spec`]) and map the result; the
-//! policy cut lives in the library, not here.
+//! Handlers extract, call one method of the [`Authority`](crate::Authority)
+//! and map the result; which origins, rates and credentials are accepted is
+//! the authority's.
 //!
-//! # Origins and CORS
-//!
-//! `Origin` is the widget's only credential on `/v1/guest` and the config
-//! endpoint: it must be in the client's allowlist. On `/v1/exchange` and
-//! `/v1/refresh` the token is the credential and the client is known only
-//! once it is read; an `Origin`, when sent, must then be allowed for that
-//! client (a request without one is not from a browser page, and CORS does
-//! not concern it). `Origin` can be forged by anything but a browser, so
-//! this guards against other web pages, not against a thief of the token.
+//! # CORS
 //!
 //! Preflights (`OPTIONS`) are answered 204 for an origin that some client
 //! allows (for the config endpoint: that client), 403 otherwise; actual
@@ -42,52 +34,12 @@ use super::auth::JsonBody;
 use super::error::ApiError;
 use super::tokens::TokenResponse;
 use super::AppState;
-use crate::claims::Rejection;
-use crate::claims::CLIENT_ID;
-use crate::clients::Client;
-use crate::issuer::exchange_audience;
-use crate::refresh::{self, InvalidReason, RefreshError};
-use crate::session::{Identity, SessionError};
-use crate::store::Store;
 
 /// How long a browser may reuse a preflight answer, in seconds.
 const PREFLIGHT_MAX_AGE: u32 = 600;
-/// A client IP gets this share of the client's rate for new guests: one
-/// page cannot mint every guest the client may have. Behind a proxy every
-/// request shares the proxy's address (`X-Forwarded-For` is not trusted),
-/// and the share becomes a fleet-wide limit.
-const GUEST_IP_SHARE: u32 = 10;
-
-impl From<SessionError> for ApiError {
-    fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::NoCredentials | SessionError::Rejected { .. } => ApiError::InvalidSession,
-            SessionError::Unavailable(why) => ApiError::SessionUnavailable(why),
-        }
-    }
-}
-
-impl From<RefreshError> for ApiError {
-    fn from(e: RefreshError) -> Self {
-        match e {
-            RefreshError::Invalid(why) => {
-                if why == InvalidReason::Reused {
-                    // Two holders of one token: a theft, or a client that refreshes twice.
-                    tracing::warn!("a spent refresh token was presented again; its family is revoked");
-                } else {
-                    tracing::debug!(reason = why.as_str(), "refresh token refused");
-                }
-                ApiError::Rejected(Rejection::InvalidRefreshToken)
-            }
-            RefreshError::Store(e) => ApiError::Store(e),
-            RefreshError::Random(e) => ApiError::Internal(e.to_string()),
-        }
-    }
-}
-
 /// The request's `Origin`, if it sent one. A value that is not visible
 /// ASCII, or several `Origin` headers, count as an origin no client allows.
-pub struct RequestOrigin(pub Option<String>);
+pub(crate) struct RequestOrigin(pub Option<String>);
 
 fn origin_of(headers: &HeaderMap) -> Option<String> {
     let mut all = headers.get_all(header::ORIGIN).iter();
@@ -108,7 +60,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestOrigin {
 
 /// The peer's address when the server runs with connect info (`serve`); in
 /// an in-process router without it, `None`, and limits fall back to per client.
-pub struct PeerIp(pub Option<IpAddr>);
+pub(crate) struct PeerIp(pub Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
     type Rejection = Infallible;
@@ -122,39 +74,17 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
     }
 }
 
-/// The rate-limit key of an address: IPv4 as is, IPv6 by its /64, since one
-/// host commonly holds a whole /64.
-fn ip_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    }
-}
-
-/// `Ok` when `origin` is allowed for `client`; a missing origin passes only
-/// where the endpoint does not require one.
-fn check_origin(client: &Client, origin: Option<&str>, required: bool) -> Result<(), ApiError> {
-    match origin {
-        None if !required => Ok(()),
-        Some(o) if client.origin_allowed(o) => Ok(()),
-        _ => Err(ApiError::OriginNotAllowed),
-    }
-}
-
 /// Whether any client allows `origin`: the CORS answer where the client is
 /// not known from the request line (guest, exchange, refresh). Read from the
 /// current registry, so a SIGHUP that adds a client or changes origins counts.
 fn any_client_allows(state: &AppState, origin: &str) -> bool {
-    state.clients.load().any_origin_allowed(origin)
+    state.authority.origin_allowed_by_any(origin)
 }
 
 /// Adds `Vary: Origin` to every response of the widget routes, and
 /// `Access-Control-Allow-Origin` for an origin some client allows.
 /// Preflights build their own headers.
-pub async fn cors(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn cors(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if req.method() == Method::OPTIONS {
         return next.run(req).await;
     }
@@ -194,7 +124,7 @@ fn preflight_answer(origin: Option<&str>, allowed: bool, methods: &'static str) 
             h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(PREFLIGHT_MAX_AGE));
             r
         }
-        _ => ApiError::OriginNotAllowed.into_response(),
+        _ => ApiError::from(crate::authority::AuthorityError::OriginNotAllowed).into_response(),
     };
     resp.headers_mut().insert(
         header::VARY,
@@ -204,191 +134,102 @@ fn preflight_answer(origin: Option<&str>, allowed: bool, methods: &'static str) 
 }
 
 /// `OPTIONS` on `/v1/guest`, `/v1/exchange`, `/v1/refresh`.
-pub async fn preflight(State(state): State<Arc<AppState>>, RequestOrigin(origin): RequestOrigin) -> Response {
+pub(crate) async fn preflight(State(state): State<Arc<AppState>>, RequestOrigin(origin): RequestOrigin) -> Response {
     let allowed = origin.as_deref().is_some_and(|o| any_client_allows(&state, o));
     preflight_answer(origin.as_deref(), allowed, "POST, OPTIONS")
 }
 
 /// `OPTIONS /v1/clients/{public_key}/config`: the client is in the path.
-pub async fn config_preflight(
+pub(crate) async fn config_preflight(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     RequestOrigin(origin): RequestOrigin,
 ) -> Response {
-    let client = path.ok().and_then(|Path(pk)| state.clients.load().by_public_key(&pk));
-    let allowed = match (&client, origin.as_deref()) {
-        (Some(c), Some(o)) => c.origin_allowed(o),
+    let allowed = match (path, origin.as_deref()) {
+        (Ok(Path(pk)), Some(o)) => state.authority.origin_allowed_for(&pk, o),
         _ => false,
     };
     preflight_answer(origin.as_deref(), allowed, "GET, OPTIONS")
 }
 
-/// Signs a token for `identity` under `client`'s policy, with a refresh
-/// token when one is given.
-fn respond(
-    state: &AppState,
-    client: &Client,
-    identity: &Identity,
-    refresh_token: Option<String>,
-) -> Result<TokenResponse, ApiError> {
-    let spec = identity.token_spec(client, state.limits);
-    Ok(TokenResponse::new(state.issue(&client.id, spec)?, refresh_token))
-}
-
-/// Starts a refresh family for `identity` (cut to `client`) and signs its
-/// first token.
-async fn respond_with_new_family(
-    state: &AppState,
-    client: &Client,
-    identity: &Identity,
-) -> Result<TokenResponse, ApiError> {
-    let cut = identity.cut_to(client);
-    let now = state.clock.now();
-    let family = refresh::issue_family(&state.store, client, &cut.sub, &cut.scopes, &cut.claims, now).await?;
-    tracing::debug!(client = %client.id, family = %family.record.family, "refresh family started");
-    respond(state, client, &cut, Some(family.token))
-}
-
-/// `POST /v1/session/token`: the app's session check vouches for the
-/// caller; the token follows `[session] client`'s policy. 404 when no
-/// `[session]` is configured.
-pub async fn session_token_create(
+/// `POST /v1/session/token`: 404 when no `[session]` is configured.
+pub(crate) async fn session_token_create(
     State(state): State<Arc<AppState>>,
+    PeerIp(ip): PeerIp,
     headers: HeaderMap,
 ) -> Result<TokenResponse, ApiError> {
-    let checker = state.session.as_ref().ok_or(ApiError::NotFound)?;
-    let client = state
-        .clients
-        .load()
-        .by_id(checker.client_id())
-        .ok_or_else(|| ApiError::Internal(format!("session.client {:?} names no client", checker.client_id())))?;
-    state.rate_limit(&client, "session", &client.id).await?;
-    let identity = checker.check(&headers, state.clock.now()).await?;
-    respond(&state, &client, &identity, None)
+    let grant = state.authority.session_token(&headers, ip).await?;
+    Ok(state.respond(grant))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GuestRequest {
-    pub client_key: String,
+pub(crate) struct GuestRequest {
+    client_key: String,
 }
 
-/// `POST /v1/guest`: an anonymous visitor of the client whose public key
-/// is given, from one of its origins.
-pub async fn guest_create(
+/// `POST /v1/guest`.
+pub(crate) async fn guest_create(
     State(state): State<Arc<AppState>>,
     RequestOrigin(origin): RequestOrigin,
     PeerIp(ip): PeerIp,
     JsonBody(req): JsonBody<GuestRequest>,
 ) -> Result<TokenResponse, ApiError> {
-    let client = state
-        .clients
-        .load()
-        .by_public_key(&req.client_key)
-        .ok_or(ApiError::UnknownClient)?;
-    check_origin(&client, origin.as_deref(), true)?;
-    state.rate_limit(&client, "guest", &client.id).await?;
-    if let Some(ip) = ip {
-        guest_ip_limit(&state, &client, ip).await?;
-    }
-    let identity = Identity::guest(&client).map_err(|e| ApiError::Internal(e.to_string()))?;
-    respond_with_new_family(&state, &client, &identity).await
-}
-
-/// One hit on the per-address guest counter: [`GUEST_IP_SHARE`] of the
-/// client's rate, in the same window. No limit when the client has none.
-async fn guest_ip_limit(state: &AppState, client: &Client, ip: IpAddr) -> Result<(), ApiError> {
-    let Some(limit) = &client.rate_limit else {
-        return Ok(());
-    };
-    let window = u32::try_from(limit.per.as_secs().max(1)).unwrap_or(u32::MAX);
-    let count = (limit.count / GUEST_IP_SHARE).max(1);
-    let key = format!("guest-ip:{}:{}", client.id, ip_key(ip));
-    let decision = state.store.rate_hit(&key, count, window, state.clock.now()).await?;
-    if decision.allowed {
-        Ok(())
-    } else {
-        Err(ApiError::RateLimited {
-            retry_after: decision.retry_after.max(1),
-        })
-    }
+    let grant = state.authority.guest(&req.client_key, origin.as_deref(), ip).await?;
+    Ok(state.respond(grant))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExchangeRequest {
-    pub token: String,
+pub(crate) struct ExchangeRequest {
+    token: String,
 }
 
-/// `POST /v1/exchange`: a visitor token (single use) for a session token of
-/// the same subject and client, and a refresh token. The visitor token is
-/// consumed before the Origin is checked: a token presented from a page the
-/// client does not allow is as good as stolen, and burning it is the safe way.
-pub async fn exchange_create(
+/// `POST /v1/exchange`.
+pub(crate) async fn exchange_create(
     State(state): State<Arc<AppState>>,
     RequestOrigin(origin): RequestOrigin,
+    PeerIp(ip): PeerIp,
     JsonBody(req): JsonBody<ExchangeRequest>,
 ) -> Result<TokenResponse, ApiError> {
-    let audience = exchange_audience(state.issuer.issuer());
-    let claims = state.verify_token(&req.token, &audience, &[], true, None).await?;
-    let client_id = claims.client_id().ok_or(Rejection::MissingClaim(CLIENT_ID))?;
-    let client = state.clients.load().by_id(client_id).ok_or(ApiError::UnknownClient)?;
-    check_origin(&client, origin.as_deref(), false)?;
-    respond_with_new_family(&state, &client, &Identity::from_visitor(&claims)).await
+    let grant = state.authority.exchange(&req.token, origin.as_deref(), ip).await?;
+    Ok(state.respond(grant))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RefreshRequest {
-    pub refresh_token: String,
+pub(crate) struct RefreshRequest {
+    refresh_token: String,
 }
 
-/// `POST /v1/refresh`: spends the refresh token and answers a new token and
-/// the successor refresh token. Reuse of a spent one revokes the family.
-/// The scopes and claims renewed are cut again to the client's current policy.
-pub async fn refresh_create(
+/// `POST /v1/refresh`.
+pub(crate) async fn refresh_create(
     State(state): State<Arc<AppState>>,
     RequestOrigin(origin): RequestOrigin,
+    PeerIp(ip): PeerIp,
     JsonBody(req): JsonBody<RefreshRequest>,
 ) -> Result<TokenResponse, ApiError> {
-    let next = refresh::rotate(&state.store, &req.refresh_token, state.clock.now()).await?;
-    // A client removed since: its families are dead.
-    let client = state
-        .clients
-        .load()
-        .by_id(&next.record.client)
-        .ok_or(Rejection::InvalidRefreshToken)?;
-    check_origin(&client, origin.as_deref(), false)?;
-    respond(&state, &client, &Identity::from_refresh(&next.record), Some(next.token))
+    let grant = state
+        .authority
+        .refresh(&req.refresh_token, origin.as_deref(), ip)
+        .await?;
+    Ok(state.respond(grant))
 }
 
-/// `GET /v1/clients/{public_key}/config`: the client's public bootstrap
-/// config, for its own origins only.
-pub async fn client_config_get(
+/// `GET /v1/clients/{public_key}/config`.
+pub(crate) async fn client_config_get(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     RequestOrigin(origin): RequestOrigin,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     let Path(pk) = path.map_err(|e| ApiError::InvalidRequest(format!("path: {e}")))?;
-    let client = state.clients.load().by_public_key(&pk).ok_or(ApiError::UnknownClient)?;
-    check_origin(&client, origin.as_deref(), true)?;
-    Ok(Json(client.config.clone()))
+    Ok(Json(state.authority.client_config(&pk, origin.as_deref())?))
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn ipv6_is_limited_by_its_slash_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(ip_key(a), ip_key(b));
-        assert_ne!(ip_key(a), ip_key(c));
-        assert_eq!(ip_key("192.0.2.7".parse().unwrap()), "192.0.2.7");
-    }
 
     #[test]
     fn several_or_non_ascii_origins_match_nothing() {

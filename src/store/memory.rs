@@ -646,6 +646,14 @@ impl Store for MemoryStore {
         self.inner.refresh_spend(hash, successor_hash, now)
     }
 
+    async fn refresh_peek(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        let r = lock(&self.inner.refresh);
+        Ok(r.tokens.get(hash).map(|t| RefreshRecord {
+            expires_at: t.expires_at,
+            ..(*t.record).clone()
+        }))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ready()
     }

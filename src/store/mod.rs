@@ -69,6 +69,11 @@ pub struct RefreshRecord {
     /// Every token of the family is refused from this second on, however
     /// often it was rotated.
     pub family_expires_at: i64,
+    /// When the family was started (its first token issued): a revocation of
+    /// the subject at or after this second ends the family. Records written
+    /// before this field existed read as 0, so any such revocation ends them.
+    #[serde(default)]
+    pub created_at: i64,
 }
 
 /// The result of presenting a refresh token.
@@ -217,6 +222,13 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> impl Future<Output = Result<SpendOutcome, StoreError>> + Send;
 
+    /// The record stored under `hash`, spent or not, without changing
+    /// anything; `None` when nothing is stored (never issued, or forgotten
+    /// after its family expired). For deciding who is asking before a spend;
+    /// whether the token may be spent is [`refresh_spend`](Store::refresh_spend)'s
+    /// answer alone.
+    fn refresh_peek(&self, hash: &str) -> impl Future<Output = Result<Option<RefreshRecord>, StoreError>> + Send;
+
     /// Whether the store can serve, for `/readyz`: reachable (Redis), and
     /// not so full that a first use would be refused (memory).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -316,6 +328,13 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.refresh_spend(hash, successor_hash, now).await,
             AnyStore::Redis(s) => s.refresh_spend(hash, successor_hash, now).await,
+        }
+    }
+
+    async fn refresh_peek(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.refresh_peek(hash).await,
+            AnyStore::Redis(s) => s.refresh_peek(hash).await,
         }
     }
 

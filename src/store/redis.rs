@@ -541,6 +541,18 @@ impl Store for RedisStore {
         }
     }
 
+    async fn refresh_peek(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        let mut cmd = ::redis::cmd("HMGET");
+        cmd.arg(self.key("refresh", hash)).arg("rec").arg("exp");
+        let (json, expires_at): (Option<String>, Option<i64>) = self.query("refresh_peek", cmd).await?;
+        let (Some(json), Some(expires_at)) = (json, expires_at) else {
+            return Ok(None);
+        };
+        let record: RefreshRecord = serde_json::from_str(&json)
+            .map_err(|e| StoreError::Unavailable(format!("redis refresh_peek: unreadable refresh record: {e}")))?;
+        Ok(Some(RefreshRecord { expires_at, ..record }))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let pong: String = self.query("ping", ::redis::cmd("PING")).await?;
         if pong == "PONG" {

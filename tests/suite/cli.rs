@@ -480,11 +480,22 @@ fn issue_then_verify_by_dir_by_jwks_file_and_from_stdin() {
     ));
 
     let mut cmd = tokensmith(t.path());
-    cmd.args(["verify", "-", "--dir", s(&dir)]);
+    cmd.args(["verify", "-", "--dir", s(&dir), "--any-aud"]);
     check(&finish(cmd, Some(&format!("{token}\n"))));
 
-    // Neither --jwks nor --dir is bad usage.
-    run(t.path(), &["verify", &token]).bad_usage();
+    // Neither --jwks nor --dir is bad usage; so is neither --aud nor
+    // --any-aud (a token meant for someone else must not pass unnoticed),
+    // and both at once.
+    run(t.path(), &["verify", &token, "--aud", "chatbot"]).bad_usage();
+    let line = run(t.path(), &["verify", &token, "--dir", s(&dir)])
+        .bad_usage()
+        .to_owned();
+    assert!(line.contains("--aud"), "{line}");
+    run(
+        t.path(),
+        &["verify", &token, "--dir", s(&dir), "--aud", "chatbot", "--any-aud"],
+    )
+    .bad_usage();
 }
 
 #[test]
@@ -514,6 +525,9 @@ fn verify_rejections_have_stable_codes() {
     let verify = |token: &str, extra: &[&str]| {
         let mut args = vec!["verify", token, "--dir", s(&dir)];
         args.extend_from_slice(extra);
+        if !extra.contains(&"--aud") {
+            args.push("--any-aud");
+        }
         run(t.path(), &args)
     };
 

@@ -382,6 +382,8 @@ async fn a_verifier_with_only_the_published_jwks_accepts_our_tokens() {
             &token,
             "--jwks",
             "http://issuer.example/.well-known/jwks.json",
+            "--aud",
+            "chatbot",
         ],
     );
     assert!(out.fails("invalid_request").contains("https"), "{}", out.stderr);

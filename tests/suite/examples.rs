@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokensmith::client::jwks::{http_client, RemoteJwks};
+use tokensmith::client::jwks::http_client;
 use tokensmith::clock::{Clock, SystemClock};
 
 use crate::harness::SHOP_KEY;
@@ -175,7 +175,7 @@ async fn identity_backend_hands_each_signed_in_user_a_cached_chatbot_token() {
     let token = first["token"].as_str().unwrap().to_owned();
     // A real tokensmith token for alice, for the shop's chatbot.
     let verifier = served.verifier();
-    let claims = RemoteJwks::verify(&verifier, &token).await.unwrap();
+    let claims = verifier.verify(&token).await.unwrap();
     assert_eq!(
         (claims.sub.as_str(), claims.aud.as_slice()),
         ("alice", &["chatbot".to_owned()][..])

@@ -166,7 +166,7 @@ async fn bad_token_requests_are_invalid_request() {
         "[".repeat(10_000),
         "]".repeat(10_000)
     );
-    let long_sub = json!({ "sub": "u".repeat(256) }).to_string();
+    let long_sub = json!({ "sub": "u".repeat(257) }).to_string();
     let bodies: Vec<(&str, String)> = vec![
         ("malformed JSON", r#"{"sub":"#.into()),
         ("trailing garbage", r#"{"sub":"u1"} x"#.into()),
@@ -187,7 +187,7 @@ async fn bad_token_requests_are_invalid_request() {
         ("fractional ttl", r#"{"sub":"u1","ttl":1.5}"#.into()),
         ("boolean ttl", r#"{"sub":"u1","ttl":true}"#.into()),
         ("empty sub", r#"{"sub":""}"#.into()),
-        ("sub over 255 bytes", long_sub),
+        ("sub over 256 bytes", long_sub),
         ("empty aud list", r#"{"sub":"u1","aud":[]}"#.into()),
         ("empty scope", r#"{"sub":"u1","scopes":[""]}"#.into()),
         ("unknown purpose", r#"{"sub":"u1","purpose":"admin"}"#.into()),
@@ -706,8 +706,13 @@ async fn a_full_store_is_503_never_a_pass() {
     assert_rejected(&verify(&app, SHOP_KEY, &consume(&a)).await, "token_replayed", &a);
     assert_ok(&verify_token(&app, &b).await);
     // Revocations are refused the same way once the one slot is taken.
-    assert_ok(&app.post("/v1/revoke", Some(SHOP_KEY), &json!({"jti": "j1"})).await);
-    let r = app.post("/v1/revoke", Some(SHOP_KEY), &json!({"jti": "j2"})).await;
+    assert_ok(
+        &app.post("/v1/revoke", Some(SHOP_KEY), &json!({"jti": "AAAAAAAAAAAAAAAAAAAAAA"}))
+            .await,
+    );
+    let r = app
+        .post("/v1/revoke", Some(SHOP_KEY), &json!({"jti": "AAAAAAAAAAAAAAAAAAAAAQ"}))
+        .await;
     assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
     // A full store is not ready ...
     let ready = app.get("/readyz").await;

@@ -1,5 +1,6 @@
 //! The integration suite: one binary, one module per subject.
 
+mod authority;
 mod cli;
 mod common;
 mod e2e;

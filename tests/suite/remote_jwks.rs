@@ -25,14 +25,13 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokensmith::claims::{Rejection, Validation};
 use tokensmith::client::extract::{Bearer, BearerConfig, Policy};
-use tokensmith::client::jwks::{JwksError, JwksOptions, RemoteJwks};
+use tokensmith::client::jwks::{JwksError, JwksOptions, RemoteJwks, RemoteVerifier};
 use tokensmith::clock::{Clock, SharedClock, SystemClock};
 use tokensmith::jose::{jws, Algorithm, SigningKey};
 use tokensmith::keys::{KeyRing, KeyState, RingKey};
 use tokensmith::store::memory::MemoryStore;
 use tokensmith::store::redis::RedisStore;
 use tokensmith::store::AnyStore;
-use tokensmith::verifier::Verifier;
 use tower::ServiceExt;
 
 use crate::common::pkcs8;
@@ -189,9 +188,9 @@ impl Served {
 
     /// A remote verifier of this issuer's tokens for audience `chatbot`,
     /// on the test clock.
-    pub fn verifier(&self) -> Arc<Verifier<Arc<RemoteJwks>>> {
+    pub fn verifier(&self) -> Arc<RemoteVerifier> {
         let jwks = Arc::new(RemoteJwks::new(&self.url(JWKS_PATH), JwksOptions::default(), self.clock()).unwrap());
-        Arc::new(Verifier::new(jwks, self.validation(), self.clock()))
+        Arc::new(jwks.verifier(self.validation()))
     }
 
     pub fn validation(&self) -> Validation {
@@ -271,17 +270,17 @@ async fn rotation_reaches_a_remote_verifier_without_a_restart() {
     let served = Served::start().await;
     let verifier = served.verifier();
     let before = served.token(&[]).await;
-    RemoteJwks::verify(&verifier, &before).await.unwrap();
-    assert_eq!(verifier.keys().fetch_count(), 1);
+    verifier.verify(&before).await.unwrap();
+    assert_eq!(verifier.jwks().fetch_count(), 1);
 
     // A scheduled-style rotation: the new signer was published ahead, so the
     // cached set already holds it and nothing is fetched.
     served.install(&rotated(&served, NOW, false));
     let after = served.token(&[]).await;
     assert_ne!(kid_of(&after), kid_of(&before));
-    RemoteJwks::verify(&verifier, &after).await.unwrap();
-    RemoteJwks::verify(&verifier, &before).await.unwrap();
-    assert_eq!(verifier.keys().fetch_count(), 1);
+    verifier.verify(&after).await.unwrap();
+    verifier.verify(&before).await.unwrap();
+    assert_eq!(verifier.jwks().fetch_count(), 1);
 
     // An emergency rotation to a key published just now: the unknown kid
     // makes the verifier refetch once the cooldown since its last fetch is
@@ -289,15 +288,15 @@ async fn rotation_reaches_a_remote_verifier_without_a_restart() {
     served.install(&rotated(&served, NOW, true));
     let emergency = served.token(&[]).await;
     assert!(jws::decode(&emergency).unwrap().header.alg == "ES256");
-    let early = RemoteJwks::verify(&verifier, &emergency).await.unwrap_err();
+    let early = verifier.verify(&emergency).await.unwrap_err();
     assert_eq!(early.code(), "unknown_kid");
-    assert_eq!(verifier.keys().fetch_count(), 1, "no refetch within the cooldown");
+    assert_eq!(verifier.jwks().fetch_count(), 1, "no refetch within the cooldown");
     served.app.clock.advance(30);
-    let claims = RemoteJwks::verify(&verifier, &served.token(&[]).await).await.unwrap();
+    let claims = verifier.verify(&served.token(&[]).await).await.unwrap();
     assert_eq!(claims.sub, "user-1");
-    RemoteJwks::verify(&verifier, &emergency).await.unwrap();
-    RemoteJwks::verify(&verifier, &after).await.unwrap();
-    assert_eq!(verifier.keys().fetch_count(), 2);
+    verifier.verify(&emergency).await.unwrap();
+    verifier.verify(&after).await.unwrap();
+    assert_eq!(verifier.jwks().fetch_count(), 2);
     assert_eq!(served.hits.ok.load(Ordering::SeqCst), 2);
     assert_eq!(served.metric_jwks_requests(), 2);
 }
@@ -308,8 +307,8 @@ async fn a_forged_kid_flood_costs_at_most_one_fetch_per_cooldown() {
     let verifier = served.verifier();
     let kids: Vec<String> = (0..1000).map(|_| random_kid()).collect();
     let good = served.token(&[]).await;
-    RemoteJwks::verify(&verifier, &good).await.unwrap();
-    assert_eq!(verifier.keys().fetch_count(), 1);
+    verifier.verify(&good).await.unwrap();
+    assert_eq!(verifier.jwks().fetch_count(), 1);
 
     // Each round: 1,000 concurrent verifications of tokens with random kids,
     // then `step` seconds on the clock. The cooldown (30 s) counts from the
@@ -318,24 +317,24 @@ async fn a_forged_kid_flood_costs_at_most_one_fetch_per_cooldown() {
     for step in [0, 30, 10, 20, 29, 1] {
         served.app.clock.advance(step);
         let now = served.app.clock.now();
-        let before = verifier.keys().fetch_count();
+        let before = verifier.jwks().fetch_count();
         let mut set = tokio::task::JoinSet::new();
         for kid in &kids {
             let v = Arc::clone(&verifier);
             let t = forged(&served.base, kid, now);
-            set.spawn(async move { RemoteJwks::verify(&v, &t).await });
+            set.spawn(async move { v.verify(&t).await });
         }
         while let Some(r) = set.join_next().await {
             let refused = r.unwrap().unwrap_err();
             assert!(matches!(refused, Rejection::UnknownKid(Some(_))), "{refused:?}");
         }
-        per_round.push(verifier.keys().fetch_count() - before);
+        per_round.push(verifier.jwks().fetch_count() - before);
         // The real key still works in the middle of the flood.
-        RemoteJwks::verify(&verifier, &served.token(&[]).await).await.unwrap();
+        verifier.verify(&served.token(&[]).await).await.unwrap();
     }
     println!("JWKS fetches per round of 1,000 forged kids (clock steps 0,30,10,20,29,1 s): {per_round:?}");
     assert_eq!(per_round, [0, 1, 0, 1, 0, 1]);
-    let fetches = verifier.keys().fetch_count();
+    let fetches = verifier.jwks().fetch_count();
     assert_eq!(fetches, 4);
     assert_eq!(
         served.hits.total(),
@@ -357,7 +356,7 @@ async fn fifty_callers_on_a_cold_cache_share_one_fetch() {
         let (v, t, s) = (Arc::clone(&verifier), token.clone(), Arc::clone(&started));
         set.spawn(async move {
             s.fetch_add(1, Ordering::SeqCst);
-            RemoteJwks::verify(&v, &t).await
+            v.verify(&t).await
         });
     }
     // Every caller has started while the one fetch is held at the issuer.
@@ -371,48 +370,48 @@ async fn fifty_callers_on_a_cold_cache_share_one_fetch() {
     }
     assert_eq!(served.hits.entered.load(Ordering::SeqCst), 1);
     assert_eq!(served.hits.ok.load(Ordering::SeqCst), 1);
-    assert_eq!(verifier.keys().fetch_count(), 1);
+    assert_eq!(verifier.jwks().fetch_count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_keys_outlive_an_issuer_outage_within_stale_for() {
     let mut served = Served::start().await;
     let verifier = served.verifier();
-    RemoteJwks::verify(&verifier, &served.token(&[]).await).await.unwrap();
+    verifier.verify(&served.token(&[]).await).await.unwrap();
     served.stop().await;
 
     // A minute past freshness (max-age is publish_ahead/2 = 1800 s): the
     // refetch fails, the cached keys still verify.
     served.app.clock.advance(1800 + 60);
     let token = served.token(&[]).await;
-    RemoteJwks::verify(&verifier, &token).await.unwrap();
-    assert_eq!(verifier.keys().fetch_count(), 2);
+    verifier.verify(&token).await.unwrap();
+    assert_eq!(verifier.jwks().fetch_count(), 2);
     // The dead issuer is not asked again on every verification: one attempt
     // per backoff step (1 s, then 2 s, ...).
     for _ in 0..100 {
-        RemoteJwks::verify(&verifier, &token).await.unwrap();
+        verifier.verify(&token).await.unwrap();
     }
-    assert_eq!(verifier.keys().fetch_count(), 2);
+    assert_eq!(verifier.jwks().fetch_count(), 2);
     served.app.clock.advance(1);
-    RemoteJwks::verify(&verifier, &token).await.unwrap();
-    RemoteJwks::verify(&verifier, &token).await.unwrap();
-    assert_eq!(verifier.keys().fetch_count(), 3);
+    verifier.verify(&token).await.unwrap();
+    verifier.verify(&token).await.unwrap();
+    assert_eq!(verifier.jwks().fetch_count(), 3);
     served.app.clock.advance(1);
-    RemoteJwks::verify(&verifier, &token).await.unwrap();
-    assert_eq!(verifier.keys().fetch_count(), 3, "the second backoff step is 2 s");
+    verifier.verify(&token).await.unwrap();
+    assert_eq!(verifier.jwks().fetch_count(), 3, "the second backoff step is 2 s");
     assert_eq!(served.hits.total(), 1, "only the first fetch reached the issuer");
 
     // Past stale_for (6 h after freshness) the old set is no longer trusted.
     served.app.clock.advance(6 * 3600);
     let late = served.token(&[]).await;
-    let err = RemoteJwks::verify(&verifier, &late).await.unwrap_err();
+    let err = verifier.verify(&late).await.unwrap_err();
     assert_eq!(err.code(), "unknown_kid");
 
     // The issuer comes back: the next attempt after the backoff succeeds.
     served.restart().await;
     served.app.clock.advance(60);
     let back = served.token(&[]).await;
-    RemoteJwks::verify(&verifier, &back).await.unwrap();
+    verifier.verify(&back).await.unwrap();
     assert_eq!(served.hits.total(), 2);
 }
 
@@ -420,13 +419,13 @@ async fn cached_keys_outlive_an_issuer_outage_within_stale_for() {
 async fn revalidation_gets_304_and_keeps_the_keys() {
     let served = Served::start().await;
     let verifier = served.verifier();
-    RemoteJwks::verify(&verifier, &served.token(&[]).await).await.unwrap();
+    verifier.verify(&served.token(&[]).await).await.unwrap();
     assert_eq!(served.hits.ok.load(Ordering::SeqCst), 1);
 
     served.app.clock.advance(1800);
     let token = served.token(&[]).await;
-    RemoteJwks::verify(&verifier, &token).await.unwrap();
-    assert_eq!(verifier.keys().fetch_count(), 2);
+    verifier.verify(&token).await.unwrap();
+    assert_eq!(verifier.jwks().fetch_count(), 2);
     assert_eq!(
         served.hits.not_modified.load(Ordering::SeqCst),
         1,
@@ -435,13 +434,13 @@ async fn revalidation_gets_304_and_keeps_the_keys() {
     assert_eq!(served.hits.ok.load(Ordering::SeqCst), 1);
     // Fresh again for another max-age: no request, and the keys still work.
     served.app.clock.advance(1799);
-    RemoteJwks::verify(&verifier, &served.token(&[]).await).await.unwrap();
-    assert_eq!(verifier.keys().fetch_count(), 2);
+    verifier.verify(&served.token(&[]).await).await.unwrap();
+    assert_eq!(verifier.jwks().fetch_count(), 2);
 
     // A changed set is a 200 with the new keys.
     served.install(&rotated(&served, served.app.clock.now(), true));
     served.app.clock.advance(1);
-    RemoteJwks::verify(&verifier, &served.token(&[]).await).await.unwrap();
+    verifier.verify(&served.token(&[]).await).await.unwrap();
     assert_eq!(served.hits.ok.load(Ordering::SeqCst), 2);
     assert_eq!(served.hits.not_modified.load(Ordering::SeqCst), 1);
     assert_eq!(served.metric_jwks_requests(), 3);
@@ -454,10 +453,8 @@ async fn discovery_finds_the_jwks_and_checks_the_issuer() {
         .await
         .unwrap();
     assert_eq!(jwks.url(), served.url(JWKS_PATH));
-    let verifier = Verifier::new(Arc::new(jwks), served.validation(), served.clock());
-    let claims = RemoteJwks::verify(&verifier, &served.token(&["chat"]).await)
-        .await
-        .unwrap();
+    let verifier = Arc::new(jwks).verifier(served.validation());
+    let claims = verifier.verify(&served.token(&["chat"]).await).await.unwrap();
     assert_eq!(claims.scopes, ["chat"]);
 
     let other = RemoteJwks::discover(&format!("{}/", served.base), JwksOptions::default(), served.clock())

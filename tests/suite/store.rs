@@ -63,6 +63,7 @@ both_backends!(
     revoke_by_sub_covers_tokens_issued_until_then,
     rate_limit_fixed_window_and_retry_after,
     refresh_chain_over_five_steps,
+    refresh_peek_reads_without_spending,
     refresh_reuse_revokes_the_whole_family,
     refresh_concurrent_spends_exactly_one_wins,
     mark_once_concurrent_exactly_one_wins,
@@ -227,6 +228,7 @@ fn record(family: &str, t: i64) -> RefreshRecord {
         ttl: 100,
         expires_at: t + 100,
         family_expires_at: t + 1000,
+        created_at: t,
     }
 }
 
@@ -267,6 +269,26 @@ async fn refresh_chain_over_five_steps<S: Store>(s: Arc<S>) {
         matches!(out, SpendOutcome::Spent(ref r) if r.expires_at == t + 150),
         "{out:?}"
     );
+}
+
+async fn refresh_peek_reads_without_spending<S: Store>(s: Arc<S>) {
+    let t = now();
+    assert_eq!(s.refresh_peek("peek-none").await, Ok(None));
+    let first = record("peek", t);
+    s.refresh_insert("peek-0", &first, t).await.unwrap();
+    // Peeking twice changes nothing: the token still spends once.
+    for _ in 0..2 {
+        assert_eq!(s.refresh_peek("peek-0").await, Ok(Some(first.clone())));
+    }
+    let out = s.refresh_spend("peek-0", "peek-1", t + 10).await.unwrap();
+    assert!(matches!(out, SpendOutcome::Spent(_)), "{out:?}");
+    // The successor reads with its own expiry, the spent one still reads.
+    let next = s.refresh_peek("peek-1").await.unwrap().unwrap();
+    assert_eq!(
+        (next.expires_at, next.created_at, next.sub.as_str()),
+        (t + 110, t, "guest:abc")
+    );
+    assert!(s.refresh_peek("peek-0").await.unwrap().is_some());
 }
 
 async fn refresh_reuse_revokes_the_whole_family<S: Store>(s: Arc<S>) {

@@ -14,15 +14,21 @@ use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
-use crate::claims::{is_reserved, Rejection, Validation};
-use crate::clients;
-use crate::clock::{Clock, SharedClock, SystemClock};
-use crate::config::{self, Config};
-use crate::issuer::{Issuer, TokenSpec};
-use crate::jose::{Algorithm, JwkSet};
-use crate::keys::disk::KeyDir;
-use crate::keys::{KeyRecord, RingPolicy};
-use crate::verifier::{StaticKeys, Verifier};
+use tokensmith::claims::{is_reserved, Rejection, Validation};
+use tokensmith::clients::{self, ClientRegistry};
+use tokensmith::clock::{Clock, SharedClock, SystemClock};
+use tokensmith::config::{self, Config};
+use tokensmith::issuer::TokenSpec;
+use tokensmith::jose::{Algorithm, JwkSet};
+use tokensmith::keys::disk::KeyDir;
+use tokensmith::keys::{KeyRecord, RingPolicy};
+use tokensmith::server::StateError;
+use tokensmith::store::memory::MemoryStore;
+use tokensmith::verifier::{StaticKeys, Verifier};
+use tokensmith::{Authority, AuthorityError};
+
+mod dev;
+mod serve;
 
 /// `println!` that reports a closed or failing standard output as an error
 /// line instead of panicking (`tokensmith jwks | head -1`).
@@ -40,7 +46,7 @@ macro_rules! out {
     version,
     about = "Issues short-lived JWTs, publishes and rotates their keys, verifies tokens."
 )]
-pub struct Cli {
+struct Cli {
     /// Configuration file (default: ./tokensmith.toml when it exists).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -66,6 +72,7 @@ enum Command {
     Apikey(ApikeyCommand),
 }
 
+/// `tokensmith serve`'s options.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on (overrides `listen`).
@@ -153,8 +160,13 @@ struct VerifyArgs {
     /// A keys folder to verify against.
     #[arg(long)]
     dir: Option<PathBuf>,
-    #[arg(long)]
+    /// The audience the token must carry (or --any-aud, to inspect a token
+    /// meant for anyone: never for a service that acts on it).
+    #[arg(long, required_unless_present = "any_aud")]
     aud: Option<String>,
+    /// Accept the token whatever its audience.
+    #[arg(long, conflicts_with = "aud")]
+    any_aud: bool,
     /// Expected issuer (default: `issuer`).
     #[arg(long)]
     iss: Option<String>,
@@ -201,8 +213,25 @@ impl CliError {
     }
 }
 
-impl From<crate::keys::KeyError> for CliError {
-    fn from(e: crate::keys::KeyError) -> Self {
+impl CliError {
+    /// The error line of a service that could not be built.
+    fn from_state(e: StateError) -> CliError {
+        match e {
+            StateError::Keys(e) => e.into(),
+            StateError::Authority(e) => e.into(),
+            other => CliError::new("internal", other.to_string()),
+        }
+    }
+}
+
+impl From<tokensmith::keys::KeyError> for CliError {
+    fn from(e: tokensmith::keys::KeyError) -> Self {
+        CliError::new(e.code(), e.to_string())
+    }
+}
+
+impl From<AuthorityError> for CliError {
+    fn from(e: AuthorityError) -> Self {
         CliError::new(e.code(), e.to_string())
     }
 }
@@ -220,7 +249,7 @@ impl From<config::ConfigError> for CliError {
 }
 
 /// Parses the process arguments and runs; the exit code follows API.md.
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version, and a bare `keys`/`apikey`, which shows its help.
@@ -285,11 +314,11 @@ fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
 }
 
 /// Runs a parsed command line.
-pub fn run(cli: Cli) -> Result<(), CliError> {
+fn run(cli: Cli) -> Result<(), CliError> {
     let clock = SystemClock;
     let cfg = load_config(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve(args) => crate::server::run_blocking(cfg, args, cli.config),
+        Command::Serve(args) => serve::run(cfg, args, cli.config),
         Command::Keys(KeysCommand::Init { dir, alg, bits }) => {
             let alg = alg.unwrap_or(cfg.keys.algorithm);
             let bits = bits.and_then(|b| b.parse().ok()).unwrap_or(cfg.keys.rsa_bits);
@@ -397,7 +426,15 @@ fn issue(cfg: &Config, args: IssueArgs) -> Result<(), CliError> {
     }
     let keys = Arc::new(ArcSwap::from_pointee(ring.snapshot()?));
     let clock: SharedClock = Arc::new(SystemClock);
-    let issuer = Issuer::new(keys, args.iss.unwrap_or_else(|| cfg.issuer.clone()), clock);
+    let mut cfg = cfg.clone();
+    if let Some(iss) = args.iss {
+        cfg.issuer = iss;
+    }
+    let registry =
+        ClientRegistry::from_config(&cfg.clients).map_err(|e| CliError::new("invalid_config", e.to_string()))?;
+    // The operator's tokens go through the same signing rules as the
+    // service's (size cap, reserved claims); no client: no `client_id`.
+    let authority = Authority::new(&cfg, keys, registry, MemoryStore::new(1).into(), clock)?;
     let spec = TokenSpec {
         sub: args.sub,
         aud: args.aud,
@@ -405,9 +442,7 @@ fn issue(cfg: &Config, args: IssueArgs) -> Result<(), CliError> {
         ttl: ttl.as_secs() as i64,
         extra,
     };
-    let issued = issuer
-        .issue(spec)
-        .map_err(|e| CliError::new("internal", e.to_string()))?;
+    let issued = authority.sign(None, spec)?;
     out!("{}", issued.token)
 }
 
@@ -431,6 +466,7 @@ fn verify(cfg: &Config, args: VerifyArgs) -> Result<(), CliError> {
     let validation = Validation {
         issuer: args.iss.unwrap_or_else(|| cfg.issuer.clone()),
         audience: args.aud,
+        any_audience: args.any_aud,
         leeway: args.leeway.unwrap_or(cfg.tokens.leeway).as_secs() as i64,
         max_ttl: cfg.tokens.max_ttl.as_secs() as i64,
         required_scopes: args.scope,
@@ -454,7 +490,7 @@ fn verify(cfg: &Config, args: VerifyArgs) -> Result<(), CliError> {
 
 fn load_jwks(src: &str) -> Result<JwkSet, CliError> {
     if src.starts_with("http://") || src.starts_with("https://") {
-        return crate::client::jwks::fetch_blocking(src).map_err(|e| CliError::new(e.code(), e.to_string()));
+        return tokensmith::client::jwks::fetch_blocking(src).map_err(|e| CliError::new(e.code(), e.to_string()));
     }
     let text = std::fs::read(src).map_err(|e| CliError::new("invalid_jwks", format!("{src}: {e}")))?;
     serde_json::from_slice(&text).map_err(|e| CliError::new("invalid_jwks", format!("{src}: {e}")))

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::clients::{self, Client, ClientRegistry};
-use crate::config::{ClientConfig, Config};
-use crate::jose::JoseError;
+use tokensmith::clients::{self, Client, ClientRegistry};
+use tokensmith::config::{ClientConfig, Config};
+use tokensmith::jose::JoseError;
 
 /// The dev client and the two keys to print once.
 pub struct DevClient {

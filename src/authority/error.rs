@@ -1,0 +1,145 @@
+//! [`AuthorityError`]: why the authority said no, with its cause.
+//!
+//! The mapping of these to HTTP lives in exactly one place,
+//! `server::error`; the CLI maps them to its `error: <code>: …` line with
+//! [`AuthorityError::code`].
+
+use std::fmt;
+
+use crate::claims::Rejection;
+use crate::issuer::IssueError;
+use crate::jose::JoseError;
+use crate::session::SessionError;
+use crate::store::StoreError;
+
+use super::PolicyError;
+
+/// Why the [`Authority`](super::Authority) refused or could not act.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    /// The request is malformed: a missing or bad field.
+    InvalidRequest(String),
+    /// No client has the API key presented (or it is not one).
+    InvalidApiKey,
+    /// The token was refused, and why.
+    Rejected(Rejection),
+    /// The client asked for more than its policy gives.
+    Policy(PolicyError),
+    /// No `[session]` is configured: the session flow does not exist here.
+    NoSessionCheck,
+    /// The app's session check did not vouch for the caller.
+    InvalidSession,
+    /// The app's session check could not be asked.
+    SessionUnavailable(SessionError),
+    /// The `Origin` is not in the client's allowlist.
+    OriginNotAllowed,
+    /// No client has the public key given.
+    UnknownClient,
+    /// Over a rate limit; retry after this many seconds.
+    RateLimited {
+        /// Seconds until the window ends, at least 1.
+        retry_after: u64,
+    },
+    /// The shared store could not answer: nothing was issued or consumed unchecked.
+    Store(StoreError),
+    /// Signing failed, or the token would be too large.
+    Issue(IssueError),
+    /// The system random generator failed.
+    Random(JoseError),
+    /// A client set that this authority refuses to serve (an audience
+    /// reserved for visitor tokens, a session client that does not exist).
+    Misconfigured(String),
+}
+
+impl AuthorityError {
+    /// The stable `error` code of API.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthorityError::InvalidRequest(_) => "invalid_request",
+            AuthorityError::InvalidApiKey => "invalid_api_key",
+            AuthorityError::Rejected(r) => r.code(),
+            AuthorityError::Policy(p) => p.code(),
+            AuthorityError::NoSessionCheck => "not_found",
+            AuthorityError::InvalidSession | AuthorityError::SessionUnavailable(_) => "invalid_session",
+            AuthorityError::OriginNotAllowed => "origin_not_allowed",
+            AuthorityError::UnknownClient => "unknown_client",
+            AuthorityError::RateLimited { .. } => "rate_limited",
+            AuthorityError::Store(_) => "store_unavailable",
+            AuthorityError::Issue(IssueError::TooLarge { .. }) => "invalid_request",
+            AuthorityError::Issue(_) | AuthorityError::Random(_) => "server_error",
+            AuthorityError::Misconfigured(_) => "invalid_config",
+        }
+    }
+}
+
+impl fmt::Display for AuthorityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthorityError::InvalidRequest(why) => f.write_str(why),
+            AuthorityError::InvalidApiKey => f.write_str("the API key is missing, unknown or malformed"),
+            AuthorityError::Rejected(r) => write!(f, "{r}"),
+            AuthorityError::Policy(p) => write!(f, "{p}"),
+            AuthorityError::NoSessionCheck => f.write_str("no [session] check is configured"),
+            AuthorityError::InvalidSession => f.write_str("the session was not accepted"),
+            AuthorityError::SessionUnavailable(e) => write!(f, "{e}"),
+            AuthorityError::OriginNotAllowed => f.write_str("this Origin is not allowed for this client"),
+            AuthorityError::UnknownClient => f.write_str("no client has this public key"),
+            AuthorityError::RateLimited { retry_after } => write!(f, "rate limit reached; retry in {retry_after}s"),
+            AuthorityError::Store(e) => write!(f, "{e}"),
+            AuthorityError::Issue(e) => write!(f, "{e}"),
+            AuthorityError::Random(e) => write!(f, "random generator: {e}"),
+            AuthorityError::Misconfigured(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for AuthorityError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AuthorityError::Rejected(e) => Some(e),
+            AuthorityError::Policy(e) => Some(e),
+            AuthorityError::SessionUnavailable(e) => Some(e),
+            AuthorityError::Store(e) => Some(e),
+            AuthorityError::Issue(e) => Some(e),
+            AuthorityError::Random(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<Rejection> for AuthorityError {
+    fn from(r: Rejection) -> Self {
+        AuthorityError::Rejected(r)
+    }
+}
+
+impl From<PolicyError> for AuthorityError {
+    fn from(p: PolicyError) -> Self {
+        match p {
+            PolicyError::InvalidRequest(why) => AuthorityError::InvalidRequest(why),
+            other => AuthorityError::Policy(other),
+        }
+    }
+}
+
+impl From<StoreError> for AuthorityError {
+    fn from(e: StoreError) -> Self {
+        AuthorityError::Store(e)
+    }
+}
+
+impl From<IssueError> for AuthorityError {
+    fn from(e: IssueError) -> Self {
+        AuthorityError::Issue(e)
+    }
+}
+
+impl From<SessionError> for AuthorityError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::NoCredentials | SessionError::Rejected { .. } => AuthorityError::InvalidSession,
+            unavailable @ SessionError::Unavailable(_) => AuthorityError::SessionUnavailable(unavailable),
+        }
+    }
+}

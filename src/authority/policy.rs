@@ -1,0 +1,303 @@
+//! What a client may get: the pure part of the authority's rules.
+//!
+//! Two ways of turning a wish into a [`TokenSpec`] live here:
+//!
+//! - [`apply_policy`] *refuses* a client's backend that asks for more than
+//!   its policy gives (an audience, scope, lifetime or claim it may not
+//!   have): the backend can fix its request.
+//! - [`Identity::cut_to`] and [`Identity::token_spec`] *cut*: an identity that
+//!   someone other than the client's backend vouched for (the app's session
+//!   check, a visitor token, a refresh token) is narrowed to the policy,
+//!   since a widget cannot fix what it was given.
+//!
+//! Nothing here touches the store, the clock or the keys; the
+//! [`Authority`](super::Authority) calls these and does the rest.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::claims::is_reserved;
+use crate::clients::Client;
+use crate::issuer::TokenSpec;
+use crate::session::Identity;
+
+/// The most a `sub` or a `jti` may be, in bytes, at every entry (requests,
+/// session answers, revocations): an identifier, not a document, and a
+/// bound on what one request can make a store keep.
+pub const MAX_ID_LEN: usize = 256;
+
+/// The longest a visitor (exchange) token lives, in seconds.
+pub const EXCHANGE_TTL_MAX: i64 = 300;
+
+/// The audience of visitor tokens: the exchange endpoint of this issuer.
+pub fn exchange_audience(issuer: &str) -> String {
+    format!("{}/v1/exchange", issuer.trim_end_matches('/'))
+}
+
+/// Limits that hold for every client: `[tokens]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalLimits {
+    /// Lifetime of a token when a request names none, in seconds.
+    pub default_ttl: i64,
+    /// The longest any token lives, in seconds.
+    pub max_ttl: i64,
+}
+
+/// What a client's backend asks for in `POST /v1/tokens`. Unknown fields
+/// are refused.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The subject, 1 to [`MAX_ID_LEN`] bytes.
+    pub sub: String,
+    /// Default: the client's audience.
+    #[serde(default)]
+    pub aud: Option<Audience>,
+    /// Default: none.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// A duration string (`"10m"`) or a number of seconds. Default:
+    /// `tokens.default_ttl`, cut to the client's `max_ttl`.
+    #[serde(default)]
+    pub ttl: Option<Value>,
+    /// Extra claims, each named in the client's `allowed_claims`.
+    #[serde(default)]
+    pub claims: Option<Map<String, Value>>,
+    /// `"exchange"` mints a visitor token for `POST /v1/exchange`.
+    #[serde(default)]
+    pub purpose: Option<Purpose>,
+}
+
+/// `aud` in a request: one audience or several.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
+}
+
+/// Why a token is asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// A token for the client's audience (the default).
+    #[default]
+    Access,
+    /// A single-use visitor token, exchanged at `/v1/exchange` for a session token.
+    Exchange,
+}
+
+/// A request asked for more than the client's policy gives, or made no sense.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The request is malformed (answers 400 `invalid_request`).
+    InvalidRequest(String),
+    /// A scope the client may not grant.
+    ScopeNotAllowed(String),
+    /// An audience the client may not issue for.
+    AudienceNotAllowed(String),
+    /// A lifetime above the client's maximum.
+    TtlNotAllowed {
+        /// What was asked, in seconds.
+        asked: i64,
+        /// The most allowed, in seconds.
+        max: i64,
+    },
+    /// A claim the client may not set.
+    ClaimNotAllowed(String),
+}
+
+impl PolicyError {
+    /// The stable `error` code of API.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PolicyError::InvalidRequest(_) => "invalid_request",
+            PolicyError::ScopeNotAllowed(_) => "scope_not_allowed",
+            PolicyError::AudienceNotAllowed(_) => "audience_not_allowed",
+            PolicyError::TtlNotAllowed { .. } => "ttl_not_allowed",
+            PolicyError::ClaimNotAllowed(_) => "claim_not_allowed",
+        }
+    }
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyError::InvalidRequest(why) => f.write_str(why),
+            PolicyError::ScopeNotAllowed(s) => write!(f, "this client may not grant the scope {s:?}"),
+            PolicyError::AudienceNotAllowed(a) => write!(f, "this client may not issue tokens for the audience {a:?}"),
+            PolicyError::TtlNotAllowed { asked, max } => {
+                write!(f, "a lifetime of {asked}s is above this client's maximum of {max}s")
+            }
+            PolicyError::ClaimNotAllowed(c) => write!(f, "this client may not set the claim {c:?}"),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Whether `s` is a scope token: non-empty, no white space.
+fn valid_scope(s: &str) -> bool {
+    !s.is_empty() && !s.contains(char::is_whitespace)
+}
+
+/// Whether `client` may grant `scope` (`*` in a client's scopes grants any,
+/// as the `--dev` client does).
+fn grants(client: &Client, scope: &str) -> bool {
+    client.scopes.iter().any(|c| c == "*" || c == scope)
+}
+
+/// Whether a request may set the extra claim `name` for `client`: named in
+/// its `allowed_claims`, not one of its fixed claims, not reserved.
+fn claim_allowed(client: &Client, name: &str) -> bool {
+    client.allowed_claims.iter().any(|c| c == name) && !client.claims.contains_key(name) && !is_reserved(name)
+}
+
+/// A client's own maximum lifetime, cut to the global one, in seconds.
+fn client_max_ttl(client: &Client, limits: GlobalLimits) -> i64 {
+    i64::try_from(client.max_ttl.as_secs())
+        .unwrap_or(i64::MAX)
+        .min(limits.max_ttl)
+}
+
+/// Checks the scopes asked for against what the client may grant, and
+/// drops repeats.
+pub fn allowed_scopes(client: &Client, asked: &[String]) -> Result<Vec<String>, PolicyError> {
+    let mut out: Vec<String> = Vec::with_capacity(asked.len());
+    for s in asked {
+        if !valid_scope(s) {
+            return Err(PolicyError::InvalidRequest(format!("{s:?} is not a scope")));
+        }
+        if !grants(client, s) {
+            return Err(PolicyError::ScopeNotAllowed(s.clone()));
+        }
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a subject given by a caller: 1 to [`MAX_ID_LEN`] bytes.
+pub fn check_subject(sub: &str) -> Result<(), PolicyError> {
+    if sub.is_empty() || sub.len() > MAX_ID_LEN {
+        return Err(PolicyError::InvalidRequest(format!(
+            "sub must be 1 to {MAX_ID_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Turns a request into what the token will say, or says why not: the
+/// audience, scopes, lifetime (request ≤ client `max_ttl` ≤ global `max_ttl`)
+/// and extra claims are the client's to allow; its fixed claims are added
+/// and cannot be overridden. `issuer` names the exchange endpoint that
+/// visitor tokens are for.
+pub fn apply_policy(
+    client: &Client,
+    req: TokenRequest,
+    limits: GlobalLimits,
+    issuer: &str,
+) -> Result<TokenSpec, PolicyError> {
+    check_subject(&req.sub)?;
+    let purpose = req.purpose.unwrap_or_default();
+    let max = match purpose {
+        Purpose::Access => client_max_ttl(client, limits),
+        Purpose::Exchange => client_max_ttl(client, limits).min(EXCHANGE_TTL_MAX),
+    };
+    let ttl = match &req.ttl {
+        None => limits.default_ttl.min(max),
+        Some(v) => {
+            let asked = crate::config::parse_ttl(v).map_err(|e| PolicyError::InvalidRequest(format!("ttl: {e}")))?;
+            let asked = i64::try_from(asked.as_secs()).unwrap_or(i64::MAX);
+            if asked == 0 {
+                return Err(PolicyError::InvalidRequest("ttl must be at least one second".into()));
+            }
+            if asked > max {
+                return Err(PolicyError::TtlNotAllowed { asked, max });
+            }
+            asked
+        }
+    };
+    let aud = match (purpose, req.aud) {
+        (Purpose::Exchange, Some(_)) => {
+            return Err(PolicyError::InvalidRequest(
+                "a visitor token's audience is the exchange endpoint".into(),
+            ))
+        }
+        (Purpose::Exchange, None) => vec![exchange_audience(issuer)],
+        (Purpose::Access, None) => vec![client.audience.clone()],
+        (Purpose::Access, Some(Audience::One(a))) => vec![a],
+        (Purpose::Access, Some(Audience::Many(list))) => list,
+    };
+    if aud.is_empty() {
+        return Err(PolicyError::InvalidRequest(
+            "aud must name at least one audience".into(),
+        ));
+    }
+    if purpose == Purpose::Access {
+        if let Some(bad) = aud.iter().find(|a| !client.audience_allowed(a)) {
+            return Err(PolicyError::AudienceNotAllowed(bad.clone()));
+        }
+    }
+    let scopes = allowed_scopes(client, &req.scopes.unwrap_or_default())?;
+    let mut extra = client.claims.clone();
+    for (k, v) in req.claims.unwrap_or_default() {
+        if !claim_allowed(client, &k) {
+            return Err(PolicyError::ClaimNotAllowed(k));
+        }
+        extra.insert(k, v);
+    }
+    Ok(TokenSpec {
+        sub: req.sub,
+        aud,
+        scopes,
+        ttl,
+        extra,
+    })
+}
+
+impl Identity {
+    /// This identity cut to what `client` may grant: valid scopes the client
+    /// has, and extra claims a request may set ([`apply_policy`]'s rule).
+    /// Anything else is dropped, not refused.
+    pub fn cut_to(&self, client: &Client) -> Identity {
+        let mut scopes: Vec<String> = Vec::with_capacity(self.scopes.len());
+        for s in &self.scopes {
+            if valid_scope(s) && grants(client, s) && !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        let claims = self
+            .claims
+            .iter()
+            .filter(|(k, _)| claim_allowed(client, k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Identity {
+            sub: self.sub.clone(),
+            scopes,
+            claims,
+        }
+    }
+
+    /// What a token for this identity says: the client's audience, the scopes
+    /// and claims `cut_to` leaves plus the client's fixed claims, and the
+    /// default lifetime cut to the client's and the global maximum.
+    pub fn token_spec(&self, client: &Client, limits: GlobalLimits) -> TokenSpec {
+        let cut = self.cut_to(client);
+        let mut extra = client.claims.clone();
+        extra.extend(cut.claims);
+        TokenSpec {
+            sub: cut.sub,
+            aud: vec![client.audience.clone()],
+            scopes: cut.scopes,
+            ttl: limits.default_ttl.min(client_max_ttl(client, limits)).max(1),
+            extra,
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! `tokensmith serve`: the binary's side of the service. It owns what the
+//! library must not: logging, signals, the runtime and binding. Everything
+//! else is `tokensmith::server` and the authority.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokensmith::clients::ClientRegistry;
+use tokensmith::clock::{Clock, SharedClock, SystemClock};
+use tokensmith::config::Config;
+use tokensmith::keys::disk::KeyDir;
+use tokensmith::server::{serve, spawn_key_watcher, AppState};
+use tokensmith::store::AnyStore;
+use tokio::net::TcpListener;
+
+use super::dev::DevClient;
+use super::{utf8_env, CliError, ServeArgs};
+
+fn init_logging() {
+    let filter = std::env::var("TOKENSMITH_LOG").unwrap_or_else(|_| "info".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Builds everything from the config and runs until SIGTERM or Ctrl-C.
+pub fn run(mut cfg: Config, args: ServeArgs, config_path: Option<PathBuf>) -> Result<(), CliError> {
+    init_logging();
+    if let Some(listen) = args.listen {
+        cfg.listen = listen;
+    }
+    if let Some(dir) = args.keys {
+        cfg.keys.dir = dir;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new("runtime", e.to_string()))?;
+    runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Registered before anything else, so that no signal meets the
+        // default action once we are starting up.
+        let term = signal(SignalKind::terminate()).ok();
+        let hup = signal(SignalKind::hangup()).ok();
+        let clock: SharedClock = Arc::new(SystemClock);
+        let dir = KeyDir::new(cfg.keys.dir.clone());
+        let (alg, bits, now) = (cfg.keys.algorithm, cfg.keys.rsa_bits, SystemClock.now());
+        let d = dir.clone();
+        let ring = tokio::task::spawn_blocking(move || d.ensure(alg, bits, now))
+            .await
+            .map_err(|e| CliError::new("internal", e.to_string()))??;
+        let mut registry =
+            ClientRegistry::from_config(&cfg.clients).map_err(|e| CliError::new("invalid_config", e.to_string()))?;
+        let dev_client = if args.dev {
+            let d = DevClient::new(&cfg).map_err(|e| CliError::new("internal", e.to_string()))?;
+            registry = d.add_to(registry);
+            Some(d)
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| CliError::new("listen_failed", format!("{}: {e}", cfg.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| CliError::new("listen_failed", e.to_string()))?;
+        if cfg.issuer == Config::embedded().issuer && addr != Config::embedded().listen {
+            // The issuer was left at its default: name the address actually
+            // served, before anything (the authority's audience checks, the
+            // store's namespace) is derived from it.
+            cfg.issuer = format!("http://{addr}");
+        }
+        let store = AnyStore::from_config(&cfg.store, &cfg.issuer)
+            .await
+            .map_err(|e| CliError::new("store_unavailable", e.to_string()))?;
+        let state = AppState::new(cfg, &ring, registry, store, clock).map_err(CliError::from_state)?;
+        let state = Arc::new(state);
+        if let Some(d) = &dev_client {
+            d.announce(&addr);
+        }
+        tracing::info!(%addr, issuer = %state.config.issuer, kid = %state.keys.load().signer.kid, "tokensmith listening");
+        let watcher = spawn_key_watcher(Arc::clone(&state), dir, Duration::from_secs(1));
+        spawn_sighup_reload(Arc::clone(&state), hup, config_path, dev_client);
+        let result = serve(state, listener, shutdown_signal(term)).await;
+        watcher.abort();
+        result.map_err(|e| CliError::new("server_failed", e.to_string()))
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM. `term` is registered by the caller before
+/// the port is bound, so a SIGTERM that arrives during start-up is a clean
+/// shutdown rather than the default action.
+async fn shutdown_signal(term: Option<tokio::signal::unix::Signal>) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match term {
+            Some(mut s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// Reloads the clients on SIGHUP from the same config file. The authority
+/// checks the new set; a set it refuses, or a config that does not load,
+/// leaves the current clients in place.
+fn spawn_sighup_reload(
+    state: Arc<AppState>,
+    hup: Option<tokio::signal::unix::Signal>,
+    config_path: Option<PathBuf>,
+    dev: Option<DevClient>,
+) {
+    tokio::spawn(async move {
+        let Some(mut hup) = hup else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let loaded = Config::load(config_path.as_deref(), utf8_env())
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| ClientRegistry::from_config(&cfg.clients).map_err(|e| e.to_string()));
+            let registry = match loaded {
+                Ok(registry) => match &dev {
+                    Some(d) => d.add_to(registry),
+                    None => registry,
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: the config did not load; keeping the current clients");
+                    continue;
+                }
+            };
+            let count = registry.len();
+            match state.authority.replace_clients(registry) {
+                Ok(()) => tracing::info!(clients = count, "clients reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the clients were refused; keeping the current clients"),
+            }
+        }
+    });
+}
