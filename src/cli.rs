@@ -182,7 +182,7 @@ fn parse_alg(s: &str) -> Result<Algorithm, String> {
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    config::parse_duration(s).map_err(|e| e.to_string())
+    crate::units::parse_duration(s)
 }
 
 /// A failure with its stable code.

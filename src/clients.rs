@@ -23,9 +23,10 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
-use crate::config::{ClientConfig, RateLimit};
+use crate::config::ClientConfig;
 use crate::jose::alg::{random_bytes, sha256};
 use crate::jose::JoseError;
+use crate::units::RateLimit;
 
 /// Every API key starts with this; anything else is refused before hashing.
 const API_KEY_PREFIX: &str = "sk_";

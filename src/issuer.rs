@@ -219,7 +219,7 @@ pub fn apply_policy(
     let ttl = match &req.ttl {
         None => limits.default_ttl.min(max),
         Some(v) => {
-            let asked = crate::config::parse_ttl(v).map_err(|e| PolicyError::InvalidRequest(format!("ttl: {e}")))?;
+            let asked = crate::units::parse_ttl(v).map_err(|e| PolicyError::InvalidRequest(format!("ttl: {e}")))?;
             let asked = i64::try_from(asked.as_secs()).unwrap_or(i64::MAX);
             if asked == 0 {
                 return Err(PolicyError::InvalidRequest("ttl must be at least one second".into()));
