@@ -12,7 +12,6 @@
 //! echoed), and URLs that may carry credentials are shown with their userinfo
 //! masked, in `Debug` and in error messages alike.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -23,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::claims::is_reserved;
-use crate::clients::{self, OriginPattern};
+use crate::clients::{self, Client, ClientError, ClientRegistry, OriginPattern};
 use crate::jose::Algorithm;
 use crate::units::{parse_duration, RateLimit};
 
@@ -53,8 +52,6 @@ const DEFAULT_STORE_CAPACITY: usize = 1_000_000;
 const DEFAULT_STORE_TIMEOUT: (Duration, &str) = (Duration::from_millis(500), "500ms");
 const DEFAULT_SESSION_TIMEOUT: (Duration, &str) = (Duration::from_secs(2), "2s");
 const DEFAULT_SESSION_CACHE_TTL: (Duration, &str) = (Duration::ZERO, "0s");
-const DEFAULT_REFRESH_TTL: (Duration, &str) = (Duration::from_secs(DAY), "24h");
-const DEFAULT_REFRESH_FAMILY_TTL: (Duration, &str) = (Duration::from_secs(30 * DAY), "30d");
 
 /// Clock skew beyond this is a broken clock, not skew; accepting it would
 /// stretch every token's life by as much.
@@ -78,7 +75,7 @@ pub struct Config {
     pub store: StoreConfig,
     /// Present when the file has a `[session]` table (or a `TOKENSMITH_SESSION_*` variable is set).
     pub session: Option<SessionConfig>,
-    pub clients: Vec<ClientConfig>,
+    pub clients: Vec<Client>,
 }
 
 /// `[keys]`: the key ring.
@@ -156,39 +153,6 @@ pub struct SessionConfig {
     pub timeout: Duration,
     /// How long an answer is reused. Default 0 (no cache); at most 10s.
     pub cache_ttl: Duration,
-}
-
-/// One `[[clients]]` entry.
-#[derive(Clone, PartialEq)]
-pub struct ClientConfig {
-    pub id: String,
-    /// The default `aud` of this client's tokens.
-    pub audience: String,
-    /// Extension: further audiences a request may ask for.
-    pub audiences: Vec<String>,
-    /// SHA-256 of each API key, from `"sha256:<64 hex>"` lines.
-    pub api_keys: Vec<[u8; 32]>,
-    /// `pk_…`: names the client to widgets; not a secret.
-    pub public_key: Option<String>,
-    /// Origin patterns, each already checked by [`OriginPattern::parse`].
-    pub allowed_origins: Vec<String>,
-    /// The most a token of this client may carry.
-    pub scopes: Vec<String>,
-    /// Default `tokens.max_ttl`; never above it.
-    pub max_ttl: Duration,
-    /// Fixed claims of every token of this client; never a registered claim.
-    pub claims: Map<String, Value>,
-    /// Extension: names of extra claims a request may set.
-    pub allowed_claims: Vec<String>,
-    pub rate_limit: Option<RateLimit>,
-    /// Scopes of guest tokens: a subset of `scopes`.
-    pub guest_scopes: Vec<String>,
-    /// Lifetime of one refresh token. Default 24h.
-    pub refresh_ttl: Duration,
-    /// Absolute lifetime of a refresh-token family. Default 30d; not below `refresh_ttl`.
-    pub refresh_family_ttl: Duration,
-    /// Public bootstrap config served to widgets.
-    pub config: Map<String, Value>,
 }
 
 /// Why a configuration was refused.
@@ -791,7 +755,7 @@ fn check_store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
     })
 }
 
-fn check_session(raw: RawSession, clients: &[ClientConfig]) -> Result<SessionConfig, ConfigError> {
+fn check_session(raw: RawSession, clients: &[Client]) -> Result<SessionConfig, ConfigError> {
     let check_url = raw
         .check_url
         .ok_or_else(|| invalid("session.check_url", "missing: [session] needs check_url"))?;
@@ -868,47 +832,45 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-fn check_clients(raw: Vec<toml::Value>, max_ttl: &Dur, issuer: &str) -> Result<Vec<ClientConfig>, ConfigError> {
-    let mut out: Vec<ClientConfig> = Vec::with_capacity(raw.len());
-    // Each map: value -> the label of the client that has it, for the message.
-    let mut ids: HashMap<String, String> = HashMap::new();
-    let mut public_keys: HashMap<String, String> = HashMap::new();
-    let mut api_keys: HashMap<[u8; 32], String> = HashMap::new();
+fn check_clients(raw: Vec<toml::Value>, max_ttl: &Dur, issuer: &str) -> Result<Vec<Client>, ConfigError> {
+    let mut out: Vec<Client> = Vec::with_capacity(raw.len());
+    // Built only for its uniqueness checks, client by client, so that the
+    // first entry that repeats an earlier one is the one reported.
+    let mut registry = ClientRegistry::default();
     for (i, value) in raw.into_iter().enumerate() {
         let label = client_label(i, &value);
         let rc: RawClient = value.try_into().map_err(|e| serde_error(&label, &e))?;
         let c = check_client(&label, rc, max_ttl, issuer)?;
-        if let Some(other) = ids.get(&c.id) {
-            return Err(invalid(format!("{label}.id"), format!("duplicate of {other}")));
-        }
-        if let Some(other) = c.public_key.as_ref().and_then(|pk| public_keys.get(pk)) {
-            return Err(invalid(
-                format!("{label}.public_key"),
-                format!("same public key as {other}"),
-            ));
-        }
-        for (k, hash) in c.api_keys.iter().enumerate() {
-            // One hash must name one client, or a key would sign in as either.
-            match api_keys.insert(*hash, label.clone()) {
-                Some(other) if other == label => {
-                    return Err(invalid(format!("{label}.api_keys[{k}]"), "listed twice"));
-                }
-                Some(other) => {
-                    return Err(invalid(
-                        format!("{label}.api_keys[{k}]"),
-                        format!("same key as {other}"),
-                    ))
-                }
-                None => {}
-            }
-        }
-        ids.insert(c.id.clone(), label.clone());
-        if let Some(pk) = &c.public_key {
-            public_keys.insert(pk.clone(), label);
-        }
+        registry
+            .insert(c.clone())
+            .map_err(|e| duplicate_error(&label, &e, &out))?;
         out.push(c);
     }
     Ok(out)
+}
+
+/// The registry's refusal, said about the entry `label` and the earlier
+/// entry it repeats.
+fn duplicate_error(label: &str, e: &ClientError, earlier: &[Client]) -> ConfigError {
+    // Every earlier entry passed its checks, so its label has its id.
+    let label_of = |id: &str| match earlier.iter().position(|c| c.id == id) {
+        Some(j) => format!("clients[{j}] ({id})"),
+        None => id.to_owned(),
+    };
+    match e {
+        ClientError::DuplicateId(id) => invalid(format!("{label}.id"), format!("duplicate of {}", label_of(id))),
+        ClientError::DuplicatePublicKey { other, .. } => invalid(
+            format!("{label}.public_key"),
+            format!("same public key as {}", label_of(other)),
+        ),
+        ClientError::DuplicateApiKey { client, other, index } if client == other => {
+            invalid(format!("{label}.api_keys[{index}]"), "listed twice")
+        }
+        ClientError::DuplicateApiKey { other, index, .. } => invalid(
+            format!("{label}.api_keys[{index}]"),
+            format!("same key as {}", label_of(other)),
+        ),
+    }
 }
 
 /// `clients[1] (shop_123)`, or `clients[1]` while the id is missing or unprintable.
@@ -932,7 +894,7 @@ fn valid_scope(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e))
 }
 
-fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> Result<ClientConfig, ConfigError> {
+fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> Result<Client, ConfigError> {
     let key = |k: &str| format!("{label}.{k}");
     let id = raw.id.ok_or_else(|| invalid(key("id"), "missing"))?;
     if !valid_client_id(&id) {
@@ -973,8 +935,10 @@ fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> 
     if let Some(pk) = &raw.public_key {
         clients::check_public_key(pk).map_err(|why| invalid(key("public_key"), why))?;
     }
+    let mut allowed_origins = Vec::with_capacity(raw.allowed_origins.len());
     for (j, origin) in raw.allowed_origins.iter().enumerate() {
-        OriginPattern::parse(origin).map_err(|why| invalid(key(&format!("allowed_origins[{j}]")), why))?;
+        allowed_origins
+            .push(OriginPattern::parse(origin).map_err(|why| invalid(key(&format!("allowed_origins[{j}]")), why))?);
     }
 
     for (name, list) in [("scopes", &raw.scopes), ("guest_scopes", &raw.guest_scopes)] {
@@ -1019,11 +983,11 @@ fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> 
         .transpose()
         .map_err(|why| invalid(key("rate_limit"), why))?;
 
-    let refresh_ttl = lifetime(&key("refresh_ttl"), raw.refresh_ttl, DEFAULT_REFRESH_TTL)?;
+    let refresh_ttl = lifetime(&key("refresh_ttl"), raw.refresh_ttl, clients::DEFAULT_REFRESH_TTL)?;
     let refresh_family_ttl = lifetime(
         &key("refresh_family_ttl"),
         raw.refresh_family_ttl,
-        DEFAULT_REFRESH_FAMILY_TTL,
+        clients::DEFAULT_REFRESH_FAMILY_TTL,
     )?;
     if refresh_ttl.value > refresh_family_ttl.value {
         let why = format!(
@@ -1033,13 +997,13 @@ fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> 
         return Err(invalid(key("refresh_ttl"), why));
     }
 
-    Ok(ClientConfig {
+    Ok(Client {
         id,
         audience,
         audiences: raw.audiences,
         api_keys,
         public_key: raw.public_key,
-        allowed_origins: raw.allowed_origins,
+        allowed_origins,
         scopes: raw.scopes,
         max_ttl: max_ttl.value,
         claims: raw.claims,
@@ -1073,42 +1037,6 @@ impl fmt::Debug for SessionConfig {
             .field("client", &self.client)
             .field("timeout", &self.timeout)
             .field("cache_ttl", &self.cache_ttl)
-            .finish()
-    }
-}
-
-/// Shows each API key hash by its first four bytes: enough to tell keys apart.
-struct ShortHashes<'a>(&'a [[u8; 32]]);
-
-impl fmt::Debug for ShortHashes<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|h| {
-                let [a, b, c, d, ..] = *h;
-                format!("sha256:{a:02x}{b:02x}{c:02x}{d:02x}…")
-            }))
-            .finish()
-    }
-}
-
-impl fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("id", &self.id)
-            .field("audience", &self.audience)
-            .field("audiences", &self.audiences)
-            .field("api_keys", &ShortHashes(&self.api_keys))
-            .field("public_key", &self.public_key)
-            .field("allowed_origins", &self.allowed_origins)
-            .field("scopes", &self.scopes)
-            .field("max_ttl", &self.max_ttl)
-            .field("claims", &self.claims)
-            .field("allowed_claims", &self.allowed_claims)
-            .field("rate_limit", &self.rate_limit)
-            .field("guest_scopes", &self.guest_scopes)
-            .field("refresh_ttl", &self.refresh_ttl)
-            .field("refresh_family_ttl", &self.refresh_family_ttl)
-            .field("config", &self.config)
             .finish()
     }
 }
@@ -1240,7 +1168,10 @@ audience = "app"
         assert_eq!(shop.audience, "chatbot");
         assert_eq!(shop.api_keys, vec![api_key_hash(EXAMPLE_KEY)]);
         assert_eq!(shop.public_key.as_deref(), Some("pk_live_shop123pub"));
-        assert_eq!(shop.allowed_origins, vec!["https://shop.example.com"]);
+        assert_eq!(
+            shop.allowed_origins,
+            vec![OriginPattern::parse("https://shop.example.com").unwrap()]
+        );
         assert_eq!(shop.max_ttl, Duration::from_secs(1800));
         assert_eq!(shop.claims["storeId"], "st_1");
         assert_eq!(shop.claims["installationId"], "in_4");
@@ -1261,12 +1192,18 @@ audience = "app"
         assert_eq!(app.refresh_ttl, Duration::from_secs(86400));
         assert!(app.api_keys.is_empty() && app.rate_limit.is_none() && app.claims.is_empty());
         // The registry accepts what the config accepted.
-        let reg = crate::clients::ClientRegistry::from_config(&c.clients).unwrap();
+        let reg = ClientRegistry::from_clients(&c.clients).unwrap();
         assert_eq!(reg.by_api_key(EXAMPLE_KEY).unwrap().id, "shop_123");
         assert!(reg
             .by_public_key("pk_live_shop123pub")
             .unwrap()
             .origin_allowed("https://shop.example.com"));
+    }
+
+    #[test]
+    fn a_client_in_code_has_the_defaults_of_a_bare_entry() {
+        let c = Config::from_toml_str(&client(""), no_env()).unwrap();
+        assert_eq!(c.clients, vec![Client::new("a", "chatbot")]);
     }
 
     #[test]

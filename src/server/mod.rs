@@ -442,7 +442,7 @@ fn spawn_sighup_reload(
         while hup.recv().await.is_some() {
             let loaded = Config::load(config_path.as_deref(), crate::cli::utf8_env())
                 .map_err(|e| e.to_string())
-                .and_then(|cfg| ClientRegistry::from_config(&cfg.clients).map_err(|e| e.to_string()));
+                .and_then(|cfg| ClientRegistry::from_clients(&cfg.clients).map_err(|e| e.to_string()));
             match loaded {
                 Ok(mut registry) => {
                     if let Some(d) = &dev {
@@ -500,7 +500,7 @@ pub fn run_blocking(
         let ring = tokio::task::spawn_blocking(move || d.ensure(alg, bits, now))
             .await
             .map_err(|e| CliError::new("internal", e.to_string()))??;
-        let mut registry = ClientRegistry::from_config(&cfg.clients).map_err(|e| CliError::new("invalid_config", e.to_string()))?;
+        let mut registry = ClientRegistry::from_clients(&cfg.clients).map_err(|e| CliError::new("invalid_config", e.to_string()))?;
         let dev_client = if args.dev {
             let d = dev::DevClient::new(&cfg).map_err(|e| CliError::new("internal", e.to_string()))?;
             registry = d.add_to(registry);
