@@ -1,9 +1,11 @@
 //! The client registry: who may ask for tokens, and how each is recognised.
 //!
-//! This module owns finding a client by API key (by the key's SHA-256,
-//! confirmed with a constant-time comparison), by public key and by id; the
-//! format of API keys, public keys and their `sha256:` hash lines; and the
-//! matching of a browser's `Origin` header against a client's allowlist.
+//! This module owns [`Client`], the one type for a client and its policy
+//! (the config check builds it, requests read it); finding a client by API
+//! key (by the key's SHA-256, confirmed with a constant-time comparison), by
+//! public key and by id, and the rule that each of these names one client;
+//! the format of API keys, public keys and their `sha256:` hash lines; and
+//! the matching of a browser's `Origin` header against a client's allowlist.
 //! A [`ClientRegistry`] never changes once built: a reload builds a new one
 //! and the server swaps the `Arc`, so a request never sees half a reload.
 //!
@@ -11,6 +13,8 @@
 //! kept, nothing here logs, and [`NewApiKey`]'s `Debug` hides the key it
 //! was made to hand out once. Policy (which scopes, audiences and lifetimes
 //! a request gets) is applied elsewhere, from the [`Client`] found here.
+//! It never imports `config`: the config check depends on this module, not
+//! the other way round.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,9 +27,9 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
-use crate::config::{ClientConfig, RateLimit};
 use crate::jose::alg::{random_bytes, sha256};
 use crate::jose::JoseError;
+use crate::units::RateLimit;
 
 /// Every API key starts with this; anything else is refused before hashing.
 const API_KEY_PREFIX: &str = "sk_";
@@ -40,62 +44,75 @@ const HASH_LINE_PREFIX: &str = "sha256:";
 /// Far above any real `scheme://host:port` (a host is at most 253 bytes).
 const MAX_ORIGIN_LEN: usize = 512;
 
-/// A client, as requests see it: its policy, with origins parsed.
-#[derive(Clone, Debug, PartialEq)]
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+/// The embedded `tokens.max_ttl`, which a client's `max_ttl` defaults to.
+const EMBEDDED_MAX_TTL: Duration = Duration::from_secs(DAY);
+/// A client's refresh-token lifetimes where its entry names none, with the
+/// text the documentation writes them as, for messages about a default.
+pub(crate) const DEFAULT_REFRESH_TTL: (Duration, &str) = (Duration::from_secs(DAY), "24h");
+pub(crate) const DEFAULT_REFRESH_FAMILY_TTL: (Duration, &str) = (Duration::from_secs(30 * DAY), "30d");
+
+/// A client and its policy: one `[[clients]]` entry, checked, with its
+/// origin patterns parsed. The config check builds these; requests see them
+/// through the [`ClientRegistry`].
+#[derive(Clone, PartialEq)]
 pub struct Client {
     pub id: String,
     /// The default `aud` of this client's tokens.
     pub audience: String,
-    /// Further audiences a request may ask for.
+    /// Extension: further audiences a request may ask for.
     pub audiences: Vec<String>,
+    /// SHA-256 of each API key, from `"sha256:<64 hex>"` lines.
+    pub api_keys: Vec<[u8; 32]>,
+    /// `pk_…`: names the client to widgets; not a secret.
     pub public_key: Option<String>,
     pub allowed_origins: Vec<OriginPattern>,
     /// The most a token of this client may carry.
     pub scopes: Vec<String>,
+    /// Default `tokens.max_ttl`; never above it.
     pub max_ttl: Duration,
-    /// Fixed claims of every token of this client.
+    /// Fixed claims of every token of this client; never a registered claim.
     pub claims: Map<String, Value>,
-    /// Names of extra claims a request may set.
+    /// Extension: names of extra claims a request may set.
     pub allowed_claims: Vec<String>,
     pub rate_limit: Option<RateLimit>,
+    /// Scopes of guest tokens: a subset of `scopes`.
     pub guest_scopes: Vec<String>,
+    /// Lifetime of one refresh token. Default 24h.
     pub refresh_ttl: Duration,
+    /// Absolute lifetime of a refresh-token family. Default 30d; not below `refresh_ttl`.
     pub refresh_family_ttl: Duration,
-    /// Public bootstrap config for widgets.
+    /// Public bootstrap config served to widgets.
     pub config: Map<String, Value>,
 }
 
 impl Client {
-    /// The client a config entry describes; fails only on an origin pattern
-    /// that does not parse (a checked [`crate::config::Config`] has none).
-    pub fn from_config(c: &ClientConfig) -> Result<Client, ClientError> {
-        let allowed_origins = c
-            .allowed_origins
-            .iter()
-            .map(|o| {
-                OriginPattern::parse(o).map_err(|reason| ClientError::Origin {
-                    client: c.id.clone(),
-                    origin: o.clone(),
-                    reason,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Client {
-            id: c.id.clone(),
-            audience: c.audience.clone(),
-            audiences: c.audiences.clone(),
-            public_key: c.public_key.clone(),
-            allowed_origins,
-            scopes: c.scopes.clone(),
-            max_ttl: c.max_ttl,
-            claims: c.claims.clone(),
-            allowed_claims: c.allowed_claims.clone(),
-            rate_limit: c.rate_limit,
-            guest_scopes: c.guest_scopes.clone(),
-            refresh_ttl: c.refresh_ttl,
-            refresh_family_ttl: c.refresh_family_ttl,
-            config: c.config.clone(),
-        })
+    /// A client with an id and an audience, and for everything else what a
+    /// config entry that names nothing else gets under the embedded
+    /// defaults: no API keys, public key, origins, scopes or claims, no
+    /// rate limit, `max_ttl` 24h, refresh tokens of 24h in families of 30d.
+    /// For clients made in code (`serve --dev`, tests): set the rest by
+    /// struct update. Nothing is checked here; a config entry is checked
+    /// where the config is read.
+    pub fn new(id: impl Into<String>, audience: impl Into<String>) -> Client {
+        Client {
+            id: id.into(),
+            audience: audience.into(),
+            audiences: Vec::new(),
+            api_keys: Vec::new(),
+            public_key: None,
+            allowed_origins: Vec::new(),
+            scopes: Vec::new(),
+            max_ttl: EMBEDDED_MAX_TTL,
+            claims: Map::new(),
+            allowed_claims: Vec::new(),
+            rate_limit: None,
+            guest_scopes: Vec::new(),
+            refresh_ttl: DEFAULT_REFRESH_TTL.0,
+            refresh_family_ttl: DEFAULT_REFRESH_FAMILY_TTL.0,
+            config: Map::new(),
+        }
     }
 
     /// Whether a presented `Origin` header value is in this client's allowlist.
@@ -113,36 +130,68 @@ impl Client {
     }
 }
 
-/// Why a registry could not be built.
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("audience", &self.audience)
+            .field("audiences", &self.audiences)
+            .field("api_keys", &ShortHashes(&self.api_keys))
+            .field("public_key", &self.public_key)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("scopes", &self.scopes)
+            .field("max_ttl", &self.max_ttl)
+            .field("claims", &self.claims)
+            .field("allowed_claims", &self.allowed_claims)
+            .field("rate_limit", &self.rate_limit)
+            .field("guest_scopes", &self.guest_scopes)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .field("refresh_family_ttl", &self.refresh_family_ttl)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Shows each API key hash by its first four bytes: enough to tell keys apart.
+struct ShortHashes<'a>(&'a [[u8; 32]]);
+
+impl fmt::Debug for ShortHashes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|h| {
+                let [a, b, c, d, ..] = *h;
+                format!("sha256:{a:02x}{b:02x}{c:02x}{d:02x}…")
+            }))
+            .finish()
+    }
+}
+
+/// Why a client cannot join a registry: something that must name one
+/// client names another already.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientError {
-    Origin {
-        client: String,
-        origin: String,
-        reason: String,
-    },
     DuplicateId(String),
     DuplicatePublicKey {
         client: String,
         other: String,
     },
+    /// `client`'s `api_keys[index]` is also a key of `other` (which is
+    /// `client` itself when the client lists the hash twice).
     DuplicateApiKey {
         client: String,
         other: String,
+        index: usize,
     },
 }
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Origin { client, origin, reason } => {
-                write!(f, "client {client}: allowed origin {origin:?}: {reason}")
-            }
             ClientError::DuplicateId(id) => write!(f, "client {id}: the id is used twice"),
             ClientError::DuplicatePublicKey { client, other } => {
                 write!(f, "client {client}: same public key as client {other}")
             }
-            ClientError::DuplicateApiKey { client, other } => {
+            ClientError::DuplicateApiKey { client, other, .. } => {
                 write!(f, "client {client}: an API key hash is also listed for client {other}")
             }
         }
@@ -188,37 +237,53 @@ fn key_prefix(hash: &[u8; 32]) -> [u8; 8] {
 }
 
 impl ClientRegistry {
-    /// The registry of the configured clients. Ids, public keys and API key
-    /// hashes must each be unique.
-    pub fn from_config(clients: &[ClientConfig]) -> Result<ClientRegistry, ClientError> {
+    /// The registry of `clients`, each found by its id, its public key and
+    /// its API keys. Ids, public keys and API key hashes must each be unique.
+    pub fn from_clients(clients: &[Client]) -> Result<ClientRegistry, ClientError> {
         let mut registry = ClientRegistry::default();
-        for c in clients {
-            let client = Arc::new(Client::from_config(c)?);
-            if registry.by_id.contains_key(&client.id) {
-                return Err(ClientError::DuplicateId(client.id.clone()));
-            }
-            if let Some(other) = client.public_key.as_ref().and_then(|pk| registry.by_public_key.get(pk)) {
-                return Err(ClientError::DuplicatePublicKey {
-                    client: client.id.clone(),
-                    other: other.id.clone(),
-                });
-            }
-            for hash in &c.api_keys {
-                if let Some(other) = registry.entry(hash) {
-                    let other = other.client.id.clone();
-                    return Err(ClientError::DuplicateApiKey {
-                        client: client.id.clone(),
-                        other,
-                    });
-                }
-                registry.add_key(*hash, &client);
-            }
-            registry.add_client(client);
+        for client in clients {
+            registry.insert(client.clone())?;
         }
         Ok(registry)
     }
 
-    /// Adds `client` with one API key, replacing any client of the same id
+    /// Adds `client`, or leaves the registry unchanged if its id, its public
+    /// key or one of its API key hashes is taken. The one place that checks
+    /// uniqueness: the config check calls it client by client, so that its
+    /// message names the entry that repeats.
+    pub(crate) fn insert(&mut self, client: Client) -> Result<(), ClientError> {
+        if self.by_id.contains_key(&client.id) {
+            return Err(ClientError::DuplicateId(client.id));
+        }
+        if let Some(other) = client.public_key.as_ref().and_then(|pk| self.by_public_key.get(pk)) {
+            return Err(ClientError::DuplicatePublicKey {
+                client: client.id,
+                other: other.id.clone(),
+            });
+        }
+        for (index, hash) in client.api_keys.iter().enumerate() {
+            // One hash must name one client, or a key would sign in as either.
+            let other = match self.entry(hash) {
+                Some(entry) => entry.client.id.clone(),
+                None if client.api_keys.iter().take(index).any(|h| h == hash) => client.id.clone(),
+                None => continue,
+            };
+            return Err(ClientError::DuplicateApiKey {
+                client: client.id,
+                other,
+                index,
+            });
+        }
+        let client = Arc::new(client);
+        for hash in &client.api_keys {
+            self.add_key(*hash, &client);
+        }
+        self.add_client(client);
+        Ok(())
+    }
+
+    /// Adds `client` with the one API key `api_key_hash` (its `api_keys` are
+    /// not read), replacing any client of the same id
     /// and any other holder of the same public key or key hash. For
     /// `serve --dev`, which makes a fresh client at start-up.
     pub fn with_client(mut self, client: Client, api_key_hash: [u8; 32]) -> Self {
@@ -646,18 +711,23 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
-    use crate::config::Config;
 
     fn registry() -> (ClientRegistry, String) {
         let key = new_api_key().unwrap();
-        let text = format!(
-            "[[clients]]\nid = \"shop\"\naudience = \"chatbot\"\napi_keys = [\"{}\"]\npublic_key = \"pk_live_shop\"\n\
-             allowed_origins = [\"https://shop.example.com\", \"http://localhost:*\"]\n\
-             [[clients]]\nid = \"other\"\naudience = \"other\"\naudiences = [\"reports\"]\n",
-            key.hash_line
-        );
-        let config = Config::from_toml_str(&text, Vec::new()).unwrap();
-        (ClientRegistry::from_config(&config.clients).unwrap(), key.key)
+        let shop = Client {
+            api_keys: vec![api_key_hash(&key.key)],
+            public_key: Some("pk_live_shop".into()),
+            allowed_origins: ["https://shop.example.com", "http://localhost:*"]
+                .into_iter()
+                .map(|o| OriginPattern::parse(o).unwrap())
+                .collect(),
+            ..Client::new("shop", "chatbot")
+        };
+        let other = Client {
+            audiences: vec!["reports".into()],
+            ..Client::new("other", "other")
+        };
+        (ClientRegistry::from_clients(&[shop, other]).unwrap(), key.key)
     }
 
     fn is_base64url(s: &str) -> bool {
@@ -738,12 +808,7 @@ mod tests {
     #[test]
     fn keys_without_the_prefix_or_too_long_are_refused_before_lookup() {
         // Their hashes are registered, so only the early refusal stops them.
-        let client = Client::from_config(
-            &Config::from_toml_str("[[clients]]\nid = \"c\"\naudience = \"c\"\n", Vec::new())
-                .unwrap()
-                .clients[0],
-        )
-        .unwrap();
+        let client = Client::new("c", "c");
         let long = format!("sk_{}", "a".repeat(254));
         let reg = ClientRegistry::default()
             .with_client(client.clone(), api_key_hash("pk_live_notakey"))
@@ -826,32 +891,58 @@ mod tests {
 
     #[test]
     fn registry_refuses_duplicates() {
-        let config = Config::from_toml_str("[[clients]]\nid = \"a\"\naudience = \"a\"\n", Vec::new()).unwrap();
-        let mut twice = vec![config.clients[0].clone(), config.clients[0].clone()];
+        let mut twice = vec![Client::new("a", "a"), Client::new("a", "a")];
         assert_eq!(
-            ClientRegistry::from_config(&twice).unwrap_err(),
+            ClientRegistry::from_clients(&twice).unwrap_err(),
             ClientError::DuplicateId("a".into())
         );
         twice[1].id = "b".into();
         twice[0].public_key = Some("pk_live_x".into());
         twice[1].public_key = Some("pk_live_x".into());
         assert!(matches!(
-            ClientRegistry::from_config(&twice),
+            ClientRegistry::from_clients(&twice),
             Err(ClientError::DuplicatePublicKey { .. })
         ));
         twice[1].public_key = None;
         twice[0].api_keys = vec![[7; 32]];
-        twice[1].api_keys = vec![[7; 32]];
-        assert!(matches!(
-            ClientRegistry::from_config(&twice),
-            Err(ClientError::DuplicateApiKey { .. })
-        ));
-        twice[1].api_keys = vec![];
-        twice[1].allowed_origins = vec!["https://x.example/".into()];
-        assert!(matches!(
-            ClientRegistry::from_config(&twice),
-            Err(ClientError::Origin { .. })
-        ));
+        twice[1].api_keys = vec![[8; 32], [7; 32]];
+        assert_eq!(
+            ClientRegistry::from_clients(&twice).unwrap_err(),
+            ClientError::DuplicateApiKey {
+                client: "b".into(),
+                other: "a".into(),
+                index: 1
+            }
+        );
+        // A hash listed twice by one client names that client.
+        twice[1].api_keys = vec![[8; 32], [9; 32], [8; 32]];
+        assert_eq!(
+            ClientRegistry::from_clients(&twice).unwrap_err(),
+            ClientError::DuplicateApiKey {
+                client: "b".into(),
+                other: "b".into(),
+                index: 2
+            }
+        );
+        // A refused client leaves nothing behind.
+        let mut reg = ClientRegistry::from_clients(&twice[..1]).unwrap();
+        assert!(reg.insert(twice[1].clone()).is_err());
+        assert_eq!(reg.len(), 1);
+        assert!(reg.by_id("b").is_none() && reg.entry(&[8; 32]).is_none());
+        twice[1].api_keys = vec![[8; 32]];
+        reg.insert(twice[1].clone()).unwrap();
+        assert_eq!(reg.by_id("b").unwrap().api_keys, vec![[8; 32]]);
+    }
+
+    #[test]
+    fn debug_shows_hashes_short() {
+        let c = Client {
+            api_keys: vec![api_key_hash("sk_live_example")],
+            ..Client::new("a", "a")
+        };
+        let dbg = format!("{c:?}");
+        assert!(dbg.contains("api_keys: [\"sha256:edc02449…\"]"), "{dbg}");
+        assert!(!dbg.contains("edc0244907"), "{dbg}");
     }
 
     #[test]

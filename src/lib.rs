@@ -14,6 +14,7 @@
 //!   policy, key files or HTTP; the only module that knows the crypto provider
 //!   is [`jose::alg`].
 //! - [`clock`]: injected time.
+//! - [`units`]: durations, a request's `ttl`, and rates, read from text; depends on nothing else here.
 //! - [`config`]: `tokensmith.toml` + `TOKENSMITH_*` overrides, checked once into a [`config::Config`].
 //! - [`clients`]: the client registry: API keys (by hash), public keys, origins, policy.
 //! - [`keys`]: the key ring (`next → active → retiring`), its folder on disk,
@@ -47,6 +48,7 @@ pub mod refresh;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod units;
 pub mod verifier;
 
 pub use authority::{exchange_audience, Authority, AuthorityError, Revocation, TokenRequest, VerifyOptions};

@@ -220,30 +220,18 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::ClientConfig;
     use crate::store::memory::MemoryStore;
 
     const NOW: i64 = 1_800_000_000;
 
     fn client() -> Client {
-        let cc = ClientConfig {
-            id: "shop".into(),
-            audience: "chatbot".into(),
-            audiences: Vec::new(),
-            api_keys: Vec::new(),
-            public_key: None,
-            allowed_origins: Vec::new(),
+        Client {
             scopes: vec!["chat".into()],
             max_ttl: Duration::from_secs(1800),
-            claims: Map::new(),
-            allowed_claims: Vec::new(),
-            rate_limit: None,
-            guest_scopes: Vec::new(),
             refresh_ttl: Duration::from_secs(3600),
             refresh_family_ttl: Duration::from_secs(3 * 3600),
-            config: Map::new(),
-        };
-        Client::from_config(&cc).unwrap()
+            ..Client::new("shop", "chatbot")
+        }
     }
 
     async fn family(store: &MemoryStore) -> IssuedRefresh {

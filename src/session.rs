@@ -329,29 +329,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::config::ClientConfig;
 
     fn client() -> Client {
         let mut claims = Map::new();
         claims.insert("storeId".into(), json!("st_1"));
-        let cc = ClientConfig {
-            id: "shop".into(),
-            audience: "chatbot".into(),
-            audiences: Vec::new(),
-            api_keys: Vec::new(),
-            public_key: None,
-            allowed_origins: Vec::new(),
+        Client {
             scopes: vec!["chat".into(), "read:orders".into()],
             max_ttl: Duration::from_secs(120),
             claims,
             allowed_claims: vec!["tier".into(), "storeId".into(), "exp".into()],
-            rate_limit: None,
             guest_scopes: vec!["chat".into()],
             refresh_ttl: Duration::from_secs(3600),
             refresh_family_ttl: Duration::from_secs(7200),
-            config: Map::new(),
-        };
-        Client::from_config(&cc).unwrap()
+            ..Client::new("shop", "chatbot")
+        }
     }
 
     #[test]

@@ -212,7 +212,7 @@ pub fn apply_policy(
     let ttl = match &req.ttl {
         None => limits.default_ttl.min(max),
         Some(v) => {
-            let asked = crate::config::parse_ttl(v).map_err(|e| PolicyError::InvalidRequest(format!("ttl: {e}")))?;
+            let asked = crate::units::parse_ttl(v).map_err(|e| PolicyError::InvalidRequest(format!("ttl: {e}")))?;
             let asked = i64::try_from(asked.as_secs()).unwrap_or(i64::MAX);
             if asked == 0 {
                 return Err(PolicyError::InvalidRequest("ttl must be at least one second".into()));
@@ -299,5 +299,137 @@ impl Identity {
             ttl: limits.default_ttl.min(client_max_ttl(client, limits)).max(1),
             extra,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn client() -> Client {
+        let mut claims = Map::new();
+        claims.insert("storeId".into(), json!("st_1"));
+        Client {
+            scopes: vec!["chat".into(), "read:orders".into()],
+            max_ttl: Duration::from_secs(120),
+            claims,
+            allowed_claims: vec!["tier".into(), "storeId".into(), "exp".into()],
+            guest_scopes: vec!["chat".into()],
+            ..Client::new("shop", "chatbot")
+        }
+    }
+
+    fn limits() -> GlobalLimits {
+        GlobalLimits {
+            default_ttl: 300,
+            max_ttl: 86400,
+        }
+    }
+
+    #[test]
+    fn scopes_and_claims_are_cut_to_the_policy_and_fixed_claims_win() {
+        let id = Identity {
+            sub: "u1".into(),
+            scopes: vec![
+                "chat".into(),
+                "admin".into(),
+                "chat".into(),
+                "".into(),
+                "read:orders".into(),
+            ],
+            claims: json!({"tier": "gold", "storeId": "forged", "exp": 1, "role": "admin"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        let spec = id.token_spec(&client(), limits());
+        assert_eq!(spec.sub, "u1");
+        assert_eq!(spec.aud, vec!["chatbot".to_owned()]);
+        assert_eq!(spec.scopes, vec!["chat".to_owned(), "read:orders".to_owned()]);
+        assert_eq!(Value::Object(spec.extra), json!({"tier": "gold", "storeId": "st_1"}));
+        // Default 5m, cut to the client's 2m.
+        assert_eq!(spec.ttl, 120);
+    }
+
+    #[test]
+    fn any_scope_client_keeps_every_valid_scope() {
+        let mut c = client();
+        c.scopes = vec!["*".into()];
+        let id = Identity {
+            sub: "u".into(),
+            scopes: vec!["x".into(), "a b".into()],
+            claims: Map::new(),
+        };
+        assert_eq!(id.cut_to(&c).scopes, vec!["x".to_owned()]);
+    }
+
+    #[test]
+    fn requests_are_refused_where_identities_are_cut() {
+        let req = |v: Value| serde_json::from_value::<TokenRequest>(v).unwrap();
+        let l = limits();
+        let spec = apply_policy(
+            &client(),
+            req(json!({"sub": "u", "scopes": ["chat"], "claims": {"tier": "gold"}})),
+            l,
+            "https://i",
+        )
+        .unwrap();
+        assert_eq!(spec.ttl, 120);
+        assert_eq!(spec.extra["storeId"], "st_1");
+        for (body, code) in [
+            (json!({"sub": "u", "scopes": ["admin"]}), "scope_not_allowed"),
+            (
+                json!({"sub": "u", "claims": {"storeId": "forged"}}),
+                "claim_not_allowed",
+            ),
+            (json!({"sub": "u", "claims": {"exp": 1}}), "claim_not_allowed"),
+            (json!({"sub": "u", "aud": "other"}), "audience_not_allowed"),
+            (json!({"sub": "u", "ttl": 121}), "ttl_not_allowed"),
+            (json!({"sub": "u", "ttl": 0}), "invalid_request"),
+            (json!({"sub": ""}), "invalid_request"),
+            (json!({"sub": "u".repeat(MAX_ID_LEN + 1)}), "invalid_request"),
+            (json!({"sub": "u", "aud": []}), "invalid_request"),
+            (
+                json!({"sub": "u", "purpose": "exchange", "aud": "chatbot"}),
+                "invalid_request",
+            ),
+        ] {
+            let e = apply_policy(&client(), req(body.clone()), l, "https://i").unwrap_err();
+            assert_eq!(e.code(), code, "{body}");
+        }
+        // The boundaries: exactly the client's maximum, exactly MAX_ID_LEN.
+        let at_max = apply_policy(
+            &client(),
+            req(json!({"sub": "u".repeat(MAX_ID_LEN), "ttl": 120})),
+            l,
+            "https://i",
+        )
+        .unwrap();
+        assert_eq!(at_max.ttl, 120);
+        // A visitor token: the exchange audience, at most five minutes.
+        let mut long = client();
+        long.max_ttl = Duration::from_secs(3600);
+        let v = apply_policy(&long, req(json!({"sub": "u", "purpose": "exchange"})), l, "https://i/").unwrap();
+        assert_eq!(v.aud, vec!["https://i/v1/exchange".to_owned()]);
+        let e = apply_policy(
+            &long,
+            req(json!({"sub": "u", "purpose": "exchange", "ttl": 301})),
+            l,
+            "https://i",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            PolicyError::TtlNotAllowed {
+                asked: 301,
+                max: EXCHANGE_TTL_MAX
+            }
+        );
     }
 }

@@ -2,10 +2,9 @@
 //! printed once at start-up, so the service is usable with no config.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use tokensmith::clients::{self, Client, ClientRegistry};
-use tokensmith::config::{ClientConfig, Config};
+use tokensmith::clients::{self, Client, ClientRegistry, OriginPattern};
+use tokensmith::config::Config;
 use tokensmith::jose::JoseError;
 
 /// The dev client and the two keys to print once.
@@ -21,24 +20,20 @@ impl DevClient {
     pub fn new(cfg: &Config) -> Result<DevClient, JoseError> {
         let key = clients::new_api_key()?;
         let hash = clients::api_key_hash(&key.key);
-        let cc = ClientConfig {
-            id: "dev".into(),
-            audience: "dev".into(),
-            audiences: Vec::new(),
+        let allowed_origins = ["http://localhost:*", "http://127.0.0.1:*"]
+            .into_iter()
+            .map(OriginPattern::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(JoseError::InvalidKey)?;
+        let client = Client {
             api_keys: vec![hash],
             public_key: Some(clients::new_public_key()?),
-            allowed_origins: vec!["http://localhost:*".into(), "http://127.0.0.1:*".into()],
+            allowed_origins,
             scopes: vec!["*".into()],
             max_ttl: cfg.tokens.max_ttl,
-            claims: serde_json::Map::new(),
-            allowed_claims: Vec::new(),
-            rate_limit: None,
             guest_scopes: vec!["dev".into()],
-            refresh_ttl: Duration::from_secs(24 * 3600),
-            refresh_family_ttl: Duration::from_secs(30 * 24 * 3600),
-            config: serde_json::Map::new(),
+            ..Client::new("dev", "dev")
         };
-        let client = Client::from_config(&cc).map_err(|e| JoseError::InvalidKey(e.to_string()))?;
         Ok(DevClient {
             client,
             api_key: key.key,

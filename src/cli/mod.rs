@@ -194,7 +194,7 @@ fn parse_alg(s: &str) -> Result<Algorithm, String> {
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    config::parse_duration(s).map_err(|e| e.to_string())
+    tokensmith::units::parse_duration(s)
 }
 
 /// A failure with its stable code.
@@ -431,7 +431,7 @@ fn issue(cfg: &Config, args: IssueArgs) -> Result<(), CliError> {
         cfg.issuer = iss;
     }
     let registry =
-        ClientRegistry::from_config(&cfg.clients).map_err(|e| CliError::new("invalid_config", e.to_string()))?;
+        ClientRegistry::from_clients(&cfg.clients).map_err(|e| CliError::new("invalid_config", e.to_string()))?;
     // The operator's tokens go through the same signing rules as the
     // service's (size cap, reserved claims); no client: no `client_id`.
     let authority = Authority::new(&cfg, keys, registry, MemoryStore::new(1).into(), clock)?;

@@ -53,7 +53,7 @@ pub fn run(mut cfg: Config, args: ServeArgs, config_path: Option<PathBuf>) -> Re
             .await
             .map_err(|e| CliError::new("internal", e.to_string()))??;
         let mut registry =
-            ClientRegistry::from_config(&cfg.clients).map_err(|e| CliError::new("invalid_config", e.to_string()))?;
+            ClientRegistry::from_clients(&cfg.clients).map_err(|e| CliError::new("invalid_config", e.to_string()))?;
         let dev_client = if args.dev {
             let d = DevClient::new(&cfg).map_err(|e| CliError::new("internal", e.to_string()))?;
             registry = d.add_to(registry);
@@ -128,7 +128,7 @@ fn spawn_sighup_reload(
         while hup.recv().await.is_some() {
             let loaded = Config::load(config_path.as_deref(), utf8_env())
                 .map_err(|e| e.to_string())
-                .and_then(|cfg| ClientRegistry::from_config(&cfg.clients).map_err(|e| e.to_string()));
+                .and_then(|cfg| ClientRegistry::from_clients(&cfg.clients).map_err(|e| e.to_string()));
             let registry = match loaded {
                 Ok(registry) => match &dev {
                     Some(d) => d.add_to(registry),

@@ -409,7 +409,7 @@ async fn the_visitor_audience_is_reserved_against_the_issuer_actually_served() {
     );
     let mut cfg = Config::from_toml_str(&toml, Vec::<(String, String)>::new()).unwrap();
     cfg.issuer = "http://127.0.0.1:18085".into();
-    let clients = ClientRegistry::from_config(&cfg.clients).unwrap();
+    let clients = ClientRegistry::from_clients(&cfg.clients).unwrap();
     let store = AnyStore::Memory(MemoryStore::new(10));
     let clock: SharedClock = tokensmith::clock::ManualClock::new(NOW);
     let Err(err) = AppState::new(cfg, &fixture_ring(NOW), clients, store, clock) else {
@@ -429,14 +429,14 @@ async fn the_visitor_audience_is_reserved_against_the_issuer_actually_served() {
             "audiences = [\"https://issuer.test/v1/exchange\"]",
         );
     let cfg = Config::from_toml_str(&elsewhere, Vec::<(String, String)>::new()).unwrap();
-    let mut registry = ClientRegistry::from_config(&cfg.clients).unwrap();
+    let mut registry = ClientRegistry::from_clients(&cfg.clients).unwrap();
     let err = app.state.authority.replace_clients(registry.clone()).unwrap_err();
     assert_eq!(err.code(), "invalid_config");
     assert_eq!(app.state.authority.clients().len(), 2);
     // One without it is taken.
     let mut cfg = cfg;
     cfg.clients.truncate(0);
-    registry = ClientRegistry::from_config(&cfg.clients).unwrap();
+    registry = ClientRegistry::from_clients(&cfg.clients).unwrap();
     app.state.authority.replace_clients(registry).unwrap();
     assert_eq!(app.state.authority.clients().len(), 0);
 

@@ -117,7 +117,7 @@ impl TestApp {
 
     pub fn with_store(toml: &str, store: AnyStore) -> TestApp {
         let cfg = Config::from_toml_str(toml, Vec::<(String, String)>::new()).unwrap();
-        let clients = ClientRegistry::from_config(&cfg.clients).unwrap();
+        let clients = ClientRegistry::from_clients(&cfg.clients).unwrap();
         let clock = ManualClock::new(NOW);
         let shared: SharedClock = clock.clone();
         let state = Arc::new(AppState::new(cfg, &fixture_ring(NOW), clients, store, shared).unwrap());
