@@ -9,6 +9,16 @@
 //! reloads the page gets the same token until it is due for renewal, and
 //! with `REDIS_URL` set every instance of this backend shares those tokens.
 //!
+//! It is also the host of the browser SDK demo (`sdk/README.md`): `GET /`
+//! is the host page (sign in, a session token through `sessionTokens`, the
+//! widget in an iframe), `GET /widget` the widget (`widgetAuth`; `?guest`
+//! for a guest), and the two endpoints those flows need, for the signed-in
+//! user: `POST /api/widget-auth` answers `{token, expires_in, expires_at}`
+//! fresh from `POST /v1/tokens` (the SDK caches it, so this does not), and
+//! `POST /api/visitor-token` answers a single-use visitor token
+//! (`"purpose": "exchange"`) as text, which the widget exchanges at
+//! tokensmith's `/v1/exchange`. `POST /logout` ends the session.
+//!
 //! ```text
 //! cargo run -- serve --dev                  # prints DEV_API_KEY once
 //! ISSUER_API_KEY=sk_... cargo run --example identity_backend
@@ -22,6 +32,8 @@
 //! - `LISTEN`: the address to serve on. Default `127.0.0.1:3000` (`:0` picks a port).
 //! - `CHAT_SCOPES`: space-separated scopes asked for. Default `chat`.
 //! - `REDIS_URL`: share cached tokens with other instances through Redis. Default: none.
+//! - `ISSUER_PUBLIC_KEY`: the client's public key (`pk_…`), for the demo widget. Default: none
+//!   (the widget page then says it is not configured).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,6 +51,7 @@ use tokensmith::client::cache::{CacheOptions, IssueToken, Issued, SharedRedis, T
 use tokensmith::clock::{SharedClock, SystemClock};
 
 /// Asks tokensmith for a token for one user.
+#[derive(Clone)]
 struct ChatTokens {
     http: reqwest::Client,
     url: String,
@@ -80,6 +93,12 @@ impl IssueToken for ChatTokens {
 
 struct App {
     tokens: TokenCache<ChatTokens>,
+    /// The same requests, uncached: for the demo's endpoints, whose caller
+    /// (the browser SDK) caches and renews by itself.
+    direct: ChatTokens,
+    /// tokensmith's base URL and the client's public key, for the demo pages.
+    issuer: String,
+    public_key: Option<String>,
     /// Session id -> user. A std Mutex: never held across an await.
     sessions: Mutex<HashMap<String, String>>,
 }
@@ -111,13 +130,17 @@ async fn login(State(app): State<Shared>, Json(login): Json<Login>) -> Response 
     resp
 }
 
-fn session_user(app: &App, headers: &HeaderMap) -> Option<String> {
-    let sid = headers
+fn session_id(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("sid="))?;
+        .find_map(|c| c.trim().strip_prefix("sid="))
+}
+
+fn session_user(app: &App, headers: &HeaderMap) -> Option<String> {
+    let sid = session_id(headers)?;
     app.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(sid).cloned()
 }
 
@@ -147,13 +170,15 @@ async fn chat(State(app): State<Shared>, headers: HeaderMap) -> Response {
     resp
 }
 
+/// Text made safe for HTML content and double-quoted attributes.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 fn page(user: &str, issued: &Issued) -> String {
-    let escape = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
     format!(
         r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>Support chat</title></head>
@@ -169,10 +194,126 @@ fn page(user: &str, issued: &Issued) -> String {
     )
 }
 
+// ---------------------------------------------------------------------------
+// The browser SDK demo: two pages and the host-side endpoints of its flows.
+
+/// An error answer in tokensmith's shape, which the SDK reports as is.
+fn error(status: StatusCode, code: &str, description: &str) -> Response {
+    let body = json!({ "error": code, "error_description": description });
+    (status, Json(body)).into_response()
+}
+
+fn not_signed_in() -> Response {
+    error(StatusCode::UNAUTHORIZED, "not_signed_in", "sign in to the shop first")
+}
+
+/// Never cached: the answer is a credential.
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn logout(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(sid) = session_id(&headers) {
+        app.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(sid);
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("sid=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    resp
+}
+
+/// `POST /api/widget-auth`: a fresh token for the signed-in user, with
+/// `expires_in` (seconds from now), which the SDK measures from its own
+/// clock: a device clock far off the server's does not matter.
+async fn widget_auth(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    let Some(user) = session_user(&app, &headers) else {
+        return not_signed_in();
+    };
+    match app.direct.issue(&user).await {
+        Ok(t) => no_store(
+            Json(json!({
+                "token": t.token,
+                "expires_in": t.expires_at - t.issued_at,
+                "expires_at": t.expires_at,
+            }))
+            .into_response(),
+        ),
+        Err(e) => {
+            eprintln!("identity_backend: no token for a user: {e}");
+            error(
+                StatusCode::BAD_GATEWAY,
+                "issuer_unavailable",
+                "tokensmith did not answer",
+            )
+        }
+    }
+}
+
+/// `POST /api/visitor-token`: a single-use visitor token for the signed-in
+/// user (at most five minutes), as text, for the widget to exchange.
+async fn visitor_token(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    let Some(user) = session_user(&app, &headers) else {
+        return not_signed_in();
+    };
+    let d = &app.direct;
+    let asked = d
+        .http
+        .post(&d.url)
+        .bearer_auth(&d.api_key)
+        .json(&json!({ "sub": user, "scopes": d.scopes, "purpose": "exchange" }))
+        .send()
+        .await;
+    let body: Option<Value> = match asked {
+        Ok(r) if r.status().is_success() => r.json().await.ok(),
+        Ok(r) => {
+            eprintln!("identity_backend: tokensmith refused a visitor token: {}", r.status());
+            None
+        }
+        Err(e) => {
+            eprintln!("identity_backend: no visitor token: {}", e.without_url());
+            None
+        }
+    };
+    match body.as_ref().and_then(|b| b["token"].as_str()) {
+        Some(t) => no_store(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], t.to_owned()).into_response()),
+        None => error(
+            StatusCode::BAD_GATEWAY,
+            "issuer_unavailable",
+            "tokensmith did not answer",
+        ),
+    }
+}
+
+/// A demo page with tokensmith's address and the client's public key filled in.
+fn demo_page(app: &App, template: &str) -> Html<String> {
+    Html(
+        template
+            .replace("{{ISSUER}}", &escape(&app.issuer))
+            .replace("{{CLIENT_KEY}}", &escape(app.public_key.as_deref().unwrap_or_default())),
+    )
+}
+
+async fn demo_host(State(app): State<Shared>) -> Html<String> {
+    demo_page(&app, include_str!("demo/host.html"))
+}
+
+async fn demo_widget(State(app): State<Shared>) -> Html<String> {
+    demo_page(&app, include_str!("demo/widget.html"))
+}
+
 fn app(state: Shared) -> Router {
     Router::new()
         .route("/login", post(login))
         .route("/chat", get(chat))
+        .route("/logout", post(logout))
+        .route("/", get(demo_host))
+        .route("/widget", get(demo_widget))
+        .route("/api/widget-auth", post(widget_auth))
+        .route("/api/visitor-token", post(visitor_token))
         .with_state(state)
 }
 
@@ -196,6 +337,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         api_key,
         scopes,
     };
+    let issue_direct = issue.clone();
     let clock: SharedClock = Arc::new(SystemClock);
     let mut tokens = TokenCache::new(issue, clock, CacheOptions::default());
     if let Ok(url) = std::env::var("REDIS_URL") {
@@ -203,6 +345,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let state = Arc::new(App {
         tokens,
+        direct: issue_direct,
+        issuer: issuer.trim_end_matches('/').to_owned(),
+        public_key: std::env::var("ISSUER_PUBLIC_KEY").ok().filter(|k| !k.is_empty()),
         sessions: Mutex::new(HashMap::new()),
     });
     let listener = tokio::net::TcpListener::bind(&listen).await?;

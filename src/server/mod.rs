@@ -15,6 +15,7 @@
 mod auth;
 pub mod error;
 pub mod metrics;
+mod sdk;
 mod tokens;
 mod verify;
 mod wellknown;
@@ -165,6 +166,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/verify", post(verify::tokens_verify))
         .route("/v1/revoke", post(verify::tokens_revoke))
         .route("/v1/session/token", post(widget::session_token_create))
+        .route("/sdk/v1/tokensmith.js", get(sdk::sdk_js_get))
+        .route("/sdk/v1/tokensmith.d.ts", get(sdk::sdk_types_get))
         .merge(widget_routes(Arc::clone(&state)))
         .route("/healthz", get(health_get))
         .route("/readyz", get(ready_get))

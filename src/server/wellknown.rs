@@ -53,7 +53,7 @@ impl Discovery {
 
 /// True when `If-None-Match` names `etag` (or `*`). Weak comparison, as
 /// RFC 9110 §13.1.2 prescribes for this header.
-fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+pub(crate) fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

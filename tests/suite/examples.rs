@@ -368,3 +368,101 @@ async fn plugin_backend_sharing_tokensmith_s_redis_sees_its_consumes_and_revocat
         (StatusCode::UNAUTHORIZED, "token_revoked".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_backend_serves_the_sdk_demo_and_its_two_host_endpoints() {
+    let served = tokensmith().await;
+    let backend = Example::start(
+        "identity_backend",
+        &[
+            ("ISSUER_URL", &served.base),
+            ("ISSUER_API_KEY", SHOP_KEY),
+            ("ISSUER_PUBLIC_KEY", "pk_test_shop_123"),
+        ],
+    );
+    let http = http();
+    let post = |path: &str, cookie: Option<&str>| {
+        let req = http.post(backend.url(path));
+        let req = match cookie {
+            Some(c) => req.header("cookie", c),
+            None => req,
+        };
+        async move { req.send().await.unwrap() }
+    };
+
+    // Nobody signed in: both endpoints refuse, in tokensmith's error shape.
+    for path in ["/api/widget-auth", "/api/visitor-token"] {
+        let r = post(path, None).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_signed_in");
+    }
+
+    // The auth endpoint: a fresh token for the user on each call (the SDK
+    // caches), with expires_in, never cached by the browser.
+    let alice = login(&http, &backend, "alice").await;
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let r = post("/api/widget-auth", Some(&alice)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["expires_in"], 300);
+        let token = body["token"].as_str().unwrap().to_owned();
+        let claims = served.verifier().verify(&token).await.unwrap();
+        assert_eq!(claims.sub, "alice");
+        assert_eq!(body["expires_at"], claims.exp);
+        tokens.push(token);
+    }
+    assert_ne!(tokens[0], tokens[1]);
+    assert_eq!(issued_count(&served), 2);
+
+    // The visitor token: text, single use at tokensmith's /v1/exchange.
+    let r = post("/api/visitor-token", Some(&alice)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let visitor = r.text().await.unwrap();
+    let exchange = json!({ "token": visitor });
+    let first = served.app.post("/v1/exchange", None, &exchange).await;
+    assert_eq!(first.status, 200, "{:?}", first.json());
+    let session = first.json()["token"].as_str().unwrap().to_owned();
+    let claims = served.verifier().verify(&session).await.unwrap();
+    assert_eq!(
+        (claims.sub.as_str(), claims.scopes.as_slice()),
+        ("alice", &["chat".to_owned()][..])
+    );
+    assert!(first.json()["refresh_token"].is_string());
+    assert_eq!(
+        served.app.post("/v1/exchange", None, &exchange).await.error(),
+        "token_replayed"
+    );
+
+    // The pages carry tokensmith's address and the public key, escaped.
+    for path in ["/", "/widget"] {
+        let html = http.get(backend.url(path)).send().await.unwrap().text().await.unwrap();
+        assert!(html.contains(&format!("data-issuer=\"{}\"", served.base)), "{path}");
+        assert!(html.contains("/sdk/v1/tokensmith.js"), "{path}");
+    }
+    let widget = http
+        .get(backend.url("/widget"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(widget.contains("data-client-key=\"pk_test_shop_123\""));
+
+    // Signing out ends the session: the endpoints refuse again.
+    let r = post("/logout", Some(&alice)).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(
+        post("/api/widget-auth", Some(&alice)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post("/api/visitor-token", Some(&alice)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -14,6 +14,7 @@ mod jose_props;
 mod jose_vectors;
 mod redis_harness;
 mod remote_jwks;
+mod sdk;
 mod store;
 mod token_cache;
 mod widget;
