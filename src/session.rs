@@ -214,7 +214,7 @@ impl SessionChecker {
             .send()
             .await
             // Without the URL: it may carry credentials.
-            .map_err(|e| SessionError::Unavailable(e.without_url().to_string()))?;
+            .map_err(|e| SessionError::Unavailable(crate::client::jwks::cause_chain(&e.without_url())))?;
         let status = resp.status();
         if status.is_server_error() {
             return Err(SessionError::Unavailable(format!("the check answered {status}")));

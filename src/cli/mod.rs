@@ -75,8 +75,9 @@ enum Command {
 /// `tokensmith serve`'s options.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on (overrides `listen`).
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on, `HOST:PORT` (`localhost:8080`, `0.0.0.0:8080`,
+    /// `[::1]:8080`); overrides `listen`.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<std::net::SocketAddr>,
     /// Keys folder (overrides `keys.dir`).
     #[arg(long, value_name = "DIR")]
@@ -99,10 +100,10 @@ enum KeysCommand {
     Init {
         #[command(flatten)]
         dir: DirArg,
-        /// Signing algorithm (default: `keys.algorithm`).
-        #[arg(long, value_parser = parse_alg)]
+        /// Signing algorithm: RS256, PS256, ES256 or EdDSA (default: `keys.algorithm`, RS256).
+        #[arg(long, value_parser = parse_alg, value_name = "ALG")]
         alg: Option<Algorithm>,
-        /// RSA modulus size (default: `keys.rsa_bits`).
+        /// RSA modulus size in bits (default: `keys.rsa_bits`, 2048).
         #[arg(long, value_parser = ["2048", "3072", "4096"])]
         bits: Option<String>,
     },
@@ -131,10 +132,13 @@ enum KeysCommand {
 
 #[derive(Args, Debug)]
 struct IssueArgs {
+    /// The subject: who the token is for.
     #[arg(long)]
     sub: String,
+    /// An audience; repeat for several (`aud` is then an array).
     #[arg(long)]
     aud: Vec<String>,
+    /// A scope to grant; repeat for several.
     #[arg(long)]
     scope: Vec<String>,
     /// Lifetime, e.g. 5m (default: `tokens.default_ttl`).
@@ -154,11 +158,16 @@ struct IssueArgs {
 struct VerifyArgs {
     /// The token, or `-` (or nothing) to read it from standard input.
     token: Option<String>,
-    /// A JWKS file (or URL) to verify against.
-    #[arg(long, conflicts_with = "dir", required_unless_present = "dir")]
+    /// A JWKS file or URL to verify against (or --dir).
+    #[arg(
+        long,
+        value_name = "FILE|URL",
+        conflicts_with = "dir",
+        required_unless_present = "dir"
+    )]
     jwks: Option<String>,
-    /// A keys folder to verify against.
-    #[arg(long)]
+    /// A keys folder to verify against (or --jwks).
+    #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// The audience the token must carry (or --any-aud, to inspect a token
     /// meant for anyone: never for a service that acts on it).
@@ -170,6 +179,7 @@ struct VerifyArgs {
     /// Expected issuer (default: `issuer`).
     #[arg(long)]
     iss: Option<String>,
+    /// A scope the token must carry; repeat for several.
     #[arg(long)]
     scope: Vec<String>,
     /// Clock skew allowed (default: `tokens.leeway`).
@@ -181,7 +191,8 @@ struct VerifyArgs {
 enum ApikeyCommand {
     /// Print a new API key once, and the hash line for the config.
     Create {
-        #[arg(long)]
+        /// The id of the `[[clients]]` entry the key is for.
+        #[arg(long, value_name = "ID")]
         client: String,
     },
 }
@@ -191,6 +202,19 @@ fn parse_alg(s: &str) -> Result<Algorithm, String> {
         Some(a) if a != Algorithm::HS256 => Ok(a),
         _ => Err(format!("{s:?} is not one of RS256, PS256, ES256, EdDSA")),
     }
+}
+
+/// `HOST:PORT`: a socket address, or a host name that resolves (the first
+/// address it resolves to is used, as `localhost` in the README's curls).
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs as _;
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not HOST:PORT that resolves: {e}"))?;
+    addrs.next().ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -373,28 +397,59 @@ fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 fn print_records(records: &[KeyRecord]) -> Result<(), CliError> {
+    print_records_at(records, SystemClock.now())
+}
+
+/// The table of `keys list` (and what `init`/`rotate` leave): times as
+/// RFC 3339 and relative to `now`; `--json` gives the raw Unix seconds.
+fn print_records_at(records: &[KeyRecord], now: i64) -> Result<(), CliError> {
     out!(
-        "{:<44} {:<6} {:<9} {:>11} {:>11} {:>11}",
+        "{:<44} {:<6} {:<9} {:<31} {:<31} retired",
         "kid",
         "alg",
         "state",
         "published",
-        "activated",
-        "retired"
+        "activated"
     )?;
-    let t = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let t = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| when(v, now));
     for r in records {
         out!(
-            "{:<44} {:<6} {:<9} {:>11} {:>11} {:>11}",
+            "{:<44} {:<6} {:<9} {:<31} {:<31} {}",
             r.kid,
             r.alg.as_str(),
             r.state.as_str(),
-            r.published_at,
+            when(r.published_at, now),
             t(r.activated_at),
             t(r.deactivated_at)
         )?;
     }
     Ok(())
+}
+
+/// `2026-11-28T21:04:07Z (3h ago)`, or `(in 2d)` for the future.
+fn when(at: i64, now: i64) -> String {
+    let stamp = u64::try_from(at)
+        .ok()
+        .and_then(|s| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s)))
+        .map_or_else(|| at.to_string(), |t| humantime::format_rfc3339_seconds(t).to_string());
+    format!("{stamp} ({})", relative(at.saturating_sub(now)))
+}
+
+/// A signed offset in seconds as the largest whole unit: `in 3h`, `2d ago`, `now`.
+fn relative(delta: i64) -> String {
+    let n = delta.unsigned_abs();
+    let amount = match n {
+        0 => return "now".into(),
+        1..=59 => format!("{n}s"),
+        60..=3599 => format!("{}m", n / 60),
+        3600..=86_399 => format!("{}h", n / 3600),
+        _ => format!("{}d", n / 86_400),
+    };
+    if delta > 0 {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
 }
 
 fn issue(cfg: &Config, args: IssueArgs) -> Result<(), CliError> {
@@ -494,4 +549,31 @@ fn load_jwks(src: &str) -> Result<JwkSet, CliError> {
     }
     let text = std::fs::read(src).map_err(|e| CliError::new("invalid_jwks", format!("{src}: {e}")))?;
     serde_json::from_slice(&text).map_err(|e| CliError::new("invalid_jwks", format!("{src}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn times_read_as_rfc3339_and_relative() {
+        let now = 1_800_000_000;
+        assert_eq!(when(now, now), "2027-01-15T08:00:00Z (now)");
+        assert_eq!(when(now - 59, now), "2027-01-15T07:59:01Z (59s ago)");
+        assert_eq!(relative(60), "in 1m");
+        assert_eq!(relative(3 * 3600 + 59), "in 3h");
+        assert_eq!(relative(-2 * 86_400), "2d ago");
+        assert_eq!(relative(-86_399), "23h ago");
+        assert_eq!(when(-5, 0), "-5 (5s ago)");
+    }
+
+    #[test]
+    fn listen_takes_host_names() {
+        assert_eq!(parse_listen("127.0.0.1:8080").unwrap().port(), 8080);
+        assert!(parse_listen("localhost:8081").unwrap().ip().is_loopback());
+        assert!(parse_listen("[::1]:1").unwrap().is_ipv6());
+        assert!(parse_listen("localhost").is_err());
+        assert!(parse_listen("no-such-host.invalid:80").is_err());
+    }
 }

@@ -79,7 +79,14 @@ pub fn run(mut cfg: Config, args: ServeArgs, config_path: Option<PathBuf>) -> Re
         let state = AppState::new(cfg, &ring, registry, store, clock).map_err(CliError::from_state)?;
         let state = Arc::new(state);
         if let Some(d) = &dev_client {
-            d.announce(&addr);
+            let env_file = match d.write_env(&state.config.keys.dir, &addr) {
+                Ok(path) => Some(path),
+                Err(e) => {
+                    tracing::warn!(dir = %state.config.keys.dir.display(), error = %e, "could not write dev.env; the keys are printed below");
+                    None
+                }
+            };
+            d.announce(&addr, env_file.as_deref());
         }
         tracing::info!(%addr, issuer = %state.config.issuer, kid = %state.keys.load().signer.kid, "tokensmith listening");
         let watcher = spawn_key_watcher(Arc::clone(&state), dir, Duration::from_secs(1));

@@ -266,7 +266,7 @@ impl RemoteJwks {
             .header(ACCEPT, "application/json")
             .send()
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| unavailable(&doc_url, &e))?;
         if resp.status() != StatusCode::OK {
             return Err(JwksError::Unavailable(format!("{doc_url} answered {}", resp.status())));
         }
@@ -403,7 +403,7 @@ impl RemoteJwks {
         if let Some(etag) = previous.as_ref().and_then(|c| c.etag.as_deref()) {
             req = req.header(IF_NONE_MATCH, etag);
         }
-        let resp = req.send().await.map_err(unavailable)?;
+        let resp = req.send().await.map_err(|e| unavailable(self.url.as_str(), &e))?;
         let ttl = resp
             .headers()
             .get(CACHE_CONTROL)
@@ -507,9 +507,26 @@ impl RemoteVerifier {
     }
 }
 
-fn unavailable(e: reqwest::Error) -> JwksError {
-    // reqwest's errors name the URL but never a body or header value.
-    JwksError::Unavailable(e.without_url().to_string())
+/// A failed request as one line: the URL (configuration, not a secret),
+/// then the error and every cause below it (`connection refused`, a TLS
+/// alert, a timeout), which reqwest's own message leaves out.
+fn unavailable(url: &str, e: &reqwest::Error) -> JwksError {
+    JwksError::Unavailable(format!("{url}: {}", cause_chain(e)))
+}
+
+/// `e`'s message and its sources', joined with `: `, repeats dropped
+/// (libraries often repeat their source's message in their own).
+pub(crate) fn cause_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
 }
 
 impl RemoteJwks {
@@ -540,7 +557,7 @@ pub fn fetch_blocking(url: &str) -> Result<JwkSet, JwksError> {
             .header(ACCEPT, "application/json")
             .send()
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| unavailable(url.as_str(), &e))?;
         if resp.status() != StatusCode::OK {
             return Err(JwksError::Unavailable(format!("{url} answered {}", resp.status())));
         }

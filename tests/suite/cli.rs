@@ -752,6 +752,64 @@ fn every_subcommand_has_help_and_bad_usage_exits_2() {
     }
     // A bare group shows its help, still as bad usage.
     assert_eq!(run(t.path(), &["keys"]).code, 2);
+
+    // Every option says what it is for; repeatable ones say so; the values
+    // of --alg are listed; verify names both of its key sources.
+    let help = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.push("--help");
+        run(t.path(), &a).stdout
+    };
+    let issue = help(&["issue"]);
+    for (flag, words) in [("--sub", "subject"), ("--aud", "repeat"), ("--scope", "repeat")] {
+        let line = issue.lines().find(|l| l.trim_start().starts_with(flag)).unwrap();
+        let text = format!(
+            "{line} {}",
+            issue.split(line).nth(1).unwrap().lines().nth(1).unwrap_or("")
+        );
+        assert!(text.contains(words), "issue {flag}: {text:?}");
+    }
+    let verify = help(&["verify"]);
+    assert!(verify.contains("or --dir") && verify.contains("or --jwks"), "{verify}");
+    assert!(verify.contains("--any-aud"), "{verify}");
+    assert!(help(&["keys", "init"]).contains("RS256, PS256, ES256 or EdDSA"));
+    assert!(help(&["apikey", "create"]).contains("[[clients]]"));
+}
+
+#[test]
+fn an_unreachable_jwks_names_its_url_and_cause() {
+    let t = tempfile::tempdir().unwrap();
+    let port = crate::harness::free_port();
+    let url = format!("http://127.0.0.1:{port}/jwks.json");
+    let out = run(t.path(), &["verify", "a.b.c", "--jwks", &url, "--any-aud"]);
+    let line = out.fails("jwks_unavailable");
+    assert!(line.contains(&url), "{line}");
+    assert!(line.to_lowercase().contains("refused"), "{line}");
+}
+
+#[test]
+fn serve_listens_on_a_host_name() {
+    let t = tempfile::tempdir().unwrap();
+    let port = crate::harness::free_port();
+    let mut child = tokensmith(t.path())
+        .args(["serve", "--dev", "--listen", &format!("localhost:{port}")])
+        .env("TOKENSMITH_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut up = false;
+    while std::time::Instant::now() < deadline && !up {
+        up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            || std::net::TcpStream::connect(("::1", port)).is_ok();
+        if !up {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "serve --listen localhost:{port} did not listen");
 }
 
 #[test]

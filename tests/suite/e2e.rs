@@ -596,6 +596,29 @@ async fn serve_dev_prints_its_keys_once_and_they_work() {
     let (st, _) = tokens(&http, &proc.base, "sk_live_wrong", json!({ "sub": "user-1" })).await;
     assert_eq!(st, 401);
 
+    // A line to copy, and a file another terminal can source (0600).
+    let export = out.wait_for(WITHIN, |l| l.contains("export DEV_API_KEY="));
+    assert_eq!(export.trim(), format!("export DEV_API_KEY={api_key}"));
+    let env_file = cwd.path().join("keys/dev.env");
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(env.contains(&format!("export DEV_API_KEY={api_key}\n")), "{env}");
+    assert!(env.contains(&format!("export DEV_PUBLIC_KEY={public_key}\n")), "{env}");
+    assert!(
+        env.contains(&format!("export TOKENSMITH_URL=http://127.0.0.1:{port}\n")),
+        "{env}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let sourced = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && printf %s \"$DEV_API_KEY\"", env_file.display()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(sourced.stdout).unwrap(), api_key);
+
     // The keys were made in ./keys.
     let records = cli::list(cwd.path(), Path::new("keys"));
     assert_eq!(records.len(), 2);
