@@ -2,7 +2,7 @@
 //! library must not: logging, signals, the runtime and binding. Everything
 //! else is `tokensmith::server` and the authority.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +48,9 @@ pub fn run(mut cfg: Config, args: ServeArgs, config_path: Option<PathBuf>) -> Re
         let clock: SharedClock = Arc::new(SystemClock);
         let dir = KeyDir::new(cfg.keys.dir.clone());
         let (alg, bits, now) = (cfg.keys.algorithm, cfg.keys.rsa_bits, SystemClock.now());
+        if !args.dev {
+            refuse_to_guess_a_keys_folder(&cfg.keys.dir)?;
+        }
         let d = dir.clone();
         let ring = tokio::task::spawn_blocking(move || d.ensure(alg, bits, now))
             .await
@@ -89,12 +92,54 @@ pub fn run(mut cfg: Config, args: ServeArgs, config_path: Option<PathBuf>) -> Re
             d.announce(&addr, env_file.as_deref());
         }
         tracing::info!(%addr, issuer = %state.config.issuer, kid = %state.keys.load().signer.kid, "tokensmith listening");
+        if state.authority.clients().is_empty() {
+            tracing::warn!("no clients are configured: every API key is refused; add [[clients]] to the config, or run with --dev");
+        }
         let watcher = spawn_key_watcher(Arc::clone(&state), dir, Duration::from_secs(1));
         spawn_sighup_reload(Arc::clone(&state), hup, config_path, dev_client);
         let result = serve(state, listener, shutdown_signal(term)).await;
         watcher.abort();
         result.map_err(|e| CliError::new("server_failed", e.to_string()))
     })
+}
+
+/// Outside `--dev`, a ring is made only in an empty folder that exists
+/// (a fresh volume): a missing folder, or one that holds other files but no
+/// `keyring.json`, is most likely a typo or the wrong mount, and a new ring
+/// there would silently sign with keys nobody publishes.
+fn refuse_to_guess_a_keys_folder(dir: &Path) -> Result<(), CliError> {
+    let no_ring = |why: &str| {
+        CliError::new(
+            "no_keys",
+            format!(
+                "{}: {why}; run `tokensmith keys init --dir {}` first (or `serve --dev`)",
+                dir.display(),
+                dir.display()
+            ),
+        )
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(no_ring("no such folder")),
+        Err(e) => Err(CliError::new("key_io", format!("{}: {e}", dir.display()))),
+        Ok(m) if !m.is_dir() => Err(CliError::new(
+            "key_io",
+            format!(
+                "{}: not a folder (give --keys the folder that holds keyring.json)",
+                dir.display()
+            ),
+        )),
+        Ok(_) => {
+            if dir.join(tokensmith::keys::disk::KEYRING_FILE).exists() {
+                return Ok(());
+            }
+            let mut entries =
+                std::fs::read_dir(dir).map_err(|e| CliError::new("key_io", format!("{}: {e}", dir.display())))?;
+            match entries.next() {
+                None => Ok(()),
+                Some(_) => Err(no_ring("the folder holds files but no keyring.json")),
+            }
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM. `term` is registered by the caller before

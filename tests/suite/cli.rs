@@ -828,3 +828,54 @@ fn a_closed_stdout_is_an_error_line_not_a_panic() {
     assert!(stderr.starts_with("error: output_failed: "), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn serve_refuses_to_make_a_ring_in_a_missing_or_foreign_folder() {
+    let t = tempfile::tempdir().unwrap();
+    let serve = |keys: &Path| run(t.path(), &["serve", "--listen", "127.0.0.1:0", "--keys", s(keys)]);
+    let missing = t.path().join("missing/path");
+    let line = serve(&missing).fails("no_keys").to_owned();
+    assert!(line.contains("missing/path") && line.contains("keys init"), "{line}");
+    assert!(!missing.exists(), "nothing was created");
+
+    let foreign = t.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "not a key ring").unwrap();
+    let line = serve(&foreign).fails("no_keys").to_owned();
+    assert!(line.contains("no keyring.json"), "{line}");
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 1, "nothing was added");
+
+    let file = t.path().join("afile");
+    std::fs::write(&file, "x").unwrap();
+    let line = serve(&file).fails("key_io").to_owned();
+    assert!(line.contains("not a folder"), "{line}");
+}
+
+#[test]
+fn serve_without_clients_warns_at_start() {
+    use std::io::BufRead as _;
+    let t = tempfile::tempdir().unwrap();
+    let keys = t.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let mut child = tokensmith(t.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--keys", s(&keys)])
+        .env("TOKENSMITH_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let found = std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("no clients are configured"));
+        let _ = tx.send(found);
+    });
+    // Bounded: a server that never warns is killed, and its closed stderr ends the reader.
+    let found = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap_or(false);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "no warning about the missing clients");
+}

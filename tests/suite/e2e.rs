@@ -64,6 +64,8 @@ impl Server {
         let port = harness::free_port();
         let config = dir.path().join("server.toml");
         std::fs::write(&config, config_text(dir.path(), port, alg, "")).unwrap();
+        // An empty folder that exists: serve makes the ring there.
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
         let proc = Spawned::start(dir.path(), &config, port, &[]);
         wait_healthy(port);
         Server { proc, dir }
@@ -529,6 +531,7 @@ async fn sighup_reloads_the_clients_and_keeps_them_on_a_bad_config() {
     let port = harness::free_port();
     let config = dir.path().join("server.toml");
     std::fs::write(&config, config_text(dir.path(), port, "ES256", "")).unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
     let conf = config.to_str().unwrap().to_owned();
     let (proc, _out, mut logs) = serve_captured(dir.path(), &["--config", &conf, "serve"], port);
     let pid = proc.child.id();

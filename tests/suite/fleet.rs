@@ -160,6 +160,7 @@ impl Fleet {
             port_b = free_port();
         }
         let config = dir.path().join("tokensmith.toml");
+        std::fs::create_dir(&keys).unwrap();
         let issuer = format!("http://127.0.0.1:{port_a}");
         std::fs::write(&config, fleet_config(&issuer, &redis.url, &keys, rate_limit)).unwrap();
         let a = Spawned::start(dir.path(), &config, port_a, &QUIET);
