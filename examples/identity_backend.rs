@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! cargo run -- serve --dev                  # prints DEV_API_KEY once
-//! ISSUER_API_KEY=sk_... cargo run --example identity_backend
+//! ISSUER_API_KEY=sk_... cargo run --release -p tokensmith-examples --example identity_backend
 //! curl -si localhost:3000/login -H 'content-type: application/json' -d '{"user":"alice"}'
 //! curl -s localhost:3000/chat -H 'cookie: sid=...' -H 'accept: application/json'
 //! ```

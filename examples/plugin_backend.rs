@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! cargo run -- serve --dev
-//! cargo run --example plugin_backend
+//! cargo run --release -p tokensmith-examples --example plugin_backend
 //! TOKEN=$(curl -s localhost:8080/v1/tokens -H "authorization: Bearer $DEV_API_KEY" \
 //!   -H 'content-type: application/json' -d '{"sub":"alice","scopes":["read:orders"]}' | jq -r .token)
 //! curl -s localhost:3001/orders -H "authorization: Bearer $TOKEN"

@@ -17,7 +17,7 @@
 //! Memory per replay mark is what bounds a busy verifier, so a mark is 24
 //! bytes of table entry plus the table's slack: the first 16 bytes of the
 //! SHA-256 of its key and an expiry, with no allocation of its own (see
-//! `examples/mark_memory.rs`). A collision of two such prefixes (odds about
+//! `benches/tools/mark_memory.rs`). A collision of two such prefixes (odds about
 //! 2^-128 per pair) could only make a fresh key look used: a refusal, never
 //! a replay.
 //!

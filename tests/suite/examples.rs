@@ -34,6 +34,8 @@ fn examples_dir() -> &'static PathBuf {
         cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
             "build",
             "--quiet",
+            "-p",
+            "tokensmith-examples",
             "--example",
             "identity_backend",
             "--example",
