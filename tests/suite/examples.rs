@@ -26,7 +26,7 @@ use crate::redis_harness::RedisServer;
 use crate::remote_jwks::Served;
 
 /// Builds the examples once per test run; the directory they are in.
-fn examples_dir() -> &'static PathBuf {
+pub(crate) fn examples_dir() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
