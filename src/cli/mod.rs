@@ -328,6 +328,42 @@ fn policy(cfg: &Config) -> RingPolicy {
     }
 }
 
+/// Where the configuration came from, as a key command says it: the file
+/// (given, or `./tokensmith.toml`), or the embedded defaults, and the
+/// `TOKENSMITH_*` variables that override it.
+fn config_source(path: Option<&Path>) -> String {
+    let file = match path {
+        Some(p) => p.display().to_string(),
+        None if Path::new(config::DEFAULT_PATH).exists() => format!("./{}", config::DEFAULT_PATH),
+        None => "the embedded defaults".to_owned(),
+    };
+    let mut vars: Vec<String> = utf8_env()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("TOKENSMITH_") && k != "TOKENSMITH_LOG")
+        .collect();
+    vars.sort();
+    if vars.is_empty() {
+        file
+    } else {
+        format!("{file} and {}", vars.join(", "))
+    }
+}
+
+/// The timing policy a key command applies, and its source, so that a
+/// rotation refused (or allowed) is never a surprise: the first line of its
+/// output, or the end of its error line.
+fn policy_text(cfg: &Config, path: Option<&Path>) -> String {
+    let h = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    format!(
+        "policy: publish_ahead {}, max_ttl {} + leeway {} (from {})",
+        h(cfg.keys.publish_ahead),
+        h(cfg.tokens.max_ttl),
+        h(cfg.tokens.leeway),
+        config_source(path)
+    )
+}
+
 fn key_dir(cfg: &Config, dir: &DirArg) -> KeyDir {
     KeyDir::new(dir.dir.clone().unwrap_or_else(|| cfg.keys.dir.clone()))
 }
@@ -351,14 +387,22 @@ fn run(cli: Cli) -> Result<(), CliError> {
             print_records(&ring.records())
         }
         Command::Keys(KeysCommand::Rotate { dir, now }) => {
+            let applied = policy_text(&cfg, cli.config.as_deref());
             let kd = key_dir(&cfg, &dir);
-            let ring = kd.rotate(
-                &policy(&cfg),
-                |a| cfg.keys.rotation_algorithm(a),
-                cfg.keys.rsa_bits,
-                clock.now(),
-                now,
-            )?;
+            let ring = kd
+                .rotate(
+                    &policy(&cfg),
+                    |a| cfg.keys.rotation_algorithm(a),
+                    cfg.keys.rsa_bits,
+                    clock.now(),
+                    now,
+                )
+                .map_err(|e| {
+                    let mut e = CliError::from(e);
+                    e.message = format!("{}; {applied}", e.message);
+                    e
+                })?;
+            out!("{applied}")?;
             print_records(&ring.records())
         }
         Command::Keys(KeysCommand::List { dir, json }) => {
@@ -370,6 +414,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Keys(KeysCommand::Prune { dir }) => {
+            out!("{}", policy_text(&cfg, cli.config.as_deref()))?;
             let (_, gone) = key_dir(&cfg, &dir).prune(&policy(&cfg), clock.now())?;
             for r in &gone {
                 out!("pruned {} ({})", r.kid, r.alg)?;

@@ -318,13 +318,27 @@ fn rotate_follows_publish_ahead_from_the_config() {
         })
     };
     back_date(5);
-    run(t.path(), &["keys", "rotate", "--dir", s(&dir)]).fails("rotation_too_early");
+    let line = run(t.path(), &["keys", "rotate", "--dir", s(&dir)])
+        .fails("rotation_too_early")
+        .to_owned();
+    assert!(
+        line.ends_with("policy: publish_ahead 1h, max_ttl 1day + leeway 1m (from the embedded defaults)"),
+        "{line}"
+    );
 
     // ... but long enough for `publish_ahead = "1s"`, from --config FILE.
     let conf = t.path().join("fast.toml");
     std::fs::write(&conf, "[keys]\nalgorithm = \"EdDSA\"\npublish_ahead = \"1s\"\n").unwrap();
     let old_next = kid_in(&list(t.path(), &dir), "next");
-    run(t.path(), &["--config", s(&conf), "keys", "rotate", "--dir", s(&dir)]).ok();
+    let out = run(t.path(), &["--config", s(&conf), "keys", "rotate", "--dir", s(&dir)]);
+    assert!(
+        out.ok().starts_with(&format!(
+            "policy: publish_ahead 1s, max_ttl 1day + leeway 1m (from {})",
+            conf.display()
+        )),
+        "{}",
+        out.stdout
+    );
     let after = list(t.path(), &dir);
     assert_eq!(kid_in(&after, "active"), old_next);
     assert_eq!(after[0]["alg"], "EdDSA", "the new key follows keys.algorithm");
@@ -336,17 +350,27 @@ fn rotate_follows_publish_ahead_from_the_config() {
     run(&cwd, &["keys", "rotate", "--dir", s(&dir)]).fails("rotation_too_early");
     std::fs::copy(&conf, cwd.join("tokensmith.toml")).unwrap();
     let old_next = kid_in(&list(t.path(), &dir), "next");
-    run(&cwd, &["keys", "rotate", "--dir", s(&dir)]).ok();
+    let out = run(&cwd, &["keys", "rotate", "--dir", s(&dir)]);
+    assert!(
+        out.ok().contains("publish_ahead 1s") && out.stdout.contains("(from ./tokensmith.toml)"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(kid_in(&list(t.path(), &dir), "active"), old_next);
 
     // And with the default publish_ahead, once next is an hour old.
     back_date(3601);
-    run_env(
+    let out = run_env(
         t.path(),
         &["keys", "rotate", "--dir", s(&dir)],
         &[("TOKENSMITH_KEYS_ALGORITHM", "EdDSA")],
-    )
-    .ok();
+    );
+    assert!(
+        out.ok()
+            .contains("(from the embedded defaults and TOKENSMITH_KEYS_ALGORITHM)"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(
         states(&list(t.path(), &dir)),
         ["next", "active", "retiring", "retiring", "retiring"]
