@@ -59,28 +59,94 @@ struct ChatTokens {
     scopes: Vec<String>,
 }
 
-impl IssueToken for ChatTokens {
-    type Error = String;
+/// Why tokensmith gave no token: it could not be reached (or answered
+/// nonsense), or it refused, with its `error` code. The two need different
+/// fixes (is tokensmith up? is `ISSUER_API_KEY` right?), so the log line and
+/// the browser's answer say which.
+#[derive(Debug, Clone)]
+enum IssueFailure {
+    Unreachable(String),
+    Refused { status: u16, code: String },
+}
 
-    fn issue(&self, user: &str) -> impl Future<Output = Result<Issued, String>> + Send {
-        let request = self
+impl IssueFailure {
+    /// The answer to the browser: 502 either way, with what it was.
+    fn response(&self) -> Response {
+        let (code, text) = match self {
+            IssueFailure::Unreachable(_) => ("issuer_unavailable", "tokensmith could not be reached".to_owned()),
+            IssueFailure::Refused { status, code } => {
+                ("issuer_refused", format!("tokensmith answered {status} {code}"))
+            }
+        };
+        error(StatusCode::BAD_GATEWAY, code, &text)
+    }
+}
+
+impl std::fmt::Display for IssueFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IssueFailure::Unreachable(why) => write!(f, "tokensmith could not be reached: {why}"),
+            IssueFailure::Refused { status, code } => {
+                write!(f, "tokensmith refused: {status} {code}")?;
+                if code == "invalid_api_key" {
+                    f.write_str(" (check ISSUER_API_KEY)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `url: error: cause: cause`, for a request that did not get an answer.
+fn unreachable(url: &str, e: &reqwest::Error) -> IssueFailure {
+    let mut text = format!("{url}: {e}");
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    IssueFailure::Unreachable(text)
+}
+
+impl ChatTokens {
+    /// POSTs `body` to `/v1/tokens`; the answer, or why there is none.
+    async fn ask(&self, body: Value) -> Result<Value, IssueFailure> {
+        let resp = self
             .http
             .post(&self.url)
             .bearer_auth(&self.api_key)
-            .json(&json!({ "sub": user, "scopes": self.scopes }));
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.url, &e))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.map_err(|e| unreachable(&self.url, &e))?;
+        if !status.is_success() {
+            return Err(IssueFailure::Refused {
+                status: status.as_u16(),
+                code: body["error"].as_str().unwrap_or("(no error code)").to_owned(),
+            });
+        }
+        Ok(body)
+    }
+}
+
+impl IssueToken for ChatTokens {
+    type Error = IssueFailure;
+
+    fn issue(&self, user: &str) -> impl Future<Output = Result<Issued, IssueFailure>> + Send {
+        let body = json!({ "sub": user, "scopes": self.scopes });
         async move {
-            let resp = request.send().await.map_err(|e| e.without_url().to_string())?;
-            let status = resp.status();
-            let body: Value = resp.json().await.map_err(|e| e.without_url().to_string())?;
-            if !status.is_success() {
-                return Err(format!("tokensmith answered {status}: {}", body["error"]));
-            }
+            let body = self.ask(body).await?;
             let (Some(token), Some(expires_at), Some(expires_in)) = (
                 body["token"].as_str(),
                 body["expires_at"].as_i64(),
                 body["expires_in"].as_i64(),
             ) else {
-                return Err("tokensmith's answer has no token".into());
+                return Err(IssueFailure::Unreachable(format!(
+                    "{}: the answer has no token",
+                    self.url
+                )));
             };
             Ok(Issued {
                 token: token.to_owned(),
@@ -152,7 +218,10 @@ async fn chat(State(app): State<Shared>, headers: HeaderMap) -> Response {
         Ok(t) => t,
         Err(e) => {
             eprintln!("identity_backend: no chatbot token for a user: {e}");
-            return (StatusCode::BAD_GATEWAY, Json(json!({"error": "issuer_unavailable"}))).into_response();
+            return match e {
+                tokensmith::client::cache::CacheError::Issue(f) => f.response(),
+                _ => error(StatusCode::BAD_GATEWAY, "issuer_unavailable", "no token could be had"),
+            };
         }
     };
     let wants_json = headers
@@ -244,11 +313,7 @@ async fn widget_auth(State(app): State<Shared>, headers: HeaderMap) -> Response 
         ),
         Err(e) => {
             eprintln!("identity_backend: no token for a user: {e}");
-            error(
-                StatusCode::BAD_GATEWAY,
-                "issuer_unavailable",
-                "tokensmith did not answer",
-            )
+            e.response()
         }
     }
 }
@@ -261,30 +326,19 @@ async fn visitor_token(State(app): State<Shared>, headers: HeaderMap) -> Respons
     };
     let d = &app.direct;
     let asked = d
-        .http
-        .post(&d.url)
-        .bearer_auth(&d.api_key)
-        .json(&json!({ "sub": user, "scopes": d.scopes, "purpose": "exchange" }))
-        .send()
+        .ask(json!({ "sub": user, "scopes": d.scopes, "purpose": "exchange" }))
         .await;
-    let body: Option<Value> = match asked {
-        Ok(r) if r.status().is_success() => r.json().await.ok(),
-        Ok(r) => {
-            eprintln!("identity_backend: tokensmith refused a visitor token: {}", r.status());
-            None
-        }
-        Err(e) => {
-            eprintln!("identity_backend: no visitor token: {}", e.without_url());
-            None
-        }
-    };
-    match body.as_ref().and_then(|b| b["token"].as_str()) {
-        Some(t) => no_store(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], t.to_owned()).into_response()),
-        None => error(
+    match asked.as_ref().map(|b| b["token"].as_str()) {
+        Ok(Some(t)) => no_store(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], t.to_owned()).into_response()),
+        Ok(None) => error(
             StatusCode::BAD_GATEWAY,
             "issuer_unavailable",
-            "tokensmith did not answer",
+            "tokensmith's answer has no token",
         ),
+        Err(e) => {
+            eprintln!("identity_backend: no visitor token: {e}");
+            e.response()
+        }
     }
 }
 
@@ -322,7 +376,18 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, with the address or URL and the cause: not a Debug dump.
+            eprintln!("identity_backend: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let issuer = env_or("ISSUER_URL", "http://127.0.0.1:8080");
     let api_key = std::env::var("ISSUER_API_KEY").map_err(|_| "set ISSUER_API_KEY to the client's API key (sk_…)")?;
     let listen = env_or("LISTEN", "127.0.0.1:3000");
@@ -350,7 +415,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         public_key: std::env::var("ISSUER_PUBLIC_KEY").ok().filter(|k| !k.is_empty()),
         sessions: Mutex::new(HashMap::new()),
     });
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     println!("identity_backend listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async {

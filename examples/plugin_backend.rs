@@ -91,7 +91,18 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, with the address or URL and the cause: not a Debug dump.
+            eprintln!("plugin_backend: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let issuer = env_or("ISSUER_URL", "http://127.0.0.1:8080");
     let audience = env_or("AUDIENCE", "dev");
     let listen = env_or("LISTEN", "127.0.0.1:3001");
@@ -108,7 +119,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => AnyStore::Memory(MemoryStore::start(100_000)),
     };
     let auth = BearerConfig::remote(Arc::new(jwks), validation, clock)?.with_store(Arc::new(store));
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     println!("plugin_backend listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app(AppState { auth }))
         .with_graceful_shutdown(async {

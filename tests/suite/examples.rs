@@ -468,3 +468,73 @@ async fn identity_backend_serves_the_sdk_demo_and_its_two_host_endpoints() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_identity_backend_says_why_it_has_no_token() {
+    let http = http_client(Duration::from_secs(10)).unwrap();
+    // A wrong API key: tokensmith refused, and the answer says so.
+    let served = tokensmith().await;
+    let backend = Example::start(
+        "identity_backend",
+        &[
+            ("ISSUER_URL", &served.base),
+            ("ISSUER_API_KEY", "sk_test_not_a_key_of_any_client"),
+        ],
+    );
+    let alice = login(&http, &backend, "alice").await;
+    let r = http
+        .get(backend.url("/chat"))
+        .header("cookie", &alice)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "issuer_refused", "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("401 invalid_api_key"),
+        "{body}"
+    );
+
+    // tokensmith gone: unreachable, a different answer.
+    let port = crate::harness::free_port();
+    let gone = Example::start(
+        "identity_backend",
+        &[
+            ("ISSUER_URL", &format!("http://127.0.0.1:{port}")),
+            ("ISSUER_API_KEY", SHOP_KEY),
+        ],
+    );
+    let bob = login(&http, &gone, "bob").await;
+    let r = http
+        .get(gone.url("/chat"))
+        .header("cookie", &bob)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "issuer_unavailable", "{body}");
+}
+
+#[test]
+fn an_example_that_cannot_listen_says_where_in_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(examples_dir().join("identity_backend"))
+        .env("LISTEN", &addr)
+        .env("ISSUER_API_KEY", SHOP_KEY)
+        .env_remove("REDIS_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(!stderr.contains("Os {"), "{stderr}");
+}
