@@ -114,10 +114,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         audience: Some(audience),
         ..Validation::new(issuer.clone())
     };
+    // A token an earlier run of this process consumed must not be consumed
+    // again: tokens issued before the second after this start cannot be
+    // (a Redis namespace keeps the epoch tokensmith recorded).
+    let epoch = clock.now() + 1;
     let store = match std::env::var("REDIS_URL") {
-        Ok(url) => AnyStore::Redis(RedisStore::connect(&url, &issuer, Duration::from_secs(2)).await?),
-        Err(_) => AnyStore::Memory(MemoryStore::start(100_000)),
+        Ok(url) => AnyStore::Redis(RedisStore::connect(&url, &issuer, Duration::from_secs(2), epoch).await?),
+        Err(_) => AnyStore::Memory(MemoryStore::start(100_000).with_epoch(epoch)),
     };
+    store.wait_for_epoch(&*clock).await;
     let auth = BearerConfig::remote(Arc::new(jwks), validation, clock)?.with_store(Arc::new(store));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -62,6 +62,7 @@ pub enum Rejection {
     WrongAudience { expected: String },
     MissingClaim(&'static str),
     Replayed,
+    StateLost,
     Revoked,
     InvalidRefreshToken,
     InsufficientScope { missing: String },
@@ -83,6 +84,7 @@ impl Rejection {
             Rejection::WrongAudience { .. } => "wrong_audience",
             Rejection::MissingClaim(_) => "missing_claim",
             Rejection::Replayed => "token_replayed",
+            Rejection::StateLost => "replay_state_lost",
             Rejection::Revoked => "token_revoked",
             Rejection::InvalidRefreshToken => "invalid_refresh_token",
             Rejection::InsufficientScope { .. } => "insufficient_scope",
@@ -106,6 +108,12 @@ impl fmt::Display for Rejection {
             Rejection::WrongAudience { expected } => write!(f, "the audience does not include {expected:?}"),
             Rejection::MissingClaim(name) => write!(f, "the {name:?} claim is missing"),
             Rejection::Replayed => f.write_str("this token's jti has been used already"),
+            // The replay store lost its state after the token was issued (a
+            // Redis restarted empty, a new process's memory store).
+            Rejection::StateLost => f.write_str(
+                "the replay store lost its record of used tokens after this token was issued: \
+                 whether it was used cannot be known, so it cannot be consumed; use a newer token",
+            ),
             Rejection::Revoked => f.write_str("this token has been revoked"),
             Rejection::InvalidRefreshToken => f.write_str("the refresh token is unknown, expired, spent or revoked"),
             Rejection::InsufficientScope { missing } => write!(f, "the token lacks the scope {missing:?}"),

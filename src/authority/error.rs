@@ -43,6 +43,15 @@ pub enum AuthorityError {
     },
     /// The shared store could not answer: nothing was issued or consumed unchecked.
     Store(StoreError),
+    /// A consume got no answer from the store (a timeout, a lost
+    /// connection): the token was not accepted, but the store may still have
+    /// marked it used.
+    ConsumeUnconfirmed {
+        /// The caller sent an `Idempotency-Key`: retrying with it answers
+        /// as the first attempt did.
+        retryable: bool,
+        cause: StoreError,
+    },
     /// Signing failed, or the token would be too large.
     Issue(IssueError),
     /// The system random generator failed.
@@ -65,7 +74,8 @@ impl AuthorityError {
             AuthorityError::OriginNotAllowed => "origin_not_allowed",
             AuthorityError::UnknownClient => "unknown_client",
             AuthorityError::RateLimited { .. } => "rate_limited",
-            AuthorityError::Store(_) => "store_unavailable",
+            AuthorityError::Store(StoreError::Full { .. }) => "store_full",
+            AuthorityError::Store(_) | AuthorityError::ConsumeUnconfirmed { .. } => "store_unavailable",
             AuthorityError::Issue(IssueError::TooLarge { .. }) => "invalid_request",
             AuthorityError::Issue(_) | AuthorityError::Random(_) => "server_error",
             AuthorityError::Misconfigured(_) => "invalid_config",
@@ -87,6 +97,9 @@ impl fmt::Display for AuthorityError {
             AuthorityError::UnknownClient => f.write_str("no client has this public key"),
             AuthorityError::RateLimited { retry_after } => write!(f, "rate limit reached; retry in {retry_after}s"),
             AuthorityError::Store(e) => write!(f, "{e}"),
+            AuthorityError::ConsumeUnconfirmed { cause, .. } => {
+                write!(f, "the consume got no answer, its outcome is unknown: {cause}")
+            }
             AuthorityError::Issue(e) => write!(f, "{e}"),
             AuthorityError::Random(e) => write!(f, "random generator: {e}"),
             AuthorityError::Misconfigured(why) => f.write_str(why),
@@ -101,6 +114,7 @@ impl std::error::Error for AuthorityError {
             AuthorityError::Policy(e) => Some(e),
             AuthorityError::SessionUnavailable(e) => Some(e),
             AuthorityError::Store(e) => Some(e),
+            AuthorityError::ConsumeUnconfirmed { cause, .. } => Some(cause),
             AuthorityError::Issue(e) => Some(e),
             AuthorityError::Random(e) => Some(e),
             _ => None,

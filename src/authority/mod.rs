@@ -22,6 +22,7 @@
 //! It never logs a token, a refresh token, an API key or a cookie: only
 //! `jti`, `kid` and client ids.
 
+mod consume;
 mod error;
 mod flows;
 pub mod policy;
@@ -40,9 +41,10 @@ use crate::config::Config;
 use crate::issuer::{IssuedToken, Issuer, TokenSpec};
 use crate::keys::SharedKeys;
 use crate::session::SessionChecker;
-use crate::store::{AnyStore, ConsumeOutcome, Store, StoreError};
+use crate::store::{AnyStore, Store, StoreError};
 use crate::verifier::Verifier;
 
+pub use consume::MAX_IDEMPOTENCY_KEY_LEN;
 pub use error::AuthorityError;
 pub use flows::Grant;
 pub use policy::{
@@ -62,6 +64,12 @@ pub struct VerifyOptions {
     /// Mark the `jti` as used until the token expires; a second consume of
     /// the same token, on any instance sharing the store, is `token_replayed`.
     pub consume: bool,
+    /// The caller's `Idempotency-Key` for this consume: a retry with the same
+    /// key by the same client answers as the first attempt did, so a
+    /// consume whose answer was lost (a 503 after a timeout) can be retried.
+    /// Generate it per logical request in the caller; never take it from the
+    /// party presenting the token. Ignored without `consume`.
+    pub idempotency_key: Option<String>,
 }
 
 /// What a client revokes.
@@ -290,7 +298,19 @@ impl Authority {
             }
             .into());
         }
-        Self::admit(&self.store, &claims, opts.consume, self.leeway, self.clock.now()).await?;
+        let retry_key = match &opts.idempotency_key {
+            Some(key) if opts.consume => Some(consume::retry_key(&caller.id, key)?),
+            _ => None,
+        };
+        consume::admit(
+            &self.store,
+            &claims,
+            opts.consume,
+            retry_key.as_deref(),
+            self.leeway,
+            self.clock.now(),
+        )
+        .await?;
         Ok(claims)
     }
 
@@ -302,8 +322,10 @@ impl Authority {
     ///   revocation, within the client the token names → `token_revoked`;
     /// - with `consume`, the `jti` is marked used until `exp + leeway`, in
     ///   the same atomic store step as the revocation check; a second
-    ///   consume → `token_replayed`;
-    /// - a store that cannot answer is an error: nothing passes unchecked.
+    ///   consume → `token_replayed`; a token issued before the store's
+    ///   epoch (it may have forgotten a use) → `replay_state_lost`;
+    /// - a store that cannot answer is an error: nothing passes unchecked
+    ///   (a consume that got no answer may still have marked the token).
     pub async fn admit<S: Store>(
         store: &S,
         claims: &Claims,
@@ -311,25 +333,7 @@ impl Authority {
         leeway: i64,
         now: i64,
     ) -> Result<(), AuthorityError> {
-        if claims.jti.len() > MAX_ID_LEN || claims.sub.len() > MAX_ID_LEN {
-            return Err(Rejection::Malformed(format!("sub and jti must be at most {MAX_ID_LEN} bytes")).into());
-        }
-        let (jti_key, sub_key) = revocation_keys(claims);
-        if !consume {
-            return match store.is_revoked(&jti_key, &sub_key, claims.iat, now).await? {
-                true => Err(Rejection::Revoked.into()),
-                false => Ok(()),
-            };
-        }
-        let until = claims.exp.saturating_add(leeway);
-        match store
-            .consume(&jti_key, &sub_key, claims.iat, &mark_key(claims), until, now)
-            .await?
-        {
-            ConsumeOutcome::FirstUse => Ok(()),
-            ConsumeOutcome::Replayed => Err(Rejection::Replayed.into()),
-            ConsumeOutcome::Revoked => Err(Rejection::Revoked.into()),
-        }
+        consume::admit(store, claims, consume, None, leeway, now).await
     }
 
     /// Revokes, for `caller`, one of its tokens by `jti`, or every token and

@@ -76,7 +76,7 @@ pub fn run(mut cfg: Config, args: ServeArgs, config_path: Option<PathBuf>) -> Re
             // store's namespace) is derived from it.
             cfg.issuer = format!("http://{addr}");
         }
-        let store = AnyStore::from_config(&cfg.store, &cfg.issuer)
+        let store = AnyStore::from_config(&cfg.store, &cfg.issuer, &*clock)
             .await
             .map_err(|e| CliError::new("store_unavailable", e.to_string()))?;
         let state = AppState::new(cfg, &ring, registry, store, clock).map_err(CliError::from_state)?;

@@ -17,9 +17,10 @@
 //! |---|---|---|
 //! | no credentials, or another scheme | 401 `invalid_token` | `Bearer` (no error, §3.1) |
 //! | a malformed `Authorization` header | 400 `invalid_request` | `Bearer error="invalid_request"` |
-//! | a rejected token (expired, bad signature, wrong audience, …, replayed, revoked) | 401 with its code | `Bearer error="invalid_token"` |
+//! | a rejected token (expired, bad signature, wrong audience, …, replayed, revoked, issued before the store lost its state) | 401 with its code | `Bearer error="invalid_token"` |
 //! | a scope the route requires is missing | 403 `insufficient_scope` | `Bearer error="insufficient_scope", scope="…"` |
-//! | the shared store cannot be reached | 503 `store_unavailable` | none |
+//! | the shared store cannot be reached (or did not answer a consume: its outcome is unknown) | 503 `store_unavailable` | none |
+//! | the memory store is full | 503 `store_full` | none |
 //!
 //! What a route requires is a type: `Bearer<P>` for a [`Policy`] `P` that
 //! names the scopes and whether the token is single-use there

@@ -96,7 +96,19 @@ impl ApiError {
     fn description(&self) -> String {
         match self {
             ApiError::Authority(e) => match e {
+                AuthorityError::Store(StoreError::Full { capacity }) => {
+                    format!("the replay store is full (capacity {capacity}); nothing was issued or consumed")
+                }
                 AuthorityError::Store(_) => "the shared store cannot be reached; nothing was issued or consumed".into(),
+                AuthorityError::ConsumeUnconfirmed { retryable, .. } => {
+                    let mut why = String::from(
+                        "the shared store did not answer: the outcome is unknown, and the token may have been used",
+                    );
+                    if *retryable {
+                        why.push_str("; retry with the same Idempotency-Key to get the original outcome");
+                    }
+                    why
+                }
                 AuthorityError::SessionUnavailable(_) => "the session check could not be reached".into(),
                 AuthorityError::Issue(IssueError::TooLarge { .. }) => e.to_string(),
                 AuthorityError::Issue(_) | AuthorityError::Random(_) | AuthorityError::Misconfigured(_) => {
@@ -153,7 +165,11 @@ impl ApiError {
     /// Logs what the client is not told.
     fn log(&self, code: &'static str) {
         match self {
-            ApiError::Authority(e @ (AuthorityError::Store(_) | AuthorityError::SessionUnavailable(_))) => {
+            ApiError::Authority(
+                e @ (AuthorityError::Store(_)
+                | AuthorityError::ConsumeUnconfirmed { .. }
+                | AuthorityError::SessionUnavailable(_)),
+            ) => {
                 tracing::warn!(code, error = %e, cause = ?std::error::Error::source(e), "dependency unavailable")
             }
             ApiError::Authority(
@@ -178,7 +194,9 @@ fn authority_status(e: &AuthorityError) -> StatusCode {
         AuthorityError::Rejected(_) => StatusCode::UNAUTHORIZED,
         AuthorityError::Policy(_) | AuthorityError::OriginNotAllowed => StatusCode::FORBIDDEN,
         AuthorityError::NoSessionCheck | AuthorityError::UnknownClient => StatusCode::NOT_FOUND,
-        AuthorityError::SessionUnavailable(_) | AuthorityError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AuthorityError::SessionUnavailable(_)
+        | AuthorityError::Store(_)
+        | AuthorityError::ConsumeUnconfirmed { .. } => StatusCode::SERVICE_UNAVAILABLE,
         AuthorityError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -26,16 +27,27 @@ pub(crate) struct VerifyRequest {
     consume: bool,
 }
 
-/// `POST /v1/verify`.
+/// `POST /v1/verify`. An `Idempotency-Key` header makes a retried consume
+/// answer as the first attempt did.
 pub(crate) async fn tokens_verify(
     State(state): State<Arc<AppState>>,
     ApiClient(client): ApiClient,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<VerifyRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::InvalidRequest("Idempotency-Key must be printable ASCII".into()))?
+                .to_owned(),
+        ),
+        None => None,
+    };
     let opts = VerifyOptions {
         audience: req.audience,
         scopes: req.scopes,
         consume: req.consume,
+        idempotency_key,
     };
     let result = state.authority.verify(&client, &req.token, &opts).await;
     state.metrics.verification(match &result {

@@ -21,10 +21,28 @@
 //! 2^-128 per pair) could only make a fresh key look used: a refusal, never
 //! a replay.
 //!
+//! A mark placed with a retry key (see [`Consume::retry_key`]) costs one
+//! more entry, in a side table of the same shard, holding the first 16 bytes
+//! of the key's SHA-256; marks without one cost nothing more.
+//!
 //! Expired entries are removed three ways: by a background task every few
 //! seconds (when [`MemoryStore::start`] is called inside a Tokio runtime;
 //! stopped when the store is dropped), lazily before a shard's table would
 //! grow, and on demand when the store is full.
+//!
+//! # Epoch
+//!
+//! Everything here dies with the process, so a process started after
+//! another (a restart, a crash) cannot know which tokens the other one
+//! consumed. [`with_epoch`](MemoryStore::with_epoch) sets the first second
+//! this store vouches for; [`consume`](Store::consume) answers
+//! [`StateLost`](ConsumeOutcome::StateLost) for a token with an earlier
+//! `iat`. [`AnyStore::from_config`](super::AnyStore::from_config) sets it to
+//! the second after the process made the store and waits for that second
+//! before serving, so the tokens it issues are consumed normally. A store
+//! made with [`new`](MemoryStore::new) or [`start`](MemoryStore::start) alone
+//! has no epoch (every `iat` is accepted): for tests, and for an embedder
+//! that sets one itself.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,7 +52,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{rate_decision, rate_window, ConsumeOutcome, RateDecision, RefreshRecord, SpendOutcome, Store, StoreError};
+use super::{
+    rate_decision, rate_window, Consume, ConsumeOutcome, RateDecision, RefreshRecord, SpendOutcome, Store, StoreError,
+};
 use crate::jose::alg::sha256;
 
 /// Shards of the mark table: enough that concurrent consumes on a few cores
@@ -89,6 +109,9 @@ pub struct MemoryStore {
 pub struct MemoryStats {
     /// Replay marks held, expired ones not yet swept included.
     pub marks: usize,
+    /// Of those, the marks placed with a retry key (each costs one more
+    /// entry).
+    pub retry_keys: usize,
     /// Revoked `jti`s and `sub`s.
     pub revocations: usize,
     pub rate_counters: usize,
@@ -122,6 +145,9 @@ struct Inner {
     /// The latest `now` any caller has passed: the only time the sweeper
     /// knows, so that reclaiming memory never needs the system clock.
     latest_now: AtomicI64,
+    /// Tokens with an earlier `iat` cannot be consumed: this process cannot
+    /// know whether an earlier one consumed them. `i64::MIN` when unset.
+    epoch: AtomicI64,
     /// Set by [`SweeperGuard`] on drop; the background task exits when it sees it.
     shutdown: AtomicBool,
     /// Wakes the background task early, to exit promptly on shutdown.
@@ -132,6 +158,10 @@ struct Inner {
 struct MarkShard {
     /// Key → the second from which the mark is forgotten.
     map: HashMap<Compact, i64>,
+    /// Key → the retry key it was placed with, for the marks placed with
+    /// one. Apart from `map` so that a mark without one stays 24 bytes; an
+    /// entry here never outlives its mark's entry in `map`.
+    retry_keys: HashMap<Compact, Compact>,
 }
 
 impl MarkShard {
@@ -140,10 +170,26 @@ impl MarkShard {
     fn sweep(&mut self, horizon: i64) -> usize {
         let before = self.map.len();
         self.map.retain(|_, until| *until > horizon);
+        if !self.retry_keys.is_empty() {
+            let map = &self.map;
+            self.retry_keys.retain(|key, _| map.contains_key(key));
+        }
         if self.map.len().saturating_mul(4) < self.map.capacity() {
             self.map.shrink_to(self.map.len().saturating_mul(2));
         }
         before - self.map.len()
+    }
+
+    /// Records (or clears) the retry key of the mark at `key`.
+    fn set_retry_key(&mut self, key: Compact, retry_key: Option<Compact>) {
+        match retry_key {
+            Some(r) => {
+                self.retry_keys.insert(key, r);
+            }
+            None => {
+                self.retry_keys.remove(&key);
+            }
+        }
     }
 }
 
@@ -187,7 +233,7 @@ impl Revocations {
             self.sweep(horizon);
         }
         if self.len() >= capacity {
-            return Err(StoreError::Full);
+            return Err(StoreError::Full { capacity });
         }
         Ok(())
     }
@@ -233,7 +279,7 @@ impl RefreshTokens {
             self.sweep(horizon);
         }
         if self.tokens.len() >= capacity {
-            return Err(StoreError::Full);
+            return Err(StoreError::Full { capacity });
         }
         Ok(())
     }
@@ -252,6 +298,7 @@ impl MemoryStore {
             rates: Mutex::new(HashMap::new()),
             refresh: Mutex::new(RefreshTokens::default()),
             latest_now: AtomicI64::new(i64::MIN),
+            epoch: AtomicI64::new(i64::MIN),
             shutdown: AtomicBool::new(false),
             wake: Notify::new(),
         };
@@ -274,6 +321,20 @@ impl MemoryStore {
             });
         }
         store
+    }
+
+    /// The same store, refusing to consume tokens issued before `epoch`
+    /// ([`ConsumeOutcome::StateLost`]): pass the second after this process
+    /// started, so that a token an earlier process consumed is never
+    /// consumed again here. See the module docs.
+    pub fn with_epoch(self, epoch: i64) -> MemoryStore {
+        self.inner.epoch.store(epoch, Ordering::Release);
+        self
+    }
+
+    /// The first `iat` this store consumes; `i64::MIN` when no epoch was set.
+    pub fn epoch(&self) -> i64 {
+        self.inner.epoch.load(Ordering::Acquire)
     }
 
     /// Whether a background sweeper runs for this store.
@@ -309,8 +370,10 @@ impl MemoryStore {
             let r = lock(&inner.refresh);
             (r.tokens.len(), r.revoked_families.len())
         };
+        let retry_keys = inner.marks.iter().map(|shard| lock(shard).retry_keys.len()).sum();
         MemoryStats {
             marks: inner.mark_count.load(Ordering::Acquire),
+            retry_keys,
             revocations,
             rate_counters,
             refresh_tokens,
@@ -373,25 +436,30 @@ impl Inner {
 
     fn mark_once(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
         self.observe(now);
-        self.mark(key, expires_at, now)
+        Ok(self.mark(key, None, expires_at, now)? == Marked::First)
     }
 
-    /// The check-and-insert of [`mark_once`](Inner::mark_once). Locks mark
-    /// shards only (one at a time), so a consume may call it while holding
-    /// the revocations lock.
-    fn mark(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
+    /// The check-and-insert of [`mark_once`](Inner::mark_once), placing the
+    /// mark with `retry_key` if given. Locks mark shards only (one at a
+    /// time), so a consume may call it while holding the revocations lock.
+    fn mark(&self, key: &str, retry_key: Option<&str>, expires_at: i64, now: i64) -> Result<Marked, StoreError> {
         let key = compact(key);
+        let retry_key = retry_key.map(compact);
         let until = expires_at.max(now.saturating_add(1));
         let shard = &self.marks[usize::from(key[0]) % SHARDS];
         for attempt in 0..2 {
             {
                 let mut shard = lock(shard);
                 match shard.map.get_mut(&key) {
-                    Some(old) if *old > now => return Ok(false),
+                    Some(old) if *old > now => {
+                        let same = retry_key.is_some() && shard.retry_keys.get(&key) == retry_key.as_ref();
+                        return Ok(if same { Marked::Retried } else { Marked::Already });
+                    }
                     Some(old) => {
                         // Expired but not yet swept: the slot is reused.
                         *old = until;
-                        return Ok(true);
+                        shard.set_retry_key(key, retry_key);
+                        return Ok(Marked::First);
                     }
                     None => {}
                 }
@@ -403,7 +471,8 @@ impl Inner {
                 }
                 if self.reserve_mark() {
                     shard.map.insert(key, until);
-                    return Ok(true);
+                    shard.set_retry_key(key, retry_key);
+                    return Ok(Marked::First);
                 }
             }
             // Full. Sweep every shard (this one's lock is released: the
@@ -412,7 +481,9 @@ impl Inner {
                 self.sweep_marks();
             }
         }
-        Err(StoreError::Full)
+        Err(StoreError::Full {
+            capacity: self.capacity,
+        })
     }
 
     fn revoke_jti(&self, jti: &str, until: i64, now: i64) -> Result<(), StoreError> {
@@ -454,29 +525,24 @@ impl Inner {
         read(&self.revocations).covers(&compact(jti), &compact(sub), iat, now)
     }
 
-    fn consume(
-        &self,
-        jti: &str,
-        sub: &str,
-        iat: i64,
-        mark_key: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<ConsumeOutcome, StoreError> {
+    fn consume(&self, c: Consume<'_>, now: i64) -> Result<ConsumeOutcome, StoreError> {
         self.observe(now);
         // Held until the mark is placed: a revocation takes the write lock,
         // so it lands wholly before the check (Revoked, nothing marked) or
         // wholly after the mark, never in between.
         let revocations = read(&self.revocations);
-        if revocations.covers(&compact(jti), &compact(sub), iat, now) {
+        if revocations.covers(&compact(c.jti), &compact(c.sub), c.iat, now) {
             return Ok(ConsumeOutcome::Revoked);
         }
-        let first = self.mark(mark_key, expires_at, now)?;
+        if c.iat < self.epoch.load(Ordering::Acquire) {
+            return Ok(ConsumeOutcome::StateLost);
+        }
+        let marked = self.mark(c.mark_key, c.retry_key, c.expires_at, now)?;
         drop(revocations);
-        Ok(if first {
-            ConsumeOutcome::FirstUse
-        } else {
-            ConsumeOutcome::Replayed
+        Ok(match marked {
+            Marked::First => ConsumeOutcome::FirstUse,
+            Marked::Retried => ConsumeOutcome::Retried,
+            Marked::Already => ConsumeOutcome::Replayed,
         })
     }
 
@@ -491,7 +557,9 @@ impl Inner {
         if self.mark_count.load(Ordering::Acquire) < self.capacity {
             return Ok(());
         }
-        Err(StoreError::Full)
+        Err(StoreError::Full {
+            capacity: self.capacity,
+        })
     }
 
     fn rate_hit(&self, key: &str, limit: u32, window_secs: u32, now: i64) -> Result<RateDecision, StoreError> {
@@ -503,7 +571,9 @@ impl Inner {
             let horizon = self.horizon();
             rates.retain(|_, c| c.end > horizon);
             if rates.len() >= self.capacity {
-                return Err(StoreError::Full);
+                return Err(StoreError::Full {
+                    capacity: self.capacity,
+                });
             }
         }
         let counter = rates.entry(key).or_insert(RateCounter { start, end, count: 0 });
@@ -580,6 +650,17 @@ impl Inner {
     }
 }
 
+/// What placing a mark found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marked {
+    /// This call placed it.
+    First,
+    /// It was there, placed with the same retry key.
+    Retried,
+    /// It was there.
+    Already,
+}
+
 /// Stops the background sweeper when dropped (mini-redis's `DbDropGuard`).
 struct SweeperGuard {
     inner: Arc<Inner>,
@@ -622,16 +703,8 @@ impl Store for MemoryStore {
         Ok(self.inner.is_revoked(jti, sub, iat, now))
     }
 
-    async fn consume(
-        &self,
-        jti: &str,
-        sub: &str,
-        iat: i64,
-        mark_key: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<ConsumeOutcome, StoreError> {
-        self.inner.consume(jti, sub, iat, mark_key, expires_at, now)
+    async fn consume(&self, c: Consume<'_>, now: i64) -> Result<ConsumeOutcome, StoreError> {
+        self.inner.consume(c, now)
     }
 
     async fn rate_hit(&self, key: &str, limit: u32, window_secs: u32, now: i64) -> Result<RateDecision, StoreError> {

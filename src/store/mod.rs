@@ -21,22 +21,33 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
+
 /// Why a store could not answer. Both variants mean "refuse the request".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
     /// The backend is unreachable, timed out, or answered something this
     /// crate does not understand. The text says which, for the log only.
+    /// A call that timed out may still take effect later (Redis runs a
+    /// command it received once it can): the outcome is unknown, not "no".
     Unavailable(String),
     /// The memory store is at capacity: it refuses new entries rather than
     /// evict a live mark, because forgetting a mark early re-opens a replay.
-    Full,
+    /// Nothing was written.
+    Full {
+        /// The most entries of each kind the store holds.
+        capacity: usize,
+    },
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Unavailable(why) => write!(f, "store unavailable: {why}"),
-            StoreError::Full => f.write_str("store full: refusing new entries rather than evicting live ones"),
+            StoreError::Full { capacity } => write!(
+                f,
+                "store full (capacity {capacity}): refusing new entries rather than evicting live ones"
+            ),
         }
     }
 }
@@ -91,15 +102,67 @@ pub enum SpendOutcome {
     Unknown,
 }
 
+/// One single use of a token, as [`Store::consume`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Consume<'a> {
+    /// The key of a revocation by `jti`.
+    pub jti: &'a str,
+    /// The key of a revocation by `sub`.
+    pub sub: &'a str,
+    /// The token's `iat`: a revocation by `sub` and the store's epoch are
+    /// judged by it.
+    pub iat: i64,
+    /// The key the single-use mark is kept under.
+    pub mark_key: &'a str,
+    /// The mark is kept until then (as [`Store::mark_once`] keeps one).
+    pub expires_at: i64,
+    /// Who consumes, when the caller may retry: a mark placed with a retry
+    /// key answers [`Retried`](ConsumeOutcome::Retried) to a later consume
+    /// with the same key, and [`Replayed`](ConsumeOutcome::Replayed) to any
+    /// other. An opaque identifier (the authority passes a digest of the
+    /// client id and its `Idempotency-Key`), never a secret.
+    pub retry_key: Option<&'a str>,
+}
+
+impl<'a> Consume<'a> {
+    /// A consume with no retry key.
+    pub fn new(jti: &'a str, sub: &'a str, iat: i64, mark_key: &'a str, expires_at: i64) -> Consume<'a> {
+        Consume {
+            jti,
+            sub,
+            iat,
+            mark_key,
+            expires_at,
+            retry_key: None,
+        }
+    }
+
+    /// The same consume, placed (or retried) under `retry_key`.
+    pub fn with_retry_key(self, retry_key: &'a str) -> Consume<'a> {
+        Consume {
+            retry_key: Some(retry_key),
+            ..self
+        }
+    }
+}
+
 /// The answer to one [`consume`](Store::consume) of a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsumeOutcome {
     /// Not revoked, and this call placed the mark: the token may be used.
     FirstUse,
+    /// Not revoked, and the mark was placed by an earlier consume with the
+    /// same retry key: this is that consume again (its answer was lost), and
+    /// the answer is the one it had.
+    Retried,
     /// Not revoked, but the mark was already there: a second use.
     Replayed,
     /// Revoked (by `jti`, or by `sub` for its `iat`). Nothing was marked.
     Revoked,
+    /// Not revoked as far as the store knows, but issued before the store's
+    /// epoch: the store may have forgotten a use (and a revocation) of it,
+    /// so it cannot vouch for a first use. Nothing was marked.
+    StateLost,
 }
 
 /// Shared state with a security contract.
@@ -128,6 +191,15 @@ pub enum ConsumeOutcome {
 ///   (NTP); skew of a second or two only shifts when memory is reclaimed.
 /// - **No secrets.** Keys given to a store are identifiers (`jti`, `sub`,
 ///   hashes of refresh secrets), never tokens or refresh secrets themselves.
+/// - **Lost state is detected, never trusted.** A store has an *epoch*: the
+///   first second from which it is sure to hold every mark placed through
+///   it. A store that cannot rule out having forgotten marks (a Redis
+///   restarted empty, flushed, or that evicted the epoch; a memory store in
+///   a new process) moves its epoch to a second after the loss, and
+///   [`consume`](Store::consume) answers
+///   [`StateLost`](ConsumeOutcome::StateLost) for every token with
+///   `iat < epoch`: it cannot know whether such a token was used. Tokens
+///   issued from the epoch on are consumed normally.
 pub trait Store: Send + Sync + 'static {
     /// Atomic check-and-insert. `Ok(true)` the first time `key` is marked;
     /// `Ok(false)` if it is already marked and not expired.
@@ -163,24 +235,21 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Checks revocation of (`jti`, `sub` at `iat`) and, if not revoked,
-    /// marks `mark_key` until `expires_at`, as one atomic step. Never marks
-    /// a revoked token; never reports `FirstUse` twice for one `mark_key`.
+    /// Checks revocation of (`jti`, `sub` at `iat`), then the store's epoch,
+    /// and, if neither refuses, marks `mark_key` until `expires_at`, as one
+    /// atomic step. Never marks a revoked token or one issued before the
+    /// epoch; never reports `FirstUse` twice for one `mark_key`.
     ///
     /// The same answers as [`is_revoked`](Store::is_revoked) followed by
     /// [`mark_once`](Store::mark_once) (same revocations, same marks: a key
     /// marked by one is marked for the other), but a revocation can never
     /// land between the check and the mark, and a remote store answers in
-    /// one round trip. A revocation wins over a mark that already exists.
-    fn consume(
-        &self,
-        jti: &str,
-        sub: &str,
-        iat: i64,
-        mark_key: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> impl Future<Output = Result<ConsumeOutcome, StoreError>> + Send;
+    /// one round trip. A revocation wins over a mark that already exists;
+    /// the epoch is checked after revocations. When the mark exists and was
+    /// placed with this call's `retry_key`, the answer is `Retried`.
+    ///
+    /// [`mark_once`](Store::mark_once) knows no `iat` and checks no epoch.
+    fn consume(&self, c: Consume<'_>, now: i64) -> impl Future<Output = Result<ConsumeOutcome, StoreError>> + Send;
 
     /// One hit on a counter: fixed window of `window_secs` aligned to
     /// multiples of it, at most `limit` hits per window. A window of 0 is
@@ -244,15 +313,67 @@ pub enum AnyStore {
 impl AnyStore {
     /// The store `[store]` describes: memory (with its background sweeper),
     /// or Redis with keys namespaced by `namespace` (the issuer).
-    pub async fn from_config(cfg: &crate::config::StoreConfig, namespace: &str) -> Result<AnyStore, StoreError> {
-        Ok(match cfg.backend {
-            crate::config::StoreBackend::Memory => AnyStore::Memory(memory::MemoryStore::start(cfg.capacity)),
-            crate::config::StoreBackend::Redis => {
-                AnyStore::Redis(self::redis::RedisStore::connect(&cfg.redis_url, namespace, cfg.timeout).await?)
+    ///
+    /// Its epoch is the second after `clock`'s now, for a memory store (a
+    /// new process knows nothing of what an earlier one consumed) and for a
+    /// Redis namespace that has none yet (it cannot tell a new namespace
+    /// from one whose Redis lost its state); an existing Redis epoch is
+    /// kept. Returns once `clock` has reached the epoch (at most about a
+    /// second), so every token issued after this returns can be consumed.
+    pub async fn from_config(
+        cfg: &crate::config::StoreConfig,
+        namespace: &str,
+        clock: &dyn Clock,
+    ) -> Result<AnyStore, StoreError> {
+        let epoch = clock.now().saturating_add(1);
+        let store = match cfg.backend {
+            crate::config::StoreBackend::Memory => {
+                AnyStore::Memory(memory::MemoryStore::start(cfg.capacity).with_epoch(epoch))
             }
-        })
+            crate::config::StoreBackend::Redis => {
+                AnyStore::Redis(self::redis::RedisStore::connect(&cfg.redis_url, namespace, cfg.timeout, epoch).await?)
+            }
+        };
+        store.wait_for_epoch(clock).await;
+        Ok(store)
+    }
+
+    /// The epoch as this store last knew it (a Redis epoch can move later,
+    /// when a consume finds the state lost).
+    pub fn epoch(&self) -> i64 {
+        match self {
+            AnyStore::Memory(s) => s.epoch(),
+            AnyStore::Redis(s) => s.epoch(),
+        }
+    }
+
+    /// Waits until `clock` has reached the store's epoch, for at most
+    /// [`EPOCH_WAIT`]: a process that made its store just now calls this
+    /// before it serves, so that the tokens it issues (or receives) from
+    /// then on can be consumed. An epoch the clock does not reach in time (a
+    /// manual clock; an epoch written by an instance whose clock runs fast)
+    /// is logged and not waited for: tokens issued before it are refused
+    /// when consumed, which is safe.
+    pub async fn wait_for_epoch(&self, clock: &dyn Clock) {
+        let epoch = self.epoch();
+        let deadline = tokio::time::Instant::now() + EPOCH_WAIT;
+        while clock.now() < epoch {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    epoch,
+                    now = clock.now(),
+                    "store: the replay epoch is ahead of this clock; tokens issued before it cannot be consumed"
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
+
+/// The longest [`AnyStore::wait_for_epoch`] waits: the one second an epoch
+/// is ahead of the clock that set it, and a margin.
+pub const EPOCH_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 impl From<memory::MemoryStore> for AnyStore {
     fn from(store: memory::MemoryStore) -> AnyStore {
@@ -295,18 +416,10 @@ impl Store for AnyStore {
         }
     }
 
-    async fn consume(
-        &self,
-        jti: &str,
-        sub: &str,
-        iat: i64,
-        mark_key: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<ConsumeOutcome, StoreError> {
+    async fn consume(&self, c: Consume<'_>, now: i64) -> Result<ConsumeOutcome, StoreError> {
         match self {
-            AnyStore::Memory(s) => s.consume(jti, sub, iat, mark_key, expires_at, now).await,
-            AnyStore::Redis(s) => s.consume(jti, sub, iat, mark_key, expires_at, now).await,
+            AnyStore::Memory(s) => s.consume(c, now).await,
+            AnyStore::Redis(s) => s.consume(c, now).await,
         }
     }
 

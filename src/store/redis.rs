@@ -13,7 +13,8 @@
 //!
 //! | key | type | holds | expires (PXAT) |
 //! |---|---|---|---|
-//! | `mark:<key>` | string | `1` | the mark's `expires_at` |
+//! | `epoch` | string | the first `iat` this namespace can consume (Unix seconds) | never |
+//! | `mark:<key>` | string | `1`, or `r:<retry key>` when placed with one | the mark's `expires_at` |
 //! | `revoked-jti:<jti>` | string | `"<revoked_at> <until>"` | `until` |
 //! | `revoked-sub:<sub>` | string | `"<revoked_at> <until>"` | `until` |
 //! | `rate:<key>:<window start>` | counter | hits | window end |
@@ -21,17 +22,61 @@
 //! | `family:<family>` | string | `1`: the family is revoked | `family_expires_at` |
 //!
 //! A replay mark is one `SET key 1 NX PXAT <ms>`: one round trip, atomic
-//! across every instance. A consume (revocation check, then mark) is one
-//! `EVALSHA` of a script that reads both revocation keys and sets the mark,
-//! so a revocation never lands between the check and the mark. Scripts are
-//! sent by hash; after a Redis restart (`NOSCRIPT`) the client loads the
-//! script and runs it again, under the same timeout. The refresh scripts
-//! read the family key by a name built inside the script, so this store
-//! needs a single Redis (or a primary with replicas), not Redis Cluster.
+//! across every instance. A consume (revocation check, epoch check, then
+//! mark) is one `EVALSHA` of a script that reads both revocation keys and
+//! the epoch in one `MGET` and sets the mark, so neither a revocation nor a
+//! loss of state lands between the checks and the mark. Scripts are sent by
+//! hash; after a Redis restart (`NOSCRIPT`) the client loads the script and
+//! runs it again, under the same timeout. The refresh scripts read the
+//! family key by a name built inside the script, so this store needs a
+//! single Redis (or a primary with replicas), not Redis Cluster.
 //!
-//! Redis expires keys by its own clock. Without persistence (`appendonly
-//! yes`), a Redis restart forgets every mark and revocation: run it with
-//! persistence where replay protection must survive one.
+//! Redis expires keys by its own clock.
+//!
+//! # Lost state
+//!
+//! A Redis that restarts without persistence, is flushed, or evicts keys
+//! forgets marks, and trusting an empty Redis would accept every token
+//! consumed before. So a namespace has an `epoch` key, with no expiry:
+//!
+//! - [`connect`](RedisStore::connect) writes it if it is missing (`SET NX`)
+//!   with the epoch its caller gives (the second after its clock's now). A
+//!   new namespace and one whose Redis lost everything while no instance
+//!   ran look the same here, so the caller waits for that second before it
+//!   issues: tokens from before the connect cannot be consumed, tokens from
+//!   after it can.
+//! - The consume script reads it with the revocations. Missing means the
+//!   state was lost since some instance connected: the script writes a new
+//!   epoch, `now + 1`, in the same step, and refuses the token. Every token
+//!   with `iat < epoch` is refused ([`ConsumeOutcome::StateLost`], HTTP 401
+//!   `replay_state_lost`); tokens issued from the epoch on are consumed
+//!   normally. The check is in the script, not a call before it: a check
+//!   that passed just before a restart would let the mark land in the
+//!   emptied Redis. It adds no round trip: the `MGET` reads one key more.
+//!
+//! What the epoch cannot see: a Redis that restores an older snapshot (RDB
+//! only, `appendonly no`) keeps the epoch and loses the marks written since;
+//! keys evicted by a `volatile-*` policy are marks, never the epoch. At
+//! connect the store reads `appendonly`, `save`, `maxmemory` and
+//! `maxmemory-policy` (`CONFIG GET`, where allowed) and logs one warning
+//! naming every way this Redis can lose marks (see `durability.rs`).
+//! Run Redis with `appendonly yes` and `maxmemory-policy noeviction`.
+//!
+//! **Per shard, for Redis Cluster.** Each master of a cluster can lose its
+//! data alone, so the epoch that vouches for a mark must live and die with
+//! it: on the same master and, for the script to touch one slot, in the
+//! same slot. The layout for a cluster is therefore: every key a consume
+//! reads or writes (the mark, the revocations it checks, and the epoch)
+//! carries one hash tag, `{<namespace>:<bucket>}`, where the bucket is a
+//! function of the mark key (say 1,024 buckets, for an even spread over the
+//! slots), and each bucket has its own epoch key
+//! `tokensmith:{<namespace>:<bucket>}:epoch`, written at connect for every
+//! bucket (`SET NX`, pipelined per node). The script stays as it is (its
+//! KEYS[4] is the bucket's epoch); a master restarted empty loses its
+//! buckets' epochs with their marks, and only tokens hashed to those buckets
+//! are refused. A replica promoted after a failover holds the epoch
+//! (replicated long ago) but may lack the newest marks: the epoch does not
+//! see that, `WAIT` for replicas before answering does.
 //!
 //! # Connection
 //!
@@ -51,7 +96,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -59,29 +104,18 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, Cmd, FromRedisValue, RedisError, RedisResult, Script, ScriptInvocation, Value};
 use arc_swap::ArcSwap;
 
-use super::{rate_decision, rate_window, ConsumeOutcome, RateDecision, RefreshRecord, SpendOutcome, Store, StoreError};
+mod durability;
+mod scripts;
+
+use scripts::{CONSUME_LUA, RATE_LUA, REFRESH_INSERT_LUA, REFRESH_SPEND_LUA, REVOKE_LUA};
+
+use super::{
+    rate_decision, rate_window, Consume, ConsumeOutcome, RateDecision, RefreshRecord, SpendOutcome, Store, StoreError,
+};
 
 /// 9999-12-31T23:59:59Z: later times are clamped, so a bogus `until` cannot
 /// overflow into a PXAT that Redis rejects.
 const MAX_UNIX_SECS: i64 = 253_402_300_799;
-
-/// Keeps the later `revoked_at` and the later `until` of the old and new
-/// revocation, so an instance with a slow clock never narrows one. Numbers
-/// go back to Redis through `%d`: Lua's own number-to-string conversion may
-/// use an exponent, which `PXAT` rejects.
-const REVOKE_LUA: &str = r#"
-local at, untl = tonumber(ARGV[1]), tonumber(ARGV[2])
-local old = redis.call('GET', KEYS[1])
-if old then
-  local oa, ou = string.match(old, '^(%-?%d+) (%-?%d+)$')
-  if oa then
-    at = math.max(at, tonumber(oa))
-    untl = math.max(untl, tonumber(ou))
-  end
-end
-redis.call('SET', KEYS[1], string.format('%d %d', at, untl), 'PXAT', string.format('%d', untl * 1000))
-return 1
-"#;
 
 /// The first and the longest pause between reconnection attempts while
 /// Redis is unreachable: short, so a Redis that is back is used within a
@@ -89,74 +123,6 @@ return 1
 /// few connection attempts per second.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_millis(250);
-
-/// KEYS: revoked-jti, revoked-sub, mark. ARGV: now, iat, mark PXAT ms.
-/// Reads the revocations as `is_revoked` does (an entry is
-/// `"<revoked_at> <until>"`, in force while `now < until`; a `sub` entry
-/// covers `iat <= revoked_at`; an unreadable entry is an error, never "not
-/// revoked"), then marks as `mark_once` does. A revoked token is not marked.
-const CONSUME_LUA: &str = r#"
-local now, iat = tonumber(ARGV[1]), tonumber(ARGV[2])
-local r = redis.call('MGET', KEYS[1], KEYS[2])
-for i = 1, 2 do
-  if r[i] then
-    local at, untl = string.match(r[i], '^(%-?%d+) (%-?%d+)$')
-    if not at then
-      return redis.error_reply('ERR tokensmith: unreadable revocation entry')
-    end
-    if tonumber(untl) > now and (i == 1 or iat <= tonumber(at)) then
-      return 'revoked'
-    end
-  end
-end
-if redis.call('SET', KEYS[3], '1', 'NX', 'PXAT', ARGV[3]) then
-  return 'first'
-end
-return 'replayed'
-"#;
-
-/// INCR and its expiry in one step, so a counter never outlives its window.
-const RATE_LUA: &str = r#"
-local n = redis.call('INCR', KEYS[1])
-redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-return n
-"#;
-
-/// ARGV: record JSON, family, expires_at, family_expires_at, ttl, PXAT ms.
-const REFRESH_INSERT_LUA: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return redis.error_reply('ERR tokensmith: refresh token hash is already stored')
-end
-redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'fam', ARGV[2], 'exp', ARGV[3], 'fexp', ARGV[4], 'ttl', ARGV[5])
-redis.call('PEXPIREAT', KEYS[1], ARGV[6])
-return 1
-"#;
-
-/// KEYS: the presented token, its successor. ARGV: now, family key prefix.
-/// The order of checks is the one documented on `Store::refresh_spend`.
-/// The successor copies the record JSON verbatim: Lua never re-encodes it.
-const REFRESH_SPEND_LUA: &str = r#"
-local now = tonumber(ARGV[1])
-local t = redis.call('HMGET', KEYS[1], 'rec', 'fam', 'exp', 'fexp', 'ttl', 'spent')
-if not t[1] then return {'unknown'} end
-local fam, exp, fexp, ttl = t[2], tonumber(t[3]), tonumber(t[4]), tonumber(t[5])
-local fkey = ARGV[2] .. fam
-if redis.call('EXISTS', fkey) == 1 then return {'revoked'} end
-if fexp <= now then return {'unknown'} end
-if t[6] then
-  redis.call('SET', fkey, '1', 'PXAT', string.format('%d', fexp * 1000))
-  return {'reused'}
-end
-if exp <= now then return {'unknown'} end
-if KEYS[2] == KEYS[1] or redis.call('EXISTS', KEYS[2]) == 1 then
-  return redis.error_reply('ERR tokensmith: refresh successor hash is already stored')
-end
-redis.call('HSET', KEYS[1], 'spent', '1')
-local next_exp = math.min(now + ttl, fexp)
-redis.call('HSET', KEYS[2], 'rec', t[1], 'fam', fam, 'exp', string.format('%d', next_exp), 'fexp', t[4], 'ttl', t[5])
-redis.call('PEXPIREAT', KEYS[2], string.format('%d', fexp * 1000))
-return {'spent', t[1], t[3]}
-"#;
 
 /// The Redis [`Store`].
 pub struct RedisStore {
@@ -175,6 +141,10 @@ struct Inner {
     reconnecting: AtomicBool,
     /// `tokensmith:<namespace>:`
     prefix: String,
+    /// `tokensmith:<namespace>:epoch`
+    epoch_key: String,
+    /// The epoch as last seen (at connect, then in each consume's answer).
+    epoch: AtomicI64,
     namespace: String,
     timeout: Duration,
     revoke: Script,
@@ -185,11 +155,15 @@ struct Inner {
 }
 
 impl RedisStore {
-    /// Connects to `url`, prefixing every key with `tokensmith:<namespace>:`.
-    /// Every call, this first connection included, fails with
+    /// Connects to `url`, prefixing every key with `tokensmith:<namespace>:`,
+    /// and records `epoch` as the namespace's epoch unless it has one (see
+    /// the module docs: pass the second after your clock's now, and issue
+    /// nothing before the clock reaches [`epoch`](RedisStore::epoch)). Logs
+    /// one warning if Redis's configuration lets it lose marks. Every call,
+    /// this first connection included, fails with
     /// [`StoreError::Unavailable`] if Redis has not answered within
     /// `timeout`. Must be called inside a Tokio runtime.
-    pub async fn connect(url: &str, namespace: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
+    pub async fn connect(url: &str, namespace: &str, timeout: Duration, epoch: i64) -> Result<RedisStore, StoreError> {
         in_runtime()?;
         let client =
             Client::open(url).map_err(|e| StoreError::Unavailable(format!("redis: invalid redis_url: {e}")))?;
@@ -214,12 +188,18 @@ impl RedisStore {
                 )))
             }
         };
+        let prefix = format!("tokensmith:{namespace}:");
+        let epoch_key = format!("{prefix}epoch");
+        let epoch = durability::init_epoch(&conn, &epoch_key, epoch, timeout).await?;
+        durability::warn_if_marks_can_be_lost(&conn, namespace, timeout).await;
         let inner = Inner {
             client,
             config,
             conn: ArcSwap::from_pointee(conn),
             reconnecting: AtomicBool::new(false),
-            prefix: format!("tokensmith:{namespace}:"),
+            epoch_key,
+            epoch: AtomicI64::new(epoch),
+            prefix,
             namespace: namespace.to_owned(),
             timeout,
             revoke: Script::new(REVOKE_LUA),
@@ -234,6 +214,12 @@ impl RedisStore {
     /// The namespace every key of this store is under.
     pub fn namespace(&self) -> &str {
         &self.inner.namespace
+    }
+
+    /// The namespace's epoch as last seen: tokens with an earlier `iat`
+    /// cannot be consumed.
+    pub fn epoch(&self) -> i64 {
+        self.inner.epoch.load(Ordering::Acquire)
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -463,29 +449,39 @@ impl Store for RedisStore {
         }
     }
 
-    async fn consume(
-        &self,
-        jti: &str,
-        sub: &str,
-        iat: i64,
-        mark_key: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<ConsumeOutcome, StoreError> {
+    async fn consume(&self, c: Consume<'_>, now: i64) -> Result<ConsumeOutcome, StoreError> {
+        let mark = match c.retry_key {
+            // Prefixed, so no retry key can equal the plain mark `1`.
+            Some(retry_key) => format!("r:{retry_key}"),
+            None => "1".to_owned(),
+        };
         let mut script = self.inner.consume.prepare_invoke();
         script
-            .key(self.key("revoked-jti", jti))
-            .key(self.key("revoked-sub", sub))
-            .key(self.key("mark", mark_key))
+            .key(self.key("revoked-jti", c.jti))
+            .key(self.key("revoked-sub", c.sub))
+            .key(self.key("mark", c.mark_key))
+            .key(&self.inner.epoch_key)
             .arg(now)
-            .arg(iat)
-            .arg(pxat(expires_at.max(now.saturating_add(1))));
-        let reply: String = self.eval("consume", script).await?;
-        match reply.as_str() {
+            .arg(c.iat)
+            .arg(pxat(c.expires_at.max(now.saturating_add(1))))
+            .arg(mark);
+        let (outcome, reset, epoch): (String, i64, i64) = self.eval("consume", script).await?;
+        self.inner.epoch.store(epoch, Ordering::Release);
+        if reset == 1 {
+            tracing::error!(
+                namespace = %self.inner.namespace,
+                epoch,
+                "redis: replay state lost (the epoch key is gone: Redis restarted without persistence, \
+                 was flushed, or evicted it); tokens issued before the new epoch cannot be consumed"
+            );
+        }
+        match outcome.as_str() {
             "first" => Ok(ConsumeOutcome::FirstUse),
+            "retried" => Ok(ConsumeOutcome::Retried),
             "replayed" => Ok(ConsumeOutcome::Replayed),
             "revoked" => Ok(ConsumeOutcome::Revoked),
-            _ => Err(bad_reply("consume", reply)),
+            "lost" => Ok(ConsumeOutcome::StateLost),
+            _ => Err(bad_reply("consume", outcome)),
         }
     }
 

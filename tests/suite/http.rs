@@ -690,6 +690,19 @@ async fn over_the_client_rate_is_429_with_retry_after() {
 // ---------------------------------------------------------------------------
 // 503
 
+/// A full store's answer names what is wrong: full, with its capacity, not
+/// unreachable.
+#[track_caller]
+fn assert_full(r: &Resp) {
+    let body = r.json();
+    let description = body["error_description"].as_str().unwrap_or_default();
+    assert!(
+        description.starts_with("the replay store is full (capacity 1)"),
+        "{body}"
+    );
+    assert!(!description.contains("reached"), "{body}");
+}
+
 #[tokio::test]
 async fn a_full_store_is_503_never_a_pass() {
     let app = TestApp::with_store(&base_config(), AnyStore::Memory(MemoryStore::new(1)));
@@ -699,7 +712,8 @@ async fn a_full_store_is_503_never_a_pass() {
     assert_ok(&verify(&app, SHOP_KEY, &consume(&a)).await);
     for _ in 0..2 {
         let r = verify(&app, SHOP_KEY, &consume(&b)).await;
-        assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+        assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "store_full");
+        assert_full(&r);
         assert_no_token(&r, &b);
     }
     // The first mark holds; a plain verification needs no new entry.
@@ -713,10 +727,12 @@ async fn a_full_store_is_503_never_a_pass() {
     let r = app
         .post("/v1/revoke", Some(SHOP_KEY), &json!({"jti": "AAAAAAAAAAAAAAAAAAAAAQ"}))
         .await;
-    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
-    // A full store is not ready ...
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "store_full");
+    assert_full(&r);
+    // A full store is not ready, and says so: it is reachable, but full.
     let ready = app.get("/readyz").await;
-    assert_error(&ready, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    assert_error(&ready, StatusCode::SERVICE_UNAVAILABLE, "store_full");
+    assert_full(&ready);
     // ... and becomes ready again once the mark has expired, with nothing but
     // probes arriving (a balancer sends no traffic to an unready instance).
     app.clock.advance(300 + 60 + 3);
@@ -1349,3 +1365,5 @@ async fn a_wrong_method_is_a_json_405() {
     assert_eq!(r.error(), "method_not_allowed");
     assert_eq!(r.header("cache-control"), Some("no-store"));
 }
+
+mod consume;

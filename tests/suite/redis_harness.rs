@@ -1,5 +1,7 @@
 //! A real `redis-server` for tests, one per test: on a free loopback port,
-//! with no persistence, in its own temporary directory, killed on drop.
+//! with no persistence (unless a test asks for it with
+//! [`RedisServer::start_with`]), in its own temporary directory, killed on
+//! drop.
 //!
 //! If `redis-server` is not on PATH, starting one fails the test with the
 //! command that installs it: Redis tests never skip.
@@ -24,6 +26,8 @@ pub struct RedisServer {
     pub url: String,
     pub port: u16,
     binary: String,
+    /// Arguments after the defaults (a later one overrides an earlier one).
+    extra: Vec<String>,
     child: Option<Child>,
     paused: bool,
     /// Working directory and log; removed after the server is killed.
@@ -36,20 +40,32 @@ impl RedisServer {
         RedisServer::start_binary("redis-server")
     }
 
+    /// Starts `redis-server` from PATH with `extra` arguments after the
+    /// defaults, e.g. `["--appendonly", "yes"]`; restarts keep them.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::start_binary_with("redis-server", extra)
+    }
+
     /// Starts the given binary; panics with [`INSTALL_HINT`] if it is missing.
     pub fn start_binary(binary: &str) -> RedisServer {
+        RedisServer::start_binary_with(binary, &[])
+    }
+
+    fn start_binary_with(binary: &str, extra: &[&str]) -> RedisServer {
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
         let dir = tempfile::tempdir().expect("a temporary directory for redis-server");
         let mut failures = Vec::new();
         // A port found free can be taken by someone else before Redis binds
         // it; then Redis exits and another port is tried.
         for _ in 0..5 {
             let port = free_port();
-            match spawn(binary, port, dir.path()) {
+            match spawn(binary, port, dir.path(), &extra) {
                 Ok(child) => {
                     return RedisServer {
                         url: format!("redis://127.0.0.1:{port}/"),
                         port,
                         binary: binary.to_owned(),
+                        extra,
                         child: Some(child),
                         paused: false,
                         dir,
@@ -71,11 +87,12 @@ impl RedisServer {
         self.paused = false;
     }
 
-    /// Stops the server if it runs and starts a new one on the same port
-    /// (empty: nothing is persisted).
+    /// Stops the server if it runs (SIGKILL) and starts a new one on the
+    /// same port, in the same directory: empty unless this server was
+    /// started with persistence.
     pub fn restart(&mut self) {
         self.stop();
-        match spawn(&self.binary, self.port, self.dir.path()) {
+        match spawn(&self.binary, self.port, self.dir.path(), &self.extra) {
             Ok(child) => self.child = Some(child),
             Err(why) => panic!("redis-server did not restart on port {}: {why}", self.port),
         }
@@ -122,11 +139,12 @@ pub fn free_port() -> u16 {
 }
 
 /// Spawns `binary` on `port` and waits (bounded) until it answers PING.
-fn spawn(binary: &str, port: u16, dir: &Path) -> Result<Child, String> {
+fn spawn(binary: &str, port: u16, dir: &Path, extra: &[String]) -> Result<Child, String> {
     let log = dir.join(format!("redis-{port}.log"));
     let spawned = Command::new(binary)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(extra)
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")

@@ -89,7 +89,10 @@ impl Served {
         let app = match redis_url {
             None => TestApp::new(&toml),
             Some(url) => {
-                let store = RedisStore::connect(url, &base, Duration::from_secs(2)).await.unwrap();
+                // Epoch 0: no token of these tests predates the store.
+                let store = RedisStore::connect(url, &base, Duration::from_secs(2), 0)
+                    .await
+                    .unwrap();
                 TestApp::with_store(&toml, AnyStore::Redis(store))
             }
         };

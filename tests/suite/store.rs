@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokensmith::clock::{Clock, SystemClock};
 use tokensmith::store::redis::RedisStore;
-use tokensmith::store::{ConsumeOutcome, RefreshRecord, SpendOutcome, Store};
+use tokensmith::store::{Consume, ConsumeOutcome, RefreshRecord, SpendOutcome, Store};
 
 use crate::redis_harness::RedisServer;
 
@@ -24,8 +24,10 @@ fn now() -> i64 {
     SystemClock.now()
 }
 
+/// A store whose epoch is an hour ago: the shared cases consume tokens
+/// issued up to a few minutes before `now()`.
 async fn connect(server: &RedisServer, namespace: &str, timeout: Duration) -> RedisStore {
-    RedisStore::connect(&server.url, namespace, timeout)
+    RedisStore::connect(&server.url, namespace, timeout, now() - 3600)
         .await
         .expect("connect to the test redis-server")
 }
@@ -73,6 +75,7 @@ both_backends!(
     consume_of_a_token_revoked_by_sub_depends_on_iat,
     consume_concurrent_exactly_one_first_use,
     consume_races_with_revocations_never_marks_a_revoked_token,
+    consume_with_a_retry_key_answers_retried_to_that_key_only,
 );
 
 async fn mark_once_first_then_refused<S: Store>(s: Arc<S>) {
@@ -406,15 +409,18 @@ async fn refresh_expired_or_unknown<S: Store>(s: Arc<S>) {
 async fn consume_first_use_then_replayed<S: Store>(s: Arc<S>) {
     let t = now();
     assert_eq!(
-        s.consume("c1", "alice", t - 10, "jti:c1", t + 300, t).await,
+        s.consume(Consume::new("c1", "alice", t - 10, "jti:c1", t + 300), t)
+            .await,
         Ok(ConsumeOutcome::FirstUse)
     );
     assert_eq!(
-        s.consume("c1", "alice", t - 10, "jti:c1", t + 300, t).await,
+        s.consume(Consume::new("c1", "alice", t - 10, "jti:c1", t + 300), t)
+            .await,
         Ok(ConsumeOutcome::Replayed)
     );
     assert_eq!(
-        s.consume("c1", "alice", t - 10, "jti:c1", t + 900, t + 299).await,
+        s.consume(Consume::new("c1", "alice", t - 10, "jti:c1", t + 900), t + 299)
+            .await,
         Ok(ConsumeOutcome::Replayed),
         "kept until expires_at; a new expiry does not reset it"
     );
@@ -422,12 +428,13 @@ async fn consume_first_use_then_replayed<S: Store>(s: Arc<S>) {
     assert_eq!(s.mark_once("jti:c1", t + 300, t).await, Ok(false));
     assert_eq!(s.mark_once("jti:c2", t + 300, t).await, Ok(true));
     assert_eq!(
-        s.consume("c2", "alice", t - 10, "jti:c2", t + 300, t).await,
+        s.consume(Consume::new("c2", "alice", t - 10, "jti:c2", t + 300), t)
+            .await,
         Ok(ConsumeOutcome::Replayed)
     );
     // An expiry already past is still kept a second, as with mark_once.
     assert_eq!(
-        s.consume("c3", "alice", t - 10, "jti:c3", t - 5, t).await,
+        s.consume(Consume::new("c3", "alice", t - 10, "jti:c3", t - 5), t).await,
         Ok(ConsumeOutcome::FirstUse)
     );
     assert_eq!(s.mark_once("jti:c3", t + 300, t).await, Ok(false));
@@ -435,7 +442,8 @@ async fn consume_first_use_then_replayed<S: Store>(s: Arc<S>) {
     s.revoke_jti("other", t + 300, t).await.unwrap();
     s.revoke_sub("bob", t, t + 300, t).await.unwrap();
     assert_eq!(
-        s.consume("c4", "alice", t - 10, "jti:c4", t + 300, t).await,
+        s.consume(Consume::new("c4", "alice", t - 10, "jti:c4", t + 300), t)
+            .await,
         Ok(ConsumeOutcome::FirstUse)
     );
 }
@@ -445,7 +453,8 @@ async fn consume_of_a_token_revoked_by_jti_marks_nothing<S: Store>(s: Arc<S>) {
     s.revoke_jti("r1", t + 300, t).await.unwrap();
     for _ in 0..2 {
         assert_eq!(
-            s.consume("r1", "alice", t - 10, "jti:r1", t + 300, t).await,
+            s.consume(Consume::new("r1", "alice", t - 10, "jti:r1", t + 300), t)
+                .await,
             Ok(ConsumeOutcome::Revoked)
         );
     }
@@ -456,14 +465,16 @@ async fn consume_of_a_token_revoked_by_jti_marks_nothing<S: Store>(s: Arc<S>) {
     );
     // A revocation wins over an existing mark.
     assert_eq!(
-        s.consume("r1", "alice", t - 10, "jti:r1", t + 300, t).await,
+        s.consume(Consume::new("r1", "alice", t - 10, "jti:r1", t + 300), t)
+            .await,
         Ok(ConsumeOutcome::Revoked)
     );
     // Revocations are kept until `until` only (memory decides with `now`;
     // Redis's key has not expired yet, the script compares with `now` too).
     s.revoke_jti("r2", t + 100, t).await.unwrap();
     assert_eq!(
-        s.consume("r2", "alice", t - 10, "jti:r2", t + 300, t + 100).await,
+        s.consume(Consume::new("r2", "alice", t - 10, "jti:r2", t + 300), t + 100)
+            .await,
         Ok(ConsumeOutcome::FirstUse)
     );
 }
@@ -472,12 +483,13 @@ async fn consume_of_a_token_revoked_by_sub_depends_on_iat<S: Store>(s: Arc<S>) {
     let t = now();
     s.revoke_sub("carol", t, t + 600, t).await.unwrap();
     assert_eq!(
-        s.consume("s1", "carol", t - 100, "jti:s1", t + 300, t).await,
+        s.consume(Consume::new("s1", "carol", t - 100, "jti:s1", t + 300), t)
+            .await,
         Ok(ConsumeOutcome::Revoked),
         "issued before"
     );
     assert_eq!(
-        s.consume("s2", "carol", t, "jti:s2", t + 300, t).await,
+        s.consume(Consume::new("s2", "carol", t, "jti:s2", t + 300), t).await,
         Ok(ConsumeOutcome::Revoked),
         "issued at revoked_at"
     );
@@ -485,28 +497,33 @@ async fn consume_of_a_token_revoked_by_sub_depends_on_iat<S: Store>(s: Arc<S>) {
         assert_eq!(s.mark_once(key, t + 300, t).await, Ok(true), "{key} was marked");
     }
     assert_eq!(
-        s.consume("s3", "carol", t + 1, "jti:s3", t + 300, t + 1).await,
+        s.consume(Consume::new("s3", "carol", t + 1, "jti:s3", t + 300), t + 1)
+            .await,
         Ok(ConsumeOutcome::FirstUse),
         "issued after"
     );
     assert_eq!(
-        s.consume("s3", "carol", t + 1, "jti:s3", t + 300, t + 1).await,
+        s.consume(Consume::new("s3", "carol", t + 1, "jti:s3", t + 300), t + 1)
+            .await,
         Ok(ConsumeOutcome::Replayed)
     );
     assert_eq!(
-        s.consume("s4", "dave", t - 100, "jti:s4", t + 300, t).await,
+        s.consume(Consume::new("s4", "dave", t - 100, "jti:s4", t + 300), t)
+            .await,
         Ok(ConsumeOutcome::FirstUse),
         "another sub"
     );
     assert_eq!(
-        s.consume("s5", "carol", t - 100, "jti:s5", t + 900, t + 600).await,
+        s.consume(Consume::new("s5", "carol", t - 100, "jti:s5", t + 900), t + 600)
+            .await,
         Ok(ConsumeOutcome::FirstUse),
         "kept until `until` only"
     );
     // A newer revocation widens it, as with is_revoked.
     s.revoke_sub("carol", t + 10, t + 600, t + 10).await.unwrap();
     assert_eq!(
-        s.consume("s6", "carol", t + 5, "jti:s6", t + 300, t + 10).await,
+        s.consume(Consume::new("s6", "carol", t + 5, "jti:s6", t + 300), t + 10)
+            .await,
         Ok(ConsumeOutcome::Revoked)
     );
 }
@@ -516,12 +533,62 @@ async fn consume_concurrent_exactly_one_first_use<S: Store>(s: Arc<S>) {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..64 {
         let s = Arc::clone(&s);
-        tasks.spawn(async move { s.consume("hot", "alice", t - 10, "jti:hot", t + 300, t).await.unwrap() });
+        tasks.spawn(async move {
+            s.consume(Consume::new("hot", "alice", t - 10, "jti:hot", t + 300), t)
+                .await
+                .unwrap()
+        });
     }
     let outcomes = tasks.join_all().await;
     let first = outcomes.iter().filter(|o| **o == ConsumeOutcome::FirstUse).count();
     let replayed = outcomes.iter().filter(|o| **o == ConsumeOutcome::Replayed).count();
     assert_eq!((first, replayed), (1, 63), "{outcomes:?}");
+}
+
+/// A consume placed with a retry key is that consume again when retried with
+/// the same key (its answer was lost), and a replay for anyone else.
+async fn consume_with_a_retry_key_answers_retried_to_that_key_only<S: Store>(s: Arc<S>) {
+    let t = now();
+    let c = Consume::new("k1", "alice", t - 10, "jti:k1", t + 300);
+    assert_eq!(
+        s.consume(c.with_retry_key("rk-a"), t).await,
+        Ok(ConsumeOutcome::FirstUse)
+    );
+    for later in [t, t + 1, t + 299] {
+        assert_eq!(
+            s.consume(c.with_retry_key("rk-a"), later).await,
+            Ok(ConsumeOutcome::Retried),
+            "the same key, at {later}"
+        );
+    }
+    assert_eq!(
+        s.consume(c.with_retry_key("rk-b"), t).await,
+        Ok(ConsumeOutcome::Replayed)
+    );
+    assert_eq!(s.consume(c, t).await, Ok(ConsumeOutcome::Replayed), "no key");
+    assert_eq!(s.mark_once("jti:k1", t + 300, t).await, Ok(false), "an ordinary mark");
+
+    // A mark placed without a key is no one's: no key retries it, not even
+    // one that looks like the plain mark.
+    let d = Consume::new("k2", "alice", t - 10, "jti:k2", t + 300);
+    assert_eq!(s.consume(d, t).await, Ok(ConsumeOutcome::FirstUse));
+    for key in ["1", "r:1", ""] {
+        assert_eq!(
+            s.consume(d.with_retry_key(key), t).await,
+            Ok(ConsumeOutcome::Replayed),
+            "{key:?}"
+        );
+    }
+    assert!(s.mark_once("jti:k3", t + 300, t).await.unwrap());
+    let e = Consume::new("k3", "alice", t - 10, "jti:k3", t + 300);
+    assert_eq!(s.consume(e.with_retry_key("1"), t).await, Ok(ConsumeOutcome::Replayed));
+
+    // A revocation wins over a retry, as over any mark.
+    s.revoke_jti("k1", t + 300, t).await.unwrap();
+    assert_eq!(
+        s.consume(c.with_retry_key("rk-a"), t).await,
+        Ok(ConsumeOutcome::Revoked)
+    );
 }
 
 /// Consumes of many tokens of one `sub` race with a revocation of that
@@ -535,7 +602,7 @@ async fn consume_races_with_revocations_never_marks_a_revoked_token<S: Store>(s:
         tasks.spawn(async move {
             let key = format!("jti:race{i}");
             let out = task_store
-                .consume(&format!("race{i}"), "erin", t - 10, &key, t + 300, t)
+                .consume(Consume::new(&format!("race{i}"), "erin", t - 10, &key, t + 300), t)
                 .await;
             (key, out.unwrap())
         });
@@ -548,11 +615,11 @@ async fn consume_races_with_revocations_never_marks_a_revoked_token<S: Store>(s:
         match out {
             ConsumeOutcome::FirstUse => assert!(marked, "{key}: FirstUse without a mark"),
             ConsumeOutcome::Revoked => assert!(!marked, "{key}: Revoked but marked"),
-            ConsumeOutcome::Replayed => panic!("{key}: replayed on its only consume"),
+            other => panic!("{key}: {other:?} on its only consume"),
         }
     }
     assert_eq!(
-        s.consume("race-late", "erin", t - 10, "jti:race-late", t + 300, t)
+        s.consume(Consume::new("race-late", "erin", t - 10, "jti:race-late", t + 300), t)
             .await,
         Ok(ConsumeOutcome::Revoked)
     );
@@ -564,7 +631,7 @@ mod memory_only {
     use std::time::Duration;
 
     use tokensmith::store::memory::{MemoryStats, MemoryStore};
-    use tokensmith::store::{ConsumeOutcome, Store, StoreError};
+    use tokensmith::store::{Consume, ConsumeOutcome, Store, StoreError};
 
     use super::record;
 
@@ -576,15 +643,15 @@ mod memory_only {
         assert_eq!(s.ping().await, Ok(()));
         s.mark_once("a", T + 10, T).await.unwrap();
         assert_eq!(
-            s.consume("b", "u", T, "b", T + 10, T).await,
+            s.consume(Consume::new("b", "u", T, "b", T + 10), T).await,
             Ok(ConsumeOutcome::FirstUse)
         );
         assert_eq!(s.ping().await, Ok(()), "one slot left");
         s.mark_once("c", T + 1000, T).await.unwrap();
-        assert_eq!(s.ping().await, Err(StoreError::Full));
+        assert_eq!(s.ping().await, Err(StoreError::Full { capacity: 3 }));
         assert_eq!(
-            s.consume("d", "u", T, "d", T + 10, T).await,
-            Err(StoreError::Full),
+            s.consume(Consume::new("d", "u", T, "d", T + 10), T).await,
+            Err(StoreError::Full { capacity: 3 }),
             "what readiness predicted"
         );
         assert_eq!(s.stats().marks, 3);
@@ -595,7 +662,7 @@ mod memory_only {
         assert_eq!(s.stats().marks, 1, "the live mark is kept");
         assert_eq!(s.mark_once("c", T + 1000, T + 100).await, Ok(false));
         // A store with room for nothing is never ready.
-        assert_eq!(MemoryStore::new(0).ping().await, Err(StoreError::Full));
+        assert_eq!(MemoryStore::new(0).ping().await, Err(StoreError::Full { capacity: 0 }));
     }
 
     #[tokio::test]
@@ -604,11 +671,11 @@ mod memory_only {
         s.mark_once("a", T + 100, T).await.unwrap();
         s.revoke_jti("j", T + 100, T).await.unwrap();
         assert_eq!(
-            s.consume("j", "u", T, "jti:j", T + 100, T).await,
+            s.consume(Consume::new("j", "u", T, "jti:j", T + 100), T).await,
             Ok(ConsumeOutcome::Revoked)
         );
         assert_eq!(
-            s.consume("a", "u", T, "a", T + 100, T).await,
+            s.consume(Consume::new("a", "u", T, "a", T + 100), T).await,
             Ok(ConsumeOutcome::Replayed),
             "a replay is known without room"
         );
@@ -643,11 +710,17 @@ mod memory_only {
                                 s.ping().await.or(Ok(()))
                             }
                             _ => s
-                                .consume(&key, &format!("u{}", i % 7), now, &key, now + 2, now)
+                                .consume(Consume::new(&key, &format!("u{}", i % 7), now, &key, now + 2), now)
                                 .await
                                 .map(|_| ()),
                         }
-                        .or_else(|e| if e == StoreError::Full { Ok(()) } else { Err(e) })
+                        .or_else(|e| {
+                            if matches!(e, StoreError::Full { .. }) {
+                                Ok(())
+                            } else {
+                                Err(e)
+                            }
+                        })
                         .unwrap();
                     }
                 });
@@ -668,7 +741,10 @@ mod memory_only {
         for i in 0..4 {
             assert_eq!(s.mark_once(&format!("k{i}"), T + 100, T).await, Ok(true));
         }
-        assert_eq!(s.mark_once("k4", T + 100, T).await, Err(StoreError::Full));
+        assert_eq!(
+            s.mark_once("k4", T + 100, T).await,
+            Err(StoreError::Full { capacity: 4 })
+        );
         for i in 0..4 {
             assert_eq!(
                 s.mark_once(&format!("k{i}"), T + 100, T + 99).await,
@@ -684,7 +760,10 @@ mod memory_only {
         }
         assert_eq!(s.mark_once("k4", T + 500, T + 100).await, Ok(true));
         assert_eq!(s.mark_once("k5", T + 500, T + 100).await, Ok(true));
-        assert_eq!(s.mark_once("k6", T + 500, T + 100).await, Err(StoreError::Full));
+        assert_eq!(
+            s.mark_once("k6", T + 500, T + 100).await,
+            Err(StoreError::Full { capacity: 4 })
+        );
         for key in ["k2", "k3", "k4", "k5"] {
             assert_eq!(s.mark_once(key, T + 500, T + 100).await, Ok(false), "{key} was evicted");
         }
@@ -695,13 +774,16 @@ mod memory_only {
         let s = MemoryStore::new(2);
         s.revoke_jti("a", T + 100, T).await.unwrap();
         s.revoke_sub("b", T, T + 100, T).await.unwrap();
-        assert_eq!(s.revoke_jti("c", T + 100, T).await, Err(StoreError::Full));
+        assert_eq!(
+            s.revoke_jti("c", T + 100, T).await,
+            Err(StoreError::Full { capacity: 2 })
+        );
         assert_eq!(s.is_revoked("a", "b", T, T).await, Ok(true));
         s.revoke_jti("a", T + 200, T).await.unwrap(); // an existing entry still updates
 
         s.rate_hit("r1", 5, 60, T).await.unwrap();
         s.rate_hit("r2", 5, 60, T).await.unwrap();
-        assert_eq!(s.rate_hit("r3", 5, 60, T).await, Err(StoreError::Full));
+        assert_eq!(s.rate_hit("r3", 5, 60, T).await, Err(StoreError::Full { capacity: 2 }));
         assert!(
             s.rate_hit("r3", 5, 60, T + 120).await.unwrap().allowed,
             "ended windows are swept"
@@ -709,9 +791,15 @@ mod memory_only {
 
         s.refresh_insert("t0", &record("f", T), T).await.unwrap();
         s.refresh_insert("u0", &record("g", T), T).await.unwrap();
-        assert_eq!(s.refresh_insert("v0", &record("h", T), T).await, Err(StoreError::Full));
+        assert_eq!(
+            s.refresh_insert("v0", &record("h", T), T).await,
+            Err(StoreError::Full { capacity: 2 })
+        );
         // A spend needs room for the successor; refused, it spends nothing.
-        assert_eq!(s.refresh_spend("t0", "t1", T + 1).await, Err(StoreError::Full));
+        assert_eq!(
+            s.refresh_spend("t0", "t1", T + 1).await,
+            Err(StoreError::Full { capacity: 2 })
+        );
         assert_eq!(s.stats().revoked_families, 0);
     }
 
@@ -734,6 +822,7 @@ mod memory_only {
             before,
             MemoryStats {
                 marks: 15,
+                retry_keys: 0,
                 revocations: 2,
                 rate_counters: 1,
                 refresh_tokens: 1,
@@ -747,6 +836,7 @@ mod memory_only {
             s.stats(),
             MemoryStats {
                 marks: 5,
+                retry_keys: 0,
                 revocations: 1,
                 rate_counters: 0,
                 refresh_tokens: 1,
@@ -844,7 +934,7 @@ mod redis_only {
 
     use redis::AsyncCommands;
     use tokensmith::store::redis::RedisStore;
-    use tokensmith::store::{ConsumeOutcome, SpendOutcome, Store, StoreError};
+    use tokensmith::store::{Consume, ConsumeOutcome, SpendOutcome, Store, StoreError};
 
     use super::{connect, now, record, TIMEOUT};
     use crate::redis_harness::{commandstats, free_port, RedisServer, INSTALL_HINT};
@@ -868,10 +958,15 @@ mod redis_only {
         let expires_at = t + 300;
         assert_eq!(s.mark_once("jti-x", expires_at, t).await, Ok(true));
         let mut conn = raw(&server).await;
-        let keys: Vec<String> = conn.keys("*").await.unwrap();
-        assert_eq!(keys, vec!["tokensmith:issuer-a:mark:jti-x".to_owned()]);
+        let mut keys: Vec<String> = conn.keys("*").await.unwrap();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["tokensmith:issuer-a:epoch", "tokensmith:issuer-a:mark:jti-x"],
+            "the mark, and the namespace's epoch"
+        );
         let before = unix_ms();
-        let pttl: i64 = conn.pttl(&keys[0]).await.unwrap();
+        let pttl: i64 = conn.pttl(&keys[1]).await.unwrap();
         assert!(pttl > 0, "no expiry set: PTTL {pttl}");
         assert!(pttl <= expires_at * 1000 - before, "PTTL {pttl} runs past expires_at");
         assert!(
@@ -909,8 +1004,13 @@ mod redis_only {
         let mut keys: Vec<String> = conn.keys("*").await.unwrap();
         keys.sort();
         let mut names: Vec<String> = expected.iter().map(|(k, _)| k.clone()).collect();
+        names.push("tokensmith:n:epoch".to_owned());
         names.sort();
         assert_eq!(keys, names, "nothing else is stored");
+        // One key per namespace never expires: the epoch must outlive every
+        // mark, or its absence would read as lost state.
+        let pttl: i64 = conn.pttl("tokensmith:n:epoch").await.unwrap();
+        assert_eq!(pttl, -1, "the epoch has no expiry");
         for (key, until) in expected {
             let before = unix_ms();
             let pttl: i64 = conn.pttl(&key).await.unwrap();
@@ -957,7 +1057,7 @@ mod redis_only {
         // The first run on a fresh Redis loads the scripts (NOSCRIPT, then
         // SCRIPT LOAD and EVALSHA again): done before counting.
         assert_eq!(
-            s.consume("warm", "u", t, "jti:warm", t + 60, t).await,
+            s.consume(Consume::new("warm", "u", t, "jti:warm", t + 60), t).await,
             Ok(ConsumeOutcome::FirstUse)
         );
         s.revoke_jti("gone", t + 60, t).await.unwrap();
@@ -966,16 +1066,16 @@ mod redis_only {
         for i in 0..5 {
             let key = format!("jti:k{i}");
             assert_eq!(
-                s.consume(&format!("k{i}"), "u", t, &key, t + 60, t).await,
+                s.consume(Consume::new(&format!("k{i}"), "u", t, &key, t + 60), t).await,
                 Ok(ConsumeOutcome::FirstUse)
             );
             assert_eq!(
-                s.consume(&format!("k{i}"), "u", t, &key, t + 60, t).await,
+                s.consume(Consume::new(&format!("k{i}"), "u", t, &key, t + 60), t).await,
                 Ok(ConsumeOutcome::Replayed)
             );
         }
         assert_eq!(
-            s.consume("gone", "u", t, "jti:gone", t + 60, t).await,
+            s.consume(Consume::new("gone", "u", t, "jti:gone", t + 60), t).await,
             Ok(ConsumeOutcome::Revoked)
         );
         let after = commandstats(&mut conn).await;
@@ -1007,14 +1107,14 @@ mod redis_only {
         let s = connect(&server, "n", TIMEOUT).await;
         let t = now();
         assert_eq!(
-            s.consume("a", "u", t, "jti:a", t + 60, t).await,
+            s.consume(Consume::new("a", "u", t, "jti:a", t + 60), t).await,
             Ok(ConsumeOutcome::FirstUse)
         );
         let mut conn = raw(&server).await;
         let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
         let before = commandstats(&mut conn).await;
         assert_eq!(
-            s.consume("b", "u", t, "jti:b", t + 60, t).await,
+            s.consume(Consume::new("b", "u", t, "jti:b", t + 60), t).await,
             Ok(ConsumeOutcome::FirstUse)
         );
         let after = commandstats(&mut conn).await;
@@ -1025,7 +1125,7 @@ mod redis_only {
             "NOSCRIPT, load, run: {before:?} → {after:?}"
         );
         assert_eq!(
-            s.consume("b", "u", t, "jti:b", t + 60, t).await,
+            s.consume(Consume::new("b", "u", t, "jti:b", t + 60), t).await,
             Ok(ConsumeOutcome::Replayed)
         );
         assert!(!s.is_reconnecting(), "NOSCRIPT is no connection failure");
@@ -1044,7 +1144,7 @@ mod redis_only {
             let () = conn.set(key, "not a revocation").await.unwrap();
             let jti = if sub == "u" { "g2" } else { "g1" };
             let mark = format!("jti:{jti}");
-            let r = s.consume(jti, sub, t, &mark, t + 60, t).await;
+            let r = s.consume(Consume::new(jti, sub, t, &mark, t + 60), t).await;
             assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
             let r = s.is_revoked(jti, sub, t, t).await;
             assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
@@ -1171,11 +1271,16 @@ mod redis_only {
             info.contains("connected_clients:2"),
             "the store's fresh connection and ours, and no other: {info}"
         );
-        // The first call after the outage succeeds.
+        // The first call after the outage succeeds. Redis came back empty:
+        // a token issued up to now cannot be consumed, a newer one can.
         let t = now();
         assert_eq!(s.mark_once("after", t + 60, t).await, Ok(true));
         assert_eq!(
-            s.consume("c", "u", t, "jti:c", t + 60, t).await,
+            s.consume(Consume::new("c", "u", t, "jti:c", t + 60), t).await,
+            Ok(ConsumeOutcome::StateLost)
+        );
+        assert_eq!(
+            s.consume(Consume::new("d", "u", t + 1, "jti:d", t + 60), t + 1).await,
             Ok(ConsumeOutcome::FirstUse)
         );
         s.ping().await.unwrap();
@@ -1238,14 +1343,14 @@ mod redis_only {
         // Nothing listens: refused at once.
         let url = format!("redis://127.0.0.1:{}/", free_port());
         let started = Instant::now();
-        let r = RedisStore::connect(&url, "n", timeout).await;
+        let r = RedisStore::connect(&url, "n", timeout, 0).await;
         assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
         assert!(started.elapsed() < timeout + Duration::from_secs(1));
         // Something accepts the connection and never answers.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("redis://{}/", silent.local_addr().unwrap());
         let started = Instant::now();
-        let r = RedisStore::connect(&url, "n", timeout).await;
+        let r = RedisStore::connect(&url, "n", timeout, 0).await;
         assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
         assert!(
             started.elapsed() < timeout + Duration::from_secs(1),
@@ -1253,7 +1358,7 @@ mod redis_only {
             started.elapsed()
         );
         // Not a URL.
-        let r = RedisStore::connect("mysql://nope", "n", timeout).await;
+        let r = RedisStore::connect("mysql://nope", "n", timeout, 0).await;
         assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     }
 
@@ -1270,3 +1375,5 @@ mod redis_only {
         assert!(INSTALL_HINT.contains("apt-get install -y redis-server"));
     }
 }
+
+mod lost_state;

@@ -652,7 +652,7 @@ async fn refresh_origin(app: &TestApp) {
 }
 
 async fn redis_app(redis: &RedisServer) -> TestApp {
-    let store = RedisStore::connect(&redis.url, "t", Duration::from_millis(500))
+    let store = RedisStore::connect(&redis.url, "t", Duration::from_millis(500), 0)
         .await
         .unwrap();
     TestApp::with_store(&base_config(), AnyStore::Redis(store))

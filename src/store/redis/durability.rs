@@ -1,0 +1,196 @@
+//! What the Redis store does at connect so that lost replay state is
+//! detected or at least announced: it records the namespace's epoch (see
+//! "Lost state" in the parent module), and it reads Redis's persistence and
+//! eviction settings and logs one warning naming every way this Redis can
+//! forget marks.
+//!
+//! It never refuses to start because of a setting: a Redis without
+//! persistence is a deployment's choice (the epoch makes it safe, at the
+//! price of refusing older tokens after a restart), and a managed Redis may
+//! forbid `CONFIG` altogether, which is logged and tolerated.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ::redis::aio::ConnectionManager;
+
+use crate::store::StoreError;
+
+/// Records `epoch` under `key` unless an epoch is there, and answers the
+/// epoch in force. Within `timeout`.
+pub(super) async fn init_epoch(
+    conn: &ConnectionManager,
+    key: &str,
+    epoch: i64,
+    timeout: Duration,
+) -> Result<i64, StoreError> {
+    let mut conn = conn.clone();
+    let mut pipe = ::redis::pipe();
+    pipe.cmd("SET").arg(key).arg(epoch).arg("NX").cmd("GET").arg(key);
+    let exchange = pipe.query_async::<(Option<String>, Option<String>)>(&mut conn);
+    let (written, stored) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => return Err(StoreError::Unavailable(format!("redis epoch: {e}"))),
+        Err(_) => {
+            return Err(StoreError::Unavailable(format!(
+                "redis epoch: no answer within {timeout:?}"
+            )))
+        }
+    };
+    let Some(in_force) = stored.as_deref().and_then(|s| s.parse::<i64>().ok()) else {
+        return Err(StoreError::Unavailable(format!(
+            "redis epoch: unreadable epoch {stored:?} under {key}"
+        )));
+    };
+    if written.is_some() {
+        tracing::info!(
+            key,
+            epoch = in_force,
+            "redis: recorded the replay epoch (a new namespace, or one whose Redis lost its state); \
+             tokens issued before it cannot be consumed"
+        );
+    }
+    Ok(in_force)
+}
+
+/// The settings that decide whether Redis can forget a mark; `None` where
+/// Redis did not say.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Durability {
+    pub appendonly: Option<String>,
+    pub save: Option<String>,
+    pub maxmemory: Option<String>,
+    pub maxmemory_policy: Option<String>,
+}
+
+impl Durability {
+    /// Every way a Redis with these settings can forget a mark, in words for
+    /// the log; empty when none is known.
+    pub(super) fn risks(&self) -> Vec<String> {
+        let mut risks = Vec::new();
+        if self.appendonly.as_deref() == Some("no") {
+            match self.save.as_deref() {
+                Some("") => risks.push(
+                    "nothing is persisted (appendonly no, save \"\"): a restart forgets every mark and \
+                     revocation (detected: tokens issued before the restart cannot be consumed)"
+                        .to_owned(),
+                ),
+                Some(save) => risks.push(format!(
+                    "only RDB snapshots are persisted (appendonly no, save \"{save}\"): a restart restores \
+                     the last snapshot and forgets the marks and revocations written since, undetected"
+                )),
+                None => {}
+            }
+        }
+        let limited = self.maxmemory.as_deref().is_some_and(|m| m != "0");
+        match self.maxmemory_policy.as_deref() {
+            Some(policy) if limited && policy != "noeviction" => risks.push(format!(
+                "maxmemory-policy {policy} with maxmemory {}: a full Redis evicts marks, undetected",
+                self.maxmemory.as_deref().unwrap_or_default()
+            )),
+            _ => {}
+        }
+        risks
+    }
+}
+
+/// Reads the settings with `CONFIG GET` (one pipeline, within `timeout`).
+async fn read(conn: &ConnectionManager, timeout: Duration) -> Result<Durability, String> {
+    let mut conn = conn.clone();
+    let mut pipe = ::redis::pipe();
+    for name in ["appendonly", "save", "maxmemory", "maxmemory-policy"] {
+        pipe.cmd("CONFIG").arg("GET").arg(name);
+    }
+    type Settings = HashMap<String, String>;
+    let exchange = pipe.query_async::<(Settings, Settings, Settings, Settings)>(&mut conn);
+    let (mut a, mut s, mut m, mut p) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("no answer within {timeout:?}")),
+    };
+    Ok(Durability {
+        appendonly: a.remove("appendonly"),
+        save: s.remove("save"),
+        maxmemory: m.remove("maxmemory"),
+        maxmemory_policy: p.remove("maxmemory-policy"),
+    })
+}
+
+/// Logs one warning if this Redis can forget marks, or one line saying the
+/// settings could not be read (`CONFIG` renamed away, or denied by an ACL,
+/// as managed Redis services do). Never fails.
+pub(super) async fn warn_if_marks_can_be_lost(conn: &ConnectionManager, namespace: &str, timeout: Duration) {
+    match read(conn, timeout).await {
+        Ok(settings) => {
+            let risks = settings.risks();
+            if !risks.is_empty() {
+                tracing::warn!(
+                    namespace,
+                    "redis: replay marks can be lost: {}; run Redis with appendonly yes and \
+                     maxmemory-policy noeviction",
+                    risks.join("; ")
+                );
+            }
+        }
+        Err(why) => tracing::info!(
+            namespace,
+            error = %why,
+            "redis: cannot read the persistence settings (CONFIG GET); if this Redis does not persist \
+             (appendonly yes) or evicts keys, it can forget marks: a restart that empties it is detected, \
+             a rollback to an older snapshot or an eviction is not"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Durability;
+
+    fn settings(appendonly: &str, save: &str, maxmemory: &str, policy: &str) -> Durability {
+        Durability {
+            appendonly: Some(appendonly.into()),
+            save: Some(save.into()),
+            maxmemory: Some(maxmemory.into()),
+            maxmemory_policy: Some(policy.into()),
+        }
+    }
+
+    #[test]
+    fn aof_without_eviction_is_no_risk() {
+        assert_eq!(settings("yes", "", "0", "noeviction").risks(), Vec::<String>::new());
+        assert_eq!(
+            settings("yes", "3600 1", "0", "allkeys-lru").risks(),
+            Vec::<String>::new()
+        );
+        assert_eq!(settings("yes", "", "1gb", "noeviction").risks(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn no_persistence_is_a_risk() {
+        let risks = settings("no", "", "0", "noeviction").risks();
+        assert_eq!(risks.len(), 1, "{risks:?}");
+        assert!(risks[0].contains("nothing is persisted"), "{risks:?}");
+    }
+
+    #[test]
+    fn snapshots_alone_are_a_risk() {
+        let risks = settings("no", "3600 1 300 100", "0", "noeviction").risks();
+        assert_eq!(risks.len(), 1, "{risks:?}");
+        assert!(risks[0].contains("only RDB snapshots"), "{risks:?}");
+        assert!(risks[0].contains("3600 1 300 100"), "{risks:?}");
+    }
+
+    #[test]
+    fn eviction_under_a_memory_limit_is_a_risk() {
+        let risks = settings("yes", "", "100mb", "volatile-lru").risks();
+        assert_eq!(risks.len(), 1, "{risks:?}");
+        assert!(risks[0].contains("volatile-lru"), "{risks:?}");
+        // Both at once are both named.
+        assert_eq!(settings("no", "", "100mb", "allkeys-lru").risks().len(), 2);
+    }
+
+    #[test]
+    fn unknown_settings_are_no_claim() {
+        assert_eq!(Durability::default().risks(), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,263 @@
+//! Lost replay state (issue 10, item 7) at the store: the epoch before
+//! which a store refuses to consume, how each backend sets and moves it, and
+//! what the Redis store says at connect about persistence.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use redis::AsyncCommands;
+use tokensmith::store::memory::MemoryStore;
+use tokensmith::store::redis::RedisStore;
+use tokensmith::store::{Consume, ConsumeOutcome, Store, StoreError};
+
+use super::{connect, now, TIMEOUT};
+use crate::redis_harness::RedisServer;
+
+const T: i64 = 1_000_000;
+
+fn token(jti: &str, iat: i64) -> Consume<'_> {
+    Consume::new(jti, "u", iat, jti, iat + 300)
+}
+
+// ---------------------------------------------------------------------------
+// Memory: the epoch is the process's.
+
+#[tokio::test]
+async fn memory_refuses_tokens_issued_before_its_epoch() {
+    let s = MemoryStore::new(10).with_epoch(T);
+    assert_eq!(s.epoch(), T);
+    assert_eq!(s.consume(token("old", T - 1), T).await, Ok(ConsumeOutcome::StateLost));
+    assert_eq!(
+        s.consume(token("old", T - 1), T + 5).await,
+        Ok(ConsumeOutcome::StateLost),
+        "refused for good, not marked"
+    );
+    assert_eq!(s.stats().marks, 0, "nothing was marked");
+    assert_eq!(s.consume(token("new", T), T).await, Ok(ConsumeOutcome::FirstUse));
+    assert_eq!(s.consume(token("new", T), T).await, Ok(ConsumeOutcome::Replayed));
+    // A revocation is the more precise answer.
+    s.revoke_jti("gone", T + 100, T).await.unwrap();
+    assert_eq!(s.consume(token("gone", T - 1), T).await, Ok(ConsumeOutcome::Revoked));
+    // Only consume knows an iat: a plain mark is unaffected.
+    assert_eq!(s.mark_once("old", T + 10, T).await, Ok(true));
+}
+
+#[tokio::test]
+async fn memory_without_an_epoch_consumes_any_iat() {
+    let s = MemoryStore::new(10);
+    assert_eq!(s.epoch(), i64::MIN);
+    assert_eq!(s.consume(token("a", 0), T).await, Ok(ConsumeOutcome::FirstUse));
+}
+
+/// Retry keys live and die with their marks: a reused slot takes the new
+/// consume's key (or none), and a sweep forgets them.
+#[tokio::test]
+async fn memory_retry_keys_are_forgotten_with_their_marks() {
+    let s = MemoryStore::new(10);
+    let c = Consume::new("a", "u", T, "jti:a", T + 10);
+    assert_eq!(s.consume(c.with_retry_key("k"), T).await, Ok(ConsumeOutcome::FirstUse));
+    assert_eq!(s.stats().retry_keys, 1);
+    // Expired, not yet swept: a consume without a key takes the slot.
+    let later = Consume::new("a", "u", T, "jti:a", T + 100);
+    assert_eq!(s.consume(later, T + 20).await, Ok(ConsumeOutcome::FirstUse));
+    assert_eq!(s.stats().retry_keys, 0, "the old key went with the old mark");
+    assert_eq!(
+        s.consume(later.with_retry_key("k"), T + 21).await,
+        Ok(ConsumeOutcome::Replayed),
+        "the old key does not retry the new mark"
+    );
+    // A sweep takes the key with the mark.
+    let b = Consume::new("b", "u", T, "jti:b", T + 30);
+    assert_eq!(
+        s.consume(b.with_retry_key("k"), T + 21).await,
+        Ok(ConsumeOutcome::FirstUse)
+    );
+    assert_eq!(s.stats().retry_keys, 1);
+    assert_eq!(s.is_revoked("x", "y", T, T + 200).await, Ok(false)); // time passes
+    s.sweep();
+    assert_eq!(s.stats(), Default::default(), "everything swept: {:?}", s.stats());
+}
+
+// ---------------------------------------------------------------------------
+// Redis: the epoch is the namespace's, and outlives no data.
+
+async fn get_epoch(server: &RedisServer, namespace: &str) -> Option<String> {
+    let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
+    conn.get(format!("tokensmith:{namespace}:epoch")).await.unwrap()
+}
+
+#[tokio::test]
+async fn connect_records_the_epoch_once() {
+    let server = RedisServer::start();
+    let e = now() - 100;
+    let first = RedisStore::connect(&server.url, "n", TIMEOUT, e).await.unwrap();
+    assert_eq!(first.epoch(), e);
+    assert_eq!(get_epoch(&server, "n").await, Some(e.to_string()));
+    // A later instance keeps it: it does not move the namespace's epoch.
+    let second = RedisStore::connect(&server.url, "n", TIMEOUT, e + 50).await.unwrap();
+    assert_eq!(second.epoch(), e);
+    assert_eq!(get_epoch(&server, "n").await, Some(e.to_string()));
+    let t = now();
+    for s in [&first, &second] {
+        assert_eq!(
+            s.consume(token("before", e - 1), t).await,
+            Ok(ConsumeOutcome::StateLost)
+        );
+    }
+    assert_eq!(first.consume(token("at", e), t).await, Ok(ConsumeOutcome::FirstUse));
+    assert_eq!(second.consume(token("at", e), t).await, Ok(ConsumeOutcome::Replayed));
+    // Namespaces are apart: another one has its own epoch.
+    let other = RedisStore::connect(&server.url, "m", TIMEOUT, e - 1000).await.unwrap();
+    assert_eq!(other.epoch(), e - 1000);
+    assert_eq!(
+        other.consume(token("before", e - 1), t).await,
+        Ok(ConsumeOutcome::FirstUse)
+    );
+}
+
+/// A Redis that lost everything (here: flushed; the fleet suite kills and
+/// restarts one without persistence) never consumes a token issued before
+/// the loss was seen, whichever instance sees it first, and consumes newer
+/// ones normally.
+#[tokio::test]
+async fn a_redis_that_lost_its_state_refuses_every_older_token() {
+    let server = RedisServer::start();
+    let a = connect(&server, "n", TIMEOUT).await;
+    let b = connect(&server, "n", TIMEOUT).await;
+    let t = now();
+    assert_eq!(a.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::FirstUse));
+    assert_eq!(b.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::Replayed));
+
+    let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+
+    // The replay is refused: the store cannot know it is one.
+    assert_eq!(b.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::StateLost));
+    assert_eq!(b.epoch(), t + 1, "the new epoch is the second after the loss was seen");
+    assert_eq!(get_epoch(&server, "n").await, Some((t + 1).to_string()));
+    // So is every token issued up to that second, on every instance, and
+    // no later `now` moves the epoch again.
+    assert_eq!(
+        a.consume(token("unused", t), t + 5).await,
+        Ok(ConsumeOutcome::StateLost)
+    );
+    assert_eq!(a.epoch(), t + 1);
+    assert_eq!(get_epoch(&server, "n").await, Some((t + 1).to_string()));
+    // Newer tokens are consumed once, as ever.
+    assert_eq!(
+        a.consume(token("fresh", t + 1), t + 1).await,
+        Ok(ConsumeOutcome::FirstUse)
+    );
+    assert_eq!(
+        b.consume(token("fresh", t + 1), t + 1).await,
+        Ok(ConsumeOutcome::Replayed)
+    );
+    // Nothing was marked for the refused ones.
+    assert_eq!(a.mark_once("used", t + 60, t).await, Ok(true));
+    assert_eq!(a.mark_once("unused", t + 60, t).await, Ok(true));
+}
+
+#[tokio::test]
+async fn an_unreadable_epoch_fails_closed() {
+    let server = RedisServer::start();
+    let s = connect(&server, "n", TIMEOUT).await;
+    let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
+    let () = conn.set("tokensmith:n:epoch", "yesterday").await.unwrap();
+    let t = now();
+    let r = s.consume(token("a", t), t).await;
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    assert_eq!(s.mark_once("a", t + 60, t).await, Ok(true), "nothing was marked");
+    // A new connection refuses it too, rather than trust or replace it.
+    let r = RedisStore::connect(&server.url, "n", TIMEOUT, t).await;
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Persistence settings, read at connect.
+
+/// Log lines written while `f` runs on this thread, at INFO and above.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Connects to a Redis started with `args` and returns what the store
+/// logged, after checking that a consume works on it.
+async fn connect_and_log(args: &[&str]) -> String {
+    let server = RedisServer::start_with(args);
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    let t = now();
+    {
+        // The test runtime is single-threaded: the whole connect runs here.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let s = RedisStore::connect(&server.url, "n", TIMEOUT, t - 10).await.unwrap();
+        assert_eq!(
+            s.consume(token("a", t), t).await,
+            Ok(ConsumeOutcome::FirstUse),
+            "{args:?}"
+        );
+    }
+    let bytes = captured.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+fn warnings(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains("WARN")).collect()
+}
+
+#[tokio::test]
+async fn connect_warns_once_when_nothing_is_persisted() {
+    let log = connect_and_log(&[]).await;
+    let warned = warnings(&log);
+    assert_eq!(warned.len(), 1, "one warning: {log}");
+    assert!(warned[0].contains("replay marks can be lost"), "{log}");
+    assert!(warned[0].contains("nothing is persisted"), "{log}");
+    assert!(log.contains("recorded the replay epoch"), "{log}");
+}
+
+#[tokio::test]
+async fn connect_warns_about_snapshots_alone_and_eviction() {
+    let log = connect_and_log(&[
+        "--save",
+        "900 1",
+        "--maxmemory",
+        "100mb",
+        "--maxmemory-policy",
+        "volatile-lru",
+    ])
+    .await;
+    let warned = warnings(&log);
+    assert_eq!(warned.len(), 1, "one warning, naming both: {log}");
+    assert!(warned[0].contains("only RDB snapshots"), "{log}");
+    assert!(warned[0].contains("volatile-lru"), "{log}");
+}
+
+#[tokio::test]
+async fn connect_is_quiet_about_a_redis_that_keeps_its_marks() {
+    let log = connect_and_log(&["--appendonly", "yes"]).await;
+    assert_eq!(warnings(&log), Vec::<&str>::new(), "{log}");
+}
+
+/// Managed Redis services rename or deny `CONFIG`: the store says it could
+/// not check, and works.
+#[tokio::test]
+async fn connect_tolerates_a_redis_without_config() {
+    let log = connect_and_log(&["--rename-command", "CONFIG", ""]).await;
+    assert_eq!(warnings(&log), Vec::<&str>::new(), "{log}");
+    assert!(log.contains("cannot read the persistence settings"), "{log}");
+}
