@@ -197,6 +197,7 @@ async fn a_restarted_instance_with_a_memory_store_refuses_older_tokens() {
         keys.to_str().unwrap()
     );
     std::fs::write(&config, text).unwrap();
+    std::fs::create_dir(&keys).unwrap();
     let f = LoneInstance {
         http: super::http_client(),
         node: Spawned::start(dir.path(), &config, port, &QUIET),
