@@ -14,7 +14,6 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use aws_lc_rs::signature::{self as lc, KeyPair as _};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -24,11 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map};
 
 use tokensmith::claims::{Claims, Validation};
-use tokensmith::clock::{Clock, ManualClock, SharedClock, SystemClock};
-use tokensmith::issuer::{Issuer, TokenSpec};
 use tokensmith::jose::{jws, Algorithm, PublicKey, SigningKey};
 use tokensmith::keys::{KeyRing, KeyState, RingKey, SharedKeys};
-use tokensmith::verifier::{KeySource, Verifier};
+use tokensmith::{Clock, Issuer, KeySource, ManualClock, SharedClock, SystemClock, TokenSpec, Verifier};
 
 // The `.pem` files, not the `.der`: only the PEMs are all PKCS#8
 // (`rsa2048.der` is PKCS#1 and `p256.der` is SEC1).
@@ -122,7 +119,7 @@ impl Setup {
     fn new(alg: Algorithm, pkcs8: &[u8], clock: &SharedClock) -> Setup {
         let key = SigningKey::from_pkcs8(alg, pkcs8).unwrap();
         let ring = KeyRing::from_keys(vec![RingKey::fresh(key, KeyState::Active, clock.now()).unwrap()]).unwrap();
-        let keys: SharedKeys = Arc::new(ArcSwap::from_pointee(ring.snapshot().unwrap()));
+        let keys: SharedKeys = ring.shared().unwrap();
         let issuer = Issuer::new(Arc::clone(&keys), ISS, Arc::clone(clock));
         let validation = Validation {
             audience: Some(AUD.into()),

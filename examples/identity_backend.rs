@@ -48,7 +48,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokensmith::client::cache::{CacheOptions, IssueToken, Issued, SharedRedis, TokenCache};
-use tokensmith::clock::{SharedClock, SystemClock};
+use tokensmith::{SharedClock, SystemClock};
 
 /// Asks tokensmith for a token for one user.
 #[derive(Clone)]

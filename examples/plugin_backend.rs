@@ -37,10 +37,10 @@ use serde_json::json;
 use tokensmith::claims::Validation;
 use tokensmith::client::extract::{Bearer, BearerConfig, Policy};
 use tokensmith::client::jwks::{JwksOptions, RemoteJwks};
-use tokensmith::clock::{SharedClock, SystemClock};
 use tokensmith::store::memory::MemoryStore;
 use tokensmith::store::redis::RedisStore;
 use tokensmith::store::AnyStore;
+use tokensmith::{SharedClock, SystemClock};
 
 struct ReadOrders;
 impl Policy for ReadOrders {

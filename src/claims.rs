@@ -33,13 +33,19 @@ pub fn is_reserved(name: &str) -> bool {
 /// The claims of a token.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Claims {
+    /// The issuer URL (`iss`).
     pub iss: String,
+    /// The subject (`sub`): whom the token is about.
     pub sub: String,
     /// The audiences; written as a string when there is one, omitted when none.
     pub aud: Vec<String>,
+    /// Issued at (`iat`), Unix seconds.
     pub iat: i64,
+    /// Expires at (`exp`), Unix seconds.
     pub exp: i64,
+    /// Not before (`nbf`), Unix seconds; tokensmith never sets it.
     pub nbf: Option<i64>,
+    /// The token's unique id (`jti`): what single use and revocation key on.
     pub jti: String,
     /// Written as an array, omitted when empty.
     pub scopes: Vec<String>,
@@ -49,23 +55,73 @@ pub struct Claims {
 
 /// Why a token (or a refresh token) was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rejection {
+    /// Not a well-formed token, or a claim of the wrong type (`malformed_token`).
     Malformed(String),
+    /// The signature does not verify (`bad_signature`).
     BadSignature,
+    /// No key known under the token's `kid`, or no `kid` (`unknown_kid`).
     UnknownKid(Option<String>),
-    AlgNotAllowed { alg: String },
-    Expired { exp: i64, now: i64 },
-    NotYetValid { nbf: i64, now: i64 },
-    IssuedInFuture { iat: i64, now: i64 },
-    TtlTooLong { ttl: i64, max: i64 },
-    WrongIssuer { found: String },
-    WrongAudience { expected: String },
+    /// The header's `alg` is not the algorithm of the key (`alg_not_allowed`).
+    AlgNotAllowed {
+        /// The header's `alg`.
+        alg: String,
+    },
+    /// `exp` is past, beyond the leeway (`token_expired`).
+    Expired {
+        /// The token's `exp`.
+        exp: i64,
+        /// The time it was judged at.
+        now: i64,
+    },
+    /// `nbf` is ahead, beyond the leeway (`token_not_yet_valid`).
+    NotYetValid {
+        /// The token's `nbf`.
+        nbf: i64,
+        /// The time it was judged at.
+        now: i64,
+    },
+    /// `iat` is ahead, beyond the leeway (`issued_in_future`).
+    IssuedInFuture {
+        /// The token's `iat`.
+        iat: i64,
+        /// The time it was judged at.
+        now: i64,
+    },
+    /// `exp - iat` is over [`Validation::max_ttl`] (`ttl_too_long`).
+    TtlTooLong {
+        /// The token's lifetime, in seconds.
+        ttl: i64,
+        /// The longest accepted, in seconds.
+        max: i64,
+    },
+    /// `iss` is not [`Validation::issuer`] (`wrong_issuer`).
+    WrongIssuer {
+        /// The token's `iss`.
+        found: String,
+    },
+    /// `aud` lacks the audience required (`wrong_audience`).
+    WrongAudience {
+        /// The audience required.
+        expected: String,
+    },
+    /// A required claim is absent or empty (`missing_claim`).
     MissingClaim(&'static str),
+    /// The `jti` was consumed already (`token_replayed`).
     Replayed,
+    /// The token was issued before the replay store's epoch: its single-use
+    /// state may have been lost, so it cannot be consumed (`replay_state_lost`).
     StateLost,
+    /// The token was revoked, by `jti` or by `sub` (`token_revoked`).
     Revoked,
+    /// A refresh token that is unknown, expired, spent or revoked (`invalid_refresh_token`).
     InvalidRefreshToken,
-    InsufficientScope { missing: String },
+    /// A scope the caller requires is missing (`insufficient_scope`).
+    InsufficientScope {
+        /// The first required scope the token lacks.
+        missing: String,
+    },
 }
 
 impl Rejection {
@@ -286,6 +342,7 @@ impl Claims {
         self.extra.get(CLIENT_ID).and_then(Value::as_str)
     }
 
+    /// Whether the token carries `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }

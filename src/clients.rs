@@ -58,6 +58,7 @@ pub(crate) const DEFAULT_REFRESH_FAMILY_TTL: (Duration, &str) = (Duration::from_
 /// through the [`ClientRegistry`].
 #[derive(Clone, PartialEq)]
 pub struct Client {
+    /// The client's id: stamped as `client_id` on its tokens; no `:` in it.
     pub id: String,
     /// The default `aud` of this client's tokens.
     pub audience: String,
@@ -67,6 +68,8 @@ pub struct Client {
     pub api_keys: Vec<[u8; 32]>,
     /// `pk_…`: names the client to widgets; not a secret.
     pub public_key: Option<String>,
+    /// Browser origins its widgets may call from (guest, exchange,
+    /// refresh, config). Default: none.
     pub allowed_origins: Vec<OriginPattern>,
     /// The most a token of this client may carry.
     pub scopes: Vec<String>,
@@ -76,6 +79,8 @@ pub struct Client {
     pub claims: Map<String, Value>,
     /// Extension: names of extra claims a request may set.
     pub allowed_claims: Vec<String>,
+    /// Requests per window for this client, shared by every instance on
+    /// Redis. Default: none (no limit).
     pub rate_limit: Option<RateLimit>,
     /// Scopes of guest tokens: a subset of `scopes`.
     pub guest_scopes: Vec<String>,
@@ -169,17 +174,25 @@ impl fmt::Debug for ShortHashes<'_> {
 /// Why a client cannot join a registry: something that must name one
 /// client names another already.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientError {
+    /// Two clients have this id.
     DuplicateId(String),
+    /// `client` has the public key of `other`.
     DuplicatePublicKey {
+        /// The client that joins.
         client: String,
+        /// The client that had the public key already.
         other: String,
     },
     /// `client`'s `api_keys[index]` is also a key of `other` (which is
     /// `client` itself when the client lists the hash twice).
     DuplicateApiKey {
+        /// The client that joins.
         client: String,
+        /// The client that had the key already.
         other: String,
+        /// The position of the key in `client`'s `api_keys`.
         index: usize,
     },
 }
@@ -353,6 +366,7 @@ impl ClientRegistry {
         self.by_public_key.get(pk).cloned()
     }
 
+    /// The client with id `id`, if any.
     pub fn by_id(&self, id: &str) -> Option<Arc<Client>> {
         self.by_id.get(id).cloned()
     }
@@ -373,6 +387,7 @@ impl ClientRegistry {
         self.by_id.len()
     }
 
+    /// True when there is no client.
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }

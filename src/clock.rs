@@ -41,12 +41,16 @@ impl Clock for SystemClock {
 pub struct ManualClock(AtomicI64);
 
 impl ManualClock {
+    /// A clock standing at `now` (Unix seconds), shared: it coerces to a
+    /// [`SharedClock`] and stays movable through the `Arc`.
     pub fn new(now: i64) -> Arc<ManualClock> {
         Arc::new(ManualClock(AtomicI64::new(now)))
     }
+    /// Moves the clock to `now`, forwards or back.
     pub fn set(&self, now: i64) {
         self.0.store(now, Ordering::SeqCst);
     }
+    /// Moves the clock `secs` seconds forwards (backwards if negative).
     pub fn advance(&self, secs: i64) {
         self.0.fetch_add(secs, Ordering::SeqCst);
     }

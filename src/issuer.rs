@@ -7,14 +7,16 @@
 //! already cut down. Extra claims can never override a registered one.
 
 use std::fmt;
+use std::path::Path;
 
 use serde_json::{Map, Value};
 
 use crate::claims::{new_jti, Claims, REGISTERED};
-use crate::clock::SharedClock;
+use crate::clock::{SharedClock, SystemClock};
 use crate::jose::jws::{self, MAX_TOKEN_LEN};
 use crate::jose::JoseError;
-use crate::keys::SharedKeys;
+use crate::keys::disk::KeyDir;
+use crate::keys::{KeyError, KeyRing, SharedKeys};
 
 /// What a token should say, after policy.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -82,6 +84,24 @@ impl From<JoseError> for IssueError {
 }
 
 /// Signs tokens for one issuer URL.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("tokensmith-doc-issuer-{}", std::process::id()));
+/// # tokensmith::KeyDir::new(&dir).ensure(tokensmith::Algorithm::EdDSA, 0, 0)?;
+/// use tokensmith::{Issuer, TokenSpec};
+/// let issuer = Issuer::from_dir(&dir, "https://auth.example.com")?;
+/// let issued = issuer.issue(TokenSpec {
+///     sub: "alice".into(),
+///     aud: vec!["chatbot".into()],
+///     scopes: vec!["read:orders".into()],
+///     ttl: 300,
+///     ..Default::default()
+/// })?;
+/// assert_eq!(issued.claims.exp, issued.claims.iat + 300);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Issuer {
     keys: SharedKeys,
@@ -97,6 +117,24 @@ impl Issuer {
             issuer: issuer.into(),
             clock,
         }
+    }
+
+    /// Signs with the active key of the keys folder `dir` (made by
+    /// `tokensmith keys init` or [`KeyDir::init`]) as issuer `issuer`, on the
+    /// system clock.
+    ///
+    /// The folder is read once: a rotation made later (by
+    /// `tokensmith keys rotate` or a server) is not seen until the keys are
+    /// swapped: `issuer.keys().store(Arc::new(KeyDir::new(dir).load()?.snapshot()?))`.
+    /// Fails with the folder's [`KeyError`] (`no_keys` when it has none).
+    pub fn from_dir(dir: impl AsRef<Path>, issuer: impl Into<String>) -> Result<Issuer, KeyError> {
+        Issuer::from_ring(&KeyDir::new(dir.as_ref()).load()?, issuer)
+    }
+
+    /// Signs with the active key of `ring` as issuer `issuer`, on the system
+    /// clock. The ring is copied: a later rotation of it is not seen.
+    pub fn from_ring(ring: &KeyRing, issuer: impl Into<String>) -> Result<Issuer, KeyError> {
+        Ok(Issuer::new(ring.shared()?, issuer, SystemClock::shared()))
     }
 
     /// The `iss` this issuer writes.
@@ -133,5 +171,34 @@ impl Issuer {
             return Err(IssueError::TooLarge { len: token.len() });
         }
         Ok(IssuedToken { token, claims })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::clock::Clock;
+    use crate::jose::Algorithm;
+
+    #[test]
+    fn from_dir_signs_with_the_active_key_of_the_folder_on_the_system_clock() {
+        let t = tempfile::tempdir().unwrap();
+        let err = Issuer::from_dir(t.path(), "https://issuer.test").err().unwrap();
+        assert_eq!(err.code(), "no_keys");
+        let ring = KeyDir::new(t.path()).init(Algorithm::EdDSA, 0, 0).unwrap();
+        let issuer = Issuer::from_dir(t.path(), "https://issuer.test").unwrap();
+        let before = SystemClock.now();
+        let issued = issuer
+            .issue(TokenSpec {
+                sub: "alice".into(),
+                ttl: 60,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!((before..=SystemClock.now()).contains(&issued.claims.iat));
+        assert_eq!(issued.claims.iss, "https://issuer.test");
+        let kid = jws::decode(&issued.token).unwrap().header.kid;
+        assert_eq!(kid.as_deref(), ring.active().map(|k| k.record.kid.as_str()));
     }
 }

@@ -6,50 +6,145 @@
 //!
 //! The library is the product: the HTTP server and the command line are thin
 //! shells over it, and a Rust backend can embed the same issuer and verifier
-//! in-process.
+//! in-process. Everything a user needs is re-exported here, at the crate
+//! root; the public modules hold the rest (key-ring states, store outcomes,
+//! the wire format) for those who build on the parts.
+//!
+//! # Issue a token from a keys folder
+//!
+//! The folder is the one `tokensmith keys init` makes (or [`KeyDir::init`]);
+//! the token is signed with its active key, on the system clock.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("tokensmith-doc-issue-{}", std::process::id()));
+//! # tokensmith::KeyDir::new(&dir).ensure(tokensmith::Algorithm::EdDSA, 0, 0)?;
+//! use tokensmith::{Issuer, TokenSpec};
+//! let issuer = Issuer::from_dir(&dir, "https://auth.example.com")?;
+//! let spec = TokenSpec { sub: "alice".into(), aud: vec!["chatbot".into()], ttl: 300, ..Default::default() };
+//! let token = issuer.issue(spec)?.token;
+//! # assert_eq!(token.split('.').count(), 3);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Verify in an axum handler, with the issuer's JWKS
+//!
+//! A handler that takes a [`Bearer`] runs only for a request with a valid
+//! token; the keys are fetched from the issuer, cached, and refetched when
+//! it rotates ([`RemoteJwks`]). Refusals answer 401/403 with a
+//! `WWW-Authenticate: Bearer` challenge.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use axum::{routing::get, Router};
+//! use tokensmith::{Bearer, BearerConfig, RemoteJwks, Validation};
+//!
+//! async fn me(token: Bearer) -> String {
+//!     format!("hello {}", token.sub)
+//! }
+//! let jwks = Arc::new(RemoteJwks::from_url("https://auth.example.com/.well-known/jwks.json")?);
+//! let validation = Validation::new("https://auth.example.com").audience("orders-api");
+//! let app: Router = Router::new().route("/me", get(me)).with_state(BearerConfig::from_remote(jwks, validation)?);
+//! # let _ = app; Ok(()) }
+//! ```
+//!
+//! Per-route scopes and single use are a [`Policy`] type (`Bearer<PlaceOrder>`,
+//! see [`BearerConfig`]); without axum, [`RemoteJwks::verifier`] verifies
+//! a token with the same keys.
+//!
+//! # Verify offline, with a JWKS file
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("tokensmith-doc-offline-{}", std::process::id()));
+//! # let ring = tokensmith::KeyDir::new(&dir).ensure(tokensmith::Algorithm::EdDSA, 0, 0)?;
+//! # let path = dir.join("jwks.json");
+//! # std::fs::write(&path, &ring.snapshot()?.jwks_json)?;
+//! # let spec = tokensmith::TokenSpec { sub: "alice".into(), aud: vec!["chatbot".into()], ttl: 300, ..Default::default() };
+//! # let token = tokensmith::Issuer::from_ring(&ring, "https://auth.example.com")?.issue(spec)?.token;
+//! use tokensmith::{StaticKeys, Validation, Verifier};
+//! let keys = StaticKeys::from_file(&path)?;
+//! let verifier = Verifier::from_keys(keys, Validation::new("https://auth.example.com").audience("chatbot"));
+//! let claims = verifier.verify(&token)?;
+//! assert_eq!(claims.sub, "alice");
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
 //!
 //! # Layout
 //!
-//! - [`jose`]: the wire format (algorithms, JWK, compact JWS). Nothing about
-//!   policy, key files or HTTP; the only module that knows the crypto provider
-//!   is [`jose::alg`].
-//! - [`clock`]: injected time.
-//! - [`units`]: durations, a request's `ttl`, and rates, read from text; depends on nothing else here.
-//! - [`config`]: `tokensmith.toml` + `TOKENSMITH_*` overrides, checked once into a [`config::Config`].
-//! - [`clients`]: the client registry: API keys (by hash), public keys, origins, policy.
-//! - [`keys`]: the key ring (`next → active → retiring`), its folder on disk,
-//!   and the snapshot requests read.
-//! - [`claims`]: JWT claims, [`claims::Validation`], and [`claims::Rejection`] codes.
-//! - [`issuer`]: claims in, signed token out.
-//! - [`verifier`]: token in, validated claims out, from any [`verifier::KeySource`].
-//! - [`store`]: state shared between instances (replay marks, revocations,
-//!   refresh-token families, rate counters), in memory or in Redis; fails closed.
-//! - [`session`]: the app-session check (`[session] check_url`), and the
-//!   policy cut of identities that someone other than a client's backend vouches for.
-//! - [`refresh`]: refresh tokens: opaque secrets stored by hash, rotated
-//!   once each, reuse revoking the family.
-//! - [`server`]: the HTTP service (axum), a thin shell over the above.
-//! - [`client`]: the other side of the wire: `RemoteJwks` (cached, refreshed
-//!   issuer keys), `TokenCache` (renew ahead, single flight, optional Redis
-//!   sharing) and the `Bearer` extractor for plugin backends.
-//! - [`cli`]: the `tokensmith` command line.
+//! One file or folder per subject, in the order a token flows; the flow is
+//! one-way (`jose` knows nothing of keys on disk, `keys` nothing of HTTP,
+//! `server` nothing of RSA).
+//!
+//! - `jose/` ([`jose`]): the wire format: `alg.rs` (algorithms, and the only
+//!   file that knows the crypto provider), `jwk.rs` (JWK, JWKS, thumbprints),
+//!   `jws.rs` (compact JWS), `json.rs` and `der.rs` (strict parsers, internal).
+//! - `clock.rs`: injected time ([`Clock`], [`SystemClock`], [`ManualClock`]).
+//! - `units.rs` ([`units`]): durations, a request's `ttl`, and rates, read from text.
+//! - `config/` ([`config`]): `tokensmith.toml` + `TOKENSMITH_*` overrides,
+//!   checked once into a [`Config`] (`raw.rs` → `env.rs` → `check.rs`).
+//! - `clients.rs` ([`clients`]): the client registry: API keys (by hash),
+//!   public keys, origins, policy.
+//! - `keys/` ([`keys`]): the key ring (`next → active → retiring`) and its
+//!   snapshot; `disk.rs`, the keys folder ([`KeyDir`]).
+//! - `claims.rs` ([`claims`]): [`Claims`], [`Validation`], and the
+//!   [`Rejection`] codes.
+//! - `issuer.rs`: claims in, signed token out ([`Issuer`]).
+//! - `verifier.rs`: token in, validated claims out, from any [`KeySource`]
+//!   ([`Verifier`], [`StaticKeys`]).
+//! - `store/` ([`store`]): state shared between instances (replay marks,
+//!   revocations, refresh-token families, rate counters): `memory.rs`,
+//!   `redis.rs`; fails closed.
+//! - `authority/`: the one home of every policy rule ([`Authority`]):
+//!   `policy.rs` (a client's request cut to its policy), `flows.rs` (guest,
+//!   exchange, refresh, session), `error.rs`.
+//! - `session.rs`, `refresh.rs`: the app-session check and refresh-token
+//!   families, used by the authority's flows (internal).
+//! - `server/` ([`server`]): the HTTP service (axum), a thin shell over the
+//!   authority; its handlers are private.
+//! - `client/` ([`client`]): the other side of the wire: [`RemoteJwks`] and
+//!   [`RemoteVerifier`], [`TokenCache`], and the [`Bearer`] extractor.
+//! - `cli/` and `main.rs`: the `tokensmith` binary (clap, logging, signals,
+//!   binding); not part of the library.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
-pub mod authority;
+pub(crate) mod authority;
 pub mod claims;
 pub mod client;
 pub mod clients;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
-pub mod issuer;
+pub(crate) mod issuer;
 pub mod jose;
 pub mod keys;
-pub mod refresh;
+pub(crate) mod refresh;
 pub mod server;
-pub mod session;
+pub(crate) mod session;
 pub mod store;
 pub mod units;
-pub mod verifier;
+pub(crate) mod verifier;
 
-pub use authority::{exchange_audience, Authority, AuthorityError, Revocation, TokenRequest, VerifyOptions};
+pub use authority::{
+    exchange_audience, Audience, Authority, AuthorityError, GlobalLimits, Grant, PolicyError, Purpose, Revocation,
+    TokenRequest, VerifyOptions, MAX_IDEMPOTENCY_KEY_LEN,
+};
 pub use claims::{Claims, Rejection, Validation};
+pub use client::cache::{CacheError, CacheOptions, IssueToken, Issued, SharedRedis, TokenCache};
+pub use client::extract::{AnyToken, Bearer, BearerConfig, BearerConfigError, BearerRejection, Policy};
+pub use client::jwks::{JwksError, JwksOptions, RemoteJwks, RemoteVerifier};
+pub use clients::{Client, ClientRegistry};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use config::{Config, ConfigError};
+pub use issuer::{IssueError, IssuedToken, Issuer, TokenSpec};
+pub use jose::{Algorithm, JoseError, Jwk, JwkSet};
+pub use keys::disk::KeyDir;
+pub use keys::{KeyError, KeyRing};
+pub use session::SessionError;
+pub use store::memory::MemoryStore;
+pub use store::redis::RedisStore;
+pub use store::{AnyStore, Store, StoreError};
+pub use verifier::{KeySource, StaticKeys, Verifier};

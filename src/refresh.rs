@@ -77,6 +77,7 @@ impl InvalidReason {
 
 /// Why a refresh token could not be issued or rotated.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum RefreshError {
     /// The presented token is refused (see [`InvalidReason`]).
     Invalid(InvalidReason),

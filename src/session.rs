@@ -94,13 +94,17 @@ impl Identity {
 
 /// Why the session check gave no identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SessionError {
     /// The caller sent neither `Cookie` nor `Authorization`: there is no
     /// session to check, and the check is not asked.
     NoCredentials,
     /// The check answered something other than 200 (and not 5xx): the
     /// session is not (or no longer) signed in.
-    Rejected { status: u16 },
+    Rejected {
+        /// The HTTP status it answered.
+        status: u16,
+    },
     /// The check could not be reached, timed out, failed (5xx), or answered
     /// 200 with a body that is not `{sub, scopes?, claims?}`. For the log only.
     Unavailable(String),
@@ -180,8 +184,9 @@ impl SessionChecker {
         &self.client_id
     }
 
-    /// How many answers are cached now; for tests and metrics.
-    pub fn cached(&self) -> usize {
+    /// How many answers are cached now.
+    #[cfg(test)]
+    fn cached(&self) -> usize {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 

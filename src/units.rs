@@ -39,7 +39,9 @@ pub fn parse_ttl(v: &Value) -> Result<Duration, String> {
 /// A rate: `count` requests per `per`, written `20/s`, `100/m` or `1000/h`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
+    /// Requests allowed per window; above zero.
     pub count: u32,
+    /// The window: one second, minute or hour.
     pub per: Duration,
 }
 

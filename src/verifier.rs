@@ -7,12 +7,13 @@
 //! the caller's next step (see `server`).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::claims::{Claims, Rejection, Validation};
-use crate::clock::SharedClock;
+use crate::clock::{SharedClock, SystemClock};
 use crate::jose::{jws, Algorithm, JoseError, JwkSet, VerifyingKey};
-use crate::keys::KeySnapshot;
+use crate::keys::{KeyError, KeySnapshot};
 
 /// Where a verifier gets the key for a token.
 ///
@@ -45,6 +46,16 @@ impl<T: KeySource + ?Sized> KeySource for Arc<T> {
 }
 
 /// A fixed set of keys: a JWKS file, or one key (an HS256 secret, say).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tokensmith::{JwkSet, StaticKeys};
+/// let set: JwkSet = serde_json::from_str(r#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1",
+///     "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#)?;
+/// let keys = StaticKeys::from_jwks(&set)?;
+/// assert_eq!(keys.len(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Default)]
 pub struct StaticKeys {
     by_kid: HashMap<String, Arc<VerifyingKey>>,
@@ -86,11 +97,30 @@ impl StaticKeys {
         Ok(StaticKeys { by_kid, single })
     }
 
+    /// The signing keys of the JWKS file at `path` (a saved
+    /// `/.well-known/jwks.json`), as [`StaticKeys::from_jwks`] takes them.
+    /// An unreadable file is [`KeyError::Io`], one that is not a JWKS
+    /// [`KeyError::Corrupt`], and a set with no usable key (or a private
+    /// one) [`KeyError::Jose`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<StaticKeys, KeyError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let set: JwkSet = serde_json::from_slice(&bytes).map_err(|e| KeyError::Corrupt {
+            path: path.to_path_buf(),
+            why: format!("not a JWKS: {e}"),
+        })?;
+        Ok(StaticKeys::from_jwks(&set)?)
+    }
+
     /// How many keys are held.
     pub fn len(&self) -> usize {
         self.by_kid.len() + usize::from(self.single.is_some())
     }
 
+    /// True when no key is held (never for a set built by [`StaticKeys::from_jwks`]).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -126,7 +156,23 @@ impl KeySource for StaticKeys {
     }
 }
 
-/// Verifies tokens against a key source and a [`Validation`].
+/// Verifies tokens against a key source and a [`Validation`], offline.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("tokensmith-doc-verifier-{}", std::process::id()));
+/// # let ring = tokensmith::KeyDir::new(&dir).ensure(tokensmith::Algorithm::EdDSA, 0, 0)?;
+/// # std::fs::write(dir.join("jwks.json"), &ring.snapshot()?.jwks_json)?;
+/// # let spec = tokensmith::TokenSpec { sub: "alice".into(), aud: vec!["chatbot".into()], ttl: 300, ..Default::default() };
+/// # let token = tokensmith::Issuer::from_ring(&ring, "https://auth.example.com")?.issue(spec)?.token;
+/// use tokensmith::{Rejection, StaticKeys, Validation, Verifier};
+/// let keys = StaticKeys::from_file(dir.join("jwks.json"))?;
+/// let verifier = Verifier::from_keys(keys, Validation::new("https://auth.example.com").audience("chatbot"));
+/// assert_eq!(verifier.verify(&token)?.sub, "alice");
+/// assert!(matches!(verifier.verify("not.a.token"), Err(Rejection::Malformed(_))));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 pub struct Verifier<K> {
     keys: K,
     validation: Validation,
@@ -134,6 +180,7 @@ pub struct Verifier<K> {
 }
 
 impl<K: KeySource> Verifier<K> {
+    /// Verifies with `keys` and `validation`, judging time on `clock`.
     pub fn new(keys: K, validation: Validation, clock: SharedClock) -> Verifier<K> {
         Verifier {
             keys,
@@ -142,10 +189,17 @@ impl<K: KeySource> Verifier<K> {
         }
     }
 
+    /// Verifies with `keys` and `validation` on the system clock.
+    pub fn from_keys(keys: K, validation: Validation) -> Verifier<K> {
+        Verifier::new(keys, validation, SystemClock::shared())
+    }
+
+    /// The validation every token must pass.
     pub fn validation(&self) -> &Validation {
         &self.validation
     }
 
+    /// The keys it verifies with.
     pub fn keys(&self) -> &K {
         &self.keys
     }
@@ -182,4 +236,44 @@ pub(crate) fn check(
     let claims = Claims::from_payload(jws.payload())?;
     validation.check_for(&claims, now, audience, scopes)?;
     Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::issuer::{Issuer, TokenSpec};
+    use crate::keys::disk::KeyDir;
+
+    #[test]
+    fn from_file_reads_a_jwks_and_says_why_not() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("jwks.json");
+        assert_eq!(StaticKeys::from_file(&path).unwrap_err().code(), "key_io");
+        std::fs::write(&path, "not json").unwrap();
+        assert_eq!(StaticKeys::from_file(&path).unwrap_err().code(), "keyring_corrupt");
+        std::fs::write(&path, r#"{"keys": []}"#).unwrap();
+        assert_eq!(StaticKeys::from_file(&path).unwrap_err().code(), "invalid_key");
+
+        let ring = KeyDir::new(t.path().join("keys"))
+            .init(crate::jose::Algorithm::EdDSA, 0, 0)
+            .unwrap();
+        std::fs::write(&path, &ring.snapshot().unwrap().jwks_json).unwrap();
+        let keys = StaticKeys::from_file(&path).unwrap();
+        assert_eq!(keys.len(), 2);
+        // A token of the ring verifies on the system clock.
+        let spec = TokenSpec {
+            sub: "alice".into(),
+            aud: vec!["chatbot".into()],
+            ttl: 60,
+            ..Default::default()
+        };
+        let token = Issuer::from_ring(&ring, "https://issuer.test")
+            .unwrap()
+            .issue(spec)
+            .unwrap()
+            .token;
+        let verifier = Verifier::from_keys(keys, Validation::new("https://issuer.test").audience("chatbot"));
+        assert_eq!(verifier.verify(&token).unwrap().sub, "alice");
+    }
 }

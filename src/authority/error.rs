@@ -50,6 +50,7 @@ pub enum AuthorityError {
         /// The caller sent an `Idempotency-Key`: retrying with it answers
         /// as the first attempt did.
         retryable: bool,
+        /// Why the store did not answer.
         cause: StoreError,
     },
     /// Signing failed, or the token would be too large.

@@ -221,8 +221,8 @@ impl Authority {
         self.grant_with_new_family(&client, &identity).await
     }
 
-    /// `POST /v1/exchange`: a visitor token (single use, at most
-    /// [`EXCHANGE_TTL_MAX`](super::EXCHANGE_TTL_MAX) long) for a session
+    /// `POST /v1/exchange`: a visitor token (single use, at most 5 min
+    /// long: `EXCHANGE_TTL_MAX`) for a session
     /// token of the same subject and client, with a new refresh family. The
     /// visitor token is consumed before the Origin is checked: a token
     /// presented from a page the client does not allow is as good as

@@ -86,6 +86,31 @@ pub enum Revocation {
 
 /// Every policy decision of the service. Cheap to share (`Arc<Authority>`);
 /// the clients can be swapped at run time ([`Authority::replace_clients`]).
+///
+/// Embedded, it issues for a client under that client's policy and
+/// verifies with revocation and single use, as the server does:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("tokensmith-doc-authority-{}", std::process::id()));
+/// use tokensmith::{Algorithm, Authority, Client, ClientRegistry, Config, KeyDir, MemoryStore, SystemClock};
+/// use tokensmith::{TokenRequest, VerifyOptions};
+/// let cfg = Config::from_toml_str(r#"issuer = "https://auth.example.com""#, [])?;
+/// let ring = KeyDir::new(&dir).ensure(Algorithm::EdDSA, 0, 0)?;
+/// let clients = ClientRegistry::from_clients(&[Client::new("shop", "chatbot")])?;
+/// let store = MemoryStore::new(100_000).into();
+/// let authority = Authority::new(&cfg, ring.shared()?, clients, store, SystemClock::shared())?;
+///
+/// let shop = authority.clients().by_id("shop").ok_or("no client shop")?;
+/// let issued = authority.issue(&shop, TokenRequest { sub: "alice".into(), ..Default::default() })?;
+/// let once = VerifyOptions { consume: true, ..Default::default() };
+/// assert_eq!(authority.verify(&shop, &issued.token, &once).await?.sub, "alice");
+/// let again = authority.verify(&shop, &issued.token, &once).await.unwrap_err();
+/// assert_eq!(again.code(), "token_replayed");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 pub struct Authority {
     issuer: Issuer,
     verifier: Verifier<SharedKeys>,
@@ -244,11 +269,6 @@ impl Authority {
         self.leeway
     }
 
-    /// The session check, when `[session]` is configured.
-    pub fn session(&self) -> Option<&SessionChecker> {
-        self.session.as_ref()
-    }
-
     /// The client an API key opens, after one hit on its rate limit.
     pub async fn authenticate(&self, api_key: &str) -> Result<Arc<Client>, AuthorityError> {
         let client = self
@@ -261,7 +281,7 @@ impl Authority {
     }
 
     /// A token for `client`'s backend: the request cut to the client's
-    /// policy ([`apply_policy`]), then [`sign`](Authority::sign)ed.
+    /// policy (`policy::apply_policy`), then [`sign`](Authority::sign)ed.
     pub fn issue(&self, client: &Client, req: TokenRequest) -> Result<IssuedToken, AuthorityError> {
         let spec = apply_policy(client, req, self.limits, self.issuer())?;
         self.sign(Some(&client.id), spec)

@@ -49,7 +49,7 @@ pub struct GlobalLimits {
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
-    /// The subject, 1 to [`MAX_ID_LEN`] bytes.
+    /// The subject, 1 to 256 bytes (`MAX_ID_LEN`).
     pub sub: String,
     /// Default: the client's audience.
     #[serde(default)]

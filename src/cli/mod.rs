@@ -10,22 +10,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
 use tokensmith::claims::{is_reserved, Rejection, Validation};
 use tokensmith::clients::{self, ClientRegistry};
-use tokensmith::clock::{Clock, SharedClock, SystemClock};
 use tokensmith::config::{self, Config};
-use tokensmith::issuer::TokenSpec;
 use tokensmith::jose::{Algorithm, JwkSet};
 use tokensmith::keys::disk::KeyDir;
 use tokensmith::keys::{KeyRecord, RingPolicy};
 use tokensmith::server::StateError;
 use tokensmith::store::memory::MemoryStore;
-use tokensmith::verifier::{StaticKeys, Verifier};
-use tokensmith::{Authority, AuthorityError};
+use tokensmith::{Authority, AuthorityError, Clock, SharedClock, StaticKeys, SystemClock, TokenSpec, Verifier};
 
 mod dev;
 mod serve;
@@ -524,7 +520,7 @@ fn issue(cfg: &Config, args: IssueArgs) -> Result<(), CliError> {
         let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
         extra.insert(k.to_owned(), value);
     }
-    let keys = Arc::new(ArcSwap::from_pointee(ring.snapshot()?));
+    let keys = ring.shared()?;
     let clock: SharedClock = Arc::new(SystemClock);
     let mut cfg = cfg.clone();
     if let Some(iss) = args.iss {
@@ -580,8 +576,7 @@ fn verify(cfg: &Config, args: VerifyArgs) -> Result<(), CliError> {
         }
         (None, Some(dir)) => {
             let ring = KeyDir::new(dir).load()?;
-            let keys = Arc::new(ArcSwap::from_pointee(ring.snapshot()?));
-            Verifier::new(keys, validation, clock).verify(&token)?
+            Verifier::new(ring.shared()?, validation, clock).verify(&token)?
         }
         (None, None) => return Err(CliError::new("invalid_request", "give --jwks or --dir")),
     };

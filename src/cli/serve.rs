@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokensmith::clients::ClientRegistry;
-use tokensmith::clock::{Clock, SharedClock, SystemClock};
 use tokensmith::config::Config;
 use tokensmith::keys::disk::KeyDir;
 use tokensmith::server::{serve, spawn_key_watcher, AppState};
 use tokensmith::store::AnyStore;
+use tokensmith::{Clock, SharedClock, SystemClock};
 use tokio::net::TcpListener;
 
 use super::dev::DevClient;

@@ -44,6 +44,7 @@ use crate::clock::SharedClock;
 /// A token as the issuer handed it out.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Issued {
+    /// The token (a compact JWS): a credential, redacted in `Debug`.
     pub token: String,
     /// When it was issued (its `iat`), in Unix seconds.
     pub issued_at: i64,
@@ -69,7 +70,11 @@ impl fmt::Debug for Issued {
 /// and for any type of yours, so that the cache's type can be named (in an
 /// axum state, say).
 pub trait IssueToken: Send + Sync + 'static {
+    /// Why issuance failed; shown in [`CacheError`] and the log.
     type Error: fmt::Display + Send;
+    /// A new token for `key` (a call to tokensmith's `POST /v1/tokens`, or
+    /// an in-process [`Issuer`](crate::Issuer)). It should give up within
+    /// [`CacheOptions::lock_ttl`].
     fn issue(&self, key: &str) -> impl Future<Output = Result<Issued, Self::Error>> + Send;
 }
 
@@ -148,12 +153,18 @@ impl CacheOptions {
 
 /// Why no token could be handed out.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum CacheError<E> {
     /// The issue function failed, and no valid token was cached.
     Issue(E),
     /// A recent renewal failed and no valid token is cached; no new attempt
     /// is made before `retry_at` (Unix seconds).
-    BackingOff { retry_at: i64, last_error: String },
+    BackingOff {
+        /// The next renewal attempt is not made before this, Unix seconds.
+        retry_at: i64,
+        /// Why the last renewal failed.
+        last_error: String,
+    },
     /// Shared mode: another instance held the renewal for longer than
     /// `wait_for`, and no valid token was cached.
     Timeout,
@@ -218,6 +229,23 @@ impl Entry {
 }
 
 /// Caches the tokens that an [`IssueToken`] hands out, per key.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tokensmith::{CacheOptions, Clock, Issued, SystemClock, TokenCache};
+/// // In a real backend: a call to tokensmith's `POST /v1/tokens` for `user`.
+/// let issue = |user: String| async move {
+///     let now = SystemClock.now();
+///     Ok::<_, std::io::Error>(Issued { token: format!("token-of-{user}"), issued_at: now, expires_at: now + 300 })
+/// };
+/// let cache = TokenCache::new(issue, SystemClock::shared(), CacheOptions::default());
+/// let first = cache.get("alice").await?;
+/// let second = cache.get("alice").await?; // reused until 80% of its life
+/// assert_eq!(first.token, second.token);
+/// assert_eq!(cache.stats().issue_calls, 1);
+/// # Ok(()) }
+/// ```
 pub struct TokenCache<I> {
     issuer: I,
     clock: SharedClock,
@@ -273,6 +301,7 @@ impl<I: IssueToken> TokenCache<I> {
         &self.opts
     }
 
+    /// Counters since this cache was made.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             issue_calls: self.counters.issue_calls.load(Ordering::Relaxed),

@@ -157,6 +157,32 @@ impl<S: Store> Admit for S {
 
 /// How [`Bearer`] checks tokens. Put it in the router's state (or derive it
 /// with `FromRef` from yours); cloning is cheap.
+///
+/// A route that needs a scope and takes each token once, with the issuer's
+/// Redis shared so that a token revoked or used there is refused here too:
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::{sync::Arc, time::Duration};
+/// use axum::{routing::post, Router};
+/// use tokensmith::{Bearer, BearerConfig, Policy, RedisStore, RemoteJwks, Validation};
+///
+/// struct PlaceOrder;
+/// impl Policy for PlaceOrder {
+///     const SCOPES: &'static [&'static str] = &["write:orders"];
+///     const CONSUME: bool = true;
+/// }
+/// async fn place_order(token: Bearer<PlaceOrder>) -> String {
+///     format!("order placed for {}", token.sub)
+/// }
+///
+/// let jwks = Arc::new(RemoteJwks::from_url("https://auth.example.com/.well-known/jwks.json")?);
+/// let validation = Validation::new("https://auth.example.com").audience("orders-api");
+/// let store = RedisStore::connect("redis://127.0.0.1:6379", "https://auth.example.com", Duration::from_secs(2)).await?;
+/// let bearer = BearerConfig::from_remote(jwks, validation)?.with_store(Arc::new(store));
+/// let app: Router = Router::new().route("/orders", post(place_order)).with_state(bearer);
+/// # let _ = app; Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct BearerConfig {
     verifier: Arc<dyn VerifyToken>,
@@ -195,8 +221,17 @@ impl fmt::Display for BearerConfigError {
 impl std::error::Error for BearerConfigError {}
 
 impl BearerConfig {
+    /// [`BearerConfig::remote`] on the clock of `jwks` (the system clock
+    /// for [`RemoteJwks::from_url`]): the common case.
+    pub fn from_remote(jwks: Arc<RemoteJwks>, validation: Validation) -> Result<BearerConfig, BearerConfigError> {
+        let clock = Arc::clone(jwks.clock());
+        BearerConfig::remote(jwks, validation, clock)
+    }
+
     /// Tokens checked against the issuer's keys fetched from `jwks`
-    /// (refetched on rotation), with `validation` (issuer, audience, leeway).
+    /// (refetched on rotation), with `validation` (issuer, audience, leeway),
+    /// revocations and single use judged on `clock`. Refused when
+    /// `validation` names no audience.
     pub fn remote(
         jwks: Arc<RemoteJwks>,
         validation: Validation,
@@ -603,5 +638,17 @@ mod tests {
         let keys = StaticKeys::single(VerifyingKey::hmac(SECRET).unwrap());
         let err = BearerConfig::local(keys, Validation::new("https://issuer.test"), ManualClock::new(NOW)).unwrap_err();
         assert_eq!(err, BearerConfigError::NoAudience);
+    }
+
+    #[test]
+    fn from_remote_judges_on_the_clock_of_its_jwks() {
+        let jwks = || {
+            let opts = crate::client::jwks::JwksOptions::default();
+            Arc::new(RemoteJwks::new("http://127.0.0.1:1/jwks", opts, ManualClock::new(NOW)).unwrap())
+        };
+        let err = BearerConfig::from_remote(jwks(), Validation::new("https://issuer.test")).unwrap_err();
+        assert_eq!(err, BearerConfigError::NoAudience);
+        let c = BearerConfig::from_remote(jwks(), Validation::new("https://issuer.test").audience("plugin")).unwrap();
+        assert_eq!(c.clock.now(), NOW);
     }
 }

@@ -30,7 +30,7 @@ use reqwest::header::{ACCEPT, CACHE_CONTROL, ETAG, IF_NONE_MATCH};
 use reqwest::{StatusCode, Url};
 
 use crate::claims::{Claims, Rejection, Validation};
-use crate::clock::SharedClock;
+use crate::clock::{SharedClock, SystemClock};
 use crate::jose::{jws, JwkSet, VerifyingKey};
 use crate::verifier::{KeySource, StaticKeys};
 
@@ -41,8 +41,9 @@ pub struct JwksOptions {
     pub timeout: Duration,
     /// The largest JWKS accepted, in bytes. Default 256 KiB.
     pub max_bytes: usize,
-    /// Bounds on how long a fetched set is fresh, in seconds. Default 30 and 3600.
+    /// The least time a fetched set is fresh, whatever its `max-age`, in seconds. Default 30.
     pub min_ttl: i64,
+    /// The most time a fetched set is fresh, whatever its `max-age`, in seconds. Default 3600.
     pub max_ttl: i64,
     /// Freshness without a `max-age`, in seconds. Default 300.
     pub default_ttl: i64,
@@ -68,6 +69,7 @@ impl Default for JwksOptions {
 
 /// Why a JWKS could not be had.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JwksError {
     /// Not a URL, or a scheme/host this client refuses (plain http off loopback).
     BadUrl(String),
@@ -201,7 +203,19 @@ struct Attempts {
     last_error: Option<JwksError>,
 }
 
-/// A remote JWKS, cached and refreshed as the module doc describes.
+/// A remote JWKS, cached and refreshed as the [module doc](self) describes.
+/// Share one per issuer (`Arc<RemoteJwks>`); verify through
+/// [`RemoteJwks::verifier`] or the [`Bearer`](crate::Bearer) extractor.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use tokensmith::{RemoteJwks, Validation};
+/// let jwks = Arc::new(RemoteJwks::from_url("https://auth.example.com/.well-known/jwks.json")?);
+/// let verifier = jwks.verifier(Validation::new("https://auth.example.com").audience("orders-api"));
+/// let claims = verifier.verify("eyJ…").await?;
+/// # let _ = claims; Ok(()) }
+/// ```
 pub struct RemoteJwks {
     url: Url,
     http: reqwest::Client,
@@ -226,10 +240,16 @@ impl std::fmt::Debug for RemoteJwks {
 }
 
 impl RemoteJwks {
-    /// A JWKS at `url`. Nothing is fetched until first needed.
+    /// A JWKS at `url`, with `opts`, on `clock`. Nothing is fetched until
+    /// first needed. `url` must be https, or http to a loopback address.
     pub fn new(url: &str, opts: JwksOptions, clock: SharedClock) -> Result<RemoteJwks, JwksError> {
         let http = http_client(opts.timeout)?;
         RemoteJwks::with_http(url, opts, clock, http)
+    }
+
+    /// A JWKS at `url` with the default [`JwksOptions`], on the system clock.
+    pub fn from_url(url: &str) -> Result<RemoteJwks, JwksError> {
+        RemoteJwks::new(url, JwksOptions::default(), SystemClock::shared())
     }
 
     fn with_http(
@@ -286,6 +306,11 @@ impl RemoteJwks {
     /// The JWKS URL.
     pub fn url(&self) -> &str {
         self.url.as_str()
+    }
+
+    /// The clock freshness and cooldowns are judged on.
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// How many HTTP fetches this instance has made (304s and failures included).
@@ -583,6 +608,15 @@ mod tests {
         assert!(check_url("http://10.0.0.1/jwks").is_err());
         assert!(check_url("file:///etc/passwd").is_err());
         assert!(check_url("not a url").is_err());
+    }
+
+    #[test]
+    fn from_url_keeps_the_url_rules_and_the_default_options() {
+        let err = RemoteJwks::from_url("http://issuer.example.com/jwks").unwrap_err();
+        assert_eq!(err.code(), "invalid_request");
+        let jwks = RemoteJwks::from_url("https://issuer.example.com/jwks").unwrap();
+        assert_eq!(jwks.url(), "https://issuer.example.com/jwks");
+        assert_eq!(jwks.opts.stale_for, JwksOptions::default().stale_for);
     }
 
     #[test]

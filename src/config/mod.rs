@@ -63,11 +63,15 @@ pub struct Config {
     pub issuer: String,
     /// Where `serve` listens. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// `[keys]`: the keys folder and rotation.
     pub keys: KeysConfig,
+    /// `[tokens]`: lifetimes and leeway.
     pub tokens: TokensConfig,
+    /// `[store]`: where replay marks, revocations and counters live.
     pub store: StoreConfig,
     /// Present when the file has a `[session]` table (or a `TOKENSMITH_SESSION_*` variable is set).
     pub session: Option<SessionConfig>,
+    /// `[[clients]]`, checked. Default: none.
     pub clients: Vec<Client>,
 }
 
@@ -150,23 +154,41 @@ pub struct SessionConfig {
 
 /// Why a configuration was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    Read { path: PathBuf, reason: String },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: String,
+    },
     /// The file is not TOML.
     Syntax {
+        /// The file's name as shown (`config` for a string).
         file: String,
+        /// Where, from 1.
         line: usize,
+        /// Where, from 1.
         column: usize,
+        /// The parser's reason.
         reason: String,
     },
     /// A `TOKENSMITH_*` variable that names no setting.
-    Env { var: String, reason: String },
+    Env {
+        /// The variable.
+        var: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// A value is wrong; `key` is its path (`clients[1] (shop_123).max_ttl`),
     /// `env` the variable it came from, if it came from one.
     Invalid {
+        /// The setting's path.
         key: String,
+        /// The `TOKENSMITH_*` variable it came from, if any.
         env: Option<String>,
+        /// Why it is refused.
         reason: String,
     },
 }

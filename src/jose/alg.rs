@@ -30,6 +30,7 @@ use super::JoseError;
 /// The name of the provider compiled in, for `--version` and metrics.
 #[cfg(feature = "aws-lc")]
 pub const PROVIDER: &str = "aws-lc-rs";
+/// The name of the provider compiled in, for `--version` and metrics.
 #[cfg(all(feature = "ring", not(feature = "aws-lc")))]
 pub const PROVIDER: &str = "ring";
 
@@ -109,9 +110,19 @@ impl std::str::FromStr for Algorithm {
 #[derive(Clone, PartialEq, Eq)]
 pub enum PublicKey {
     /// Modulus and exponent, big-endian without leading zeros.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        /// The modulus.
+        n: Vec<u8>,
+        /// The public exponent.
+        e: Vec<u8>,
+    },
     /// P-256 affine coordinates, 32 bytes each.
-    P256 { x: [u8; 32], y: [u8; 32] },
+    P256 {
+        /// The x coordinate, big-endian.
+        x: [u8; 32],
+        /// The y coordinate, big-endian.
+        y: [u8; 32],
+    },
     /// The 32-byte Ed25519 public key.
     Ed25519([u8; 32]),
 }

@@ -237,10 +237,14 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
-        let mut s = String::from("{\"a\":");
-        s.push_str(&"[".repeat(10_000));
-        s.push_str(&"]".repeat(10_000));
-        s.push('}');
-        assert!(parse_object(s.as_bytes(), "x").is_err());
+        let arrays = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000));
+        for deep in [arrays, objects] {
+            let object = format!(r#"{{"alg":"RS256","x":{deep}}}"#);
+            assert!(matches!(
+                parse_object(object.as_bytes(), "x"),
+                Err(JoseError::Malformed(_))
+            ));
+        }
     }
 }

@@ -21,23 +21,34 @@ const PRIVATE_MEMBERS: [&str; 9] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k",
 /// nothing, but they are never interpreted (`x5u`, `x5c` are not followed).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Jwk {
+    /// The key type: `RSA`, `EC` or `OKP`.
     pub kty: String,
+    /// `use`: `sig` for signing keys; keys for other uses are skipped.
     #[serde(rename = "use", skip_serializing_if = "Option::is_none")]
     pub use_: Option<String>,
+    /// The one algorithm the key is for (`RS256`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
+    /// The key id; for keys of this crate, the RFC 7638 thumbprint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
+    /// The curve of an `EC` or `OKP` key: `P-256`, `Ed25519`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crv: Option<String>,
+    /// RSA modulus, base64url.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<String>,
+    /// RSA public exponent, base64url.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub e: Option<String>,
+    /// EC x coordinate, or the Ed25519 public key, base64url.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub x: Option<String>,
+    /// EC y coordinate, base64url.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub y: Option<String>,
+    /// Every other member, kept as read. Only `key_ops` (which must allow
+    /// `verify`) and private members (refused) are looked at.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -45,6 +56,7 @@ pub struct Jwk {
 /// A JWK Set: `{"keys": [...]}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct JwkSet {
+    /// The keys, in the issuer's order (newest first for this crate's).
     pub keys: Vec<Jwk>,
 }
 

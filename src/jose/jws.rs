@@ -26,13 +26,16 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 pub struct Header {
     /// The `alg` exactly as written; checked against the key, never trusted.
     pub alg: String,
+    /// The key id: a name looked up in the verifier's own keys, nothing more.
     pub kid: Option<String>,
+    /// The media type (`JWT` on tokens this crate signs); not checked on verify.
     pub typ: Option<String>,
 }
 
 /// A decoded, not yet verified, compact JWS.
 #[derive(Debug)]
 pub struct Jws<'a> {
+    /// The protected header, parsed strictly.
     pub header: Header,
     signing_input: &'a str,
     payload: Vec<u8>,

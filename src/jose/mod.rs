@@ -7,7 +7,7 @@
 
 pub mod alg;
 mod der;
-pub mod json;
+pub(crate) mod json;
 pub mod jwk;
 pub mod jws;
 
@@ -18,15 +18,26 @@ use std::fmt;
 
 /// Why the jose layer refused something.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JoseError {
     /// The token (or a JSON document in it) is not well formed.
     Malformed(String),
     /// The token is longer than the size cap.
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Its length in bytes.
+        len: usize,
+        /// The cap in bytes.
+        max: usize,
+    },
     /// An `alg` value this crate does not implement (`none` among them).
     UnsupportedAlg(String),
     /// The header's `alg` is not the algorithm of the key that must verify it.
-    AlgMismatch { header: String, key: Algorithm },
+    AlgMismatch {
+        /// The header's `alg`.
+        header: String,
+        /// The key's algorithm.
+        key: Algorithm,
+    },
     /// The signature does not verify.
     BadSignature,
     /// Key material that cannot be used (wrong type, too small, malformed).

@@ -35,7 +35,18 @@ struct Manifest {
     keys: Vec<KeyRecord>,
 }
 
-/// A keys folder.
+/// A keys folder: what `tokensmith keys init` makes and `serve` signs with.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("tokensmith-doc-keydir-{}", std::process::id()));
+/// use tokensmith::{Algorithm, Clock, KeyDir, SystemClock};
+/// let keys = KeyDir::new(&dir);
+/// let ring = keys.init(Algorithm::ES256, 0, SystemClock.now())?; // an active key and a next one
+/// assert_eq!(keys.load()?.active().map(|k| &k.record.kid), ring.active().map(|k| &k.record.kid));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct KeyDir {
     dir: PathBuf,
@@ -56,10 +67,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
 }
 
 impl KeyDir {
+    /// The folder `dir`; nothing is read or made until asked.
     pub fn new(dir: impl Into<PathBuf>) -> KeyDir {
         KeyDir { dir: dir.into() }
     }
 
+    /// The folder's path.
     pub fn path(&self) -> &Path {
         &self.dir
     }

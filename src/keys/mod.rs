@@ -30,12 +30,16 @@ use crate::jose::{jws, Algorithm, JoseError, Jwk, JwkSet, SigningKey, VerifyingK
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {
+    /// Published in the JWKS, signs nothing yet.
     Next,
+    /// Signs every new token; exactly one per ring.
     Active,
+    /// Signs nothing; published until every token it signed has expired.
     Retiring,
 }
 
 impl KeyState {
+    /// The name in `keyring.json` and `keys list`: `next`, `active`, `retiring`.
     pub fn as_str(self) -> &'static str {
         match self {
             KeyState::Next => "next",
@@ -51,16 +55,21 @@ impl KeyState {
 pub struct KeyRecord {
     /// RFC 7638 thumbprint of the public key; checked against the key file on load.
     pub kid: String,
+    /// The key's algorithm; never HS256.
     #[serde(with = "alg_name")]
     pub alg: Algorithm,
+    /// Where the key is in its life.
     pub state: KeyState,
     /// The PEM file's name inside the keys folder.
     pub file: String,
+    /// When the key was made.
     pub created_at: i64,
     /// When it first appeared in the JWKS.
     pub published_at: i64,
+    /// When it began signing; none while `next`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activated_at: Option<i64>,
+    /// When it stopped signing (became `retiring`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deactivated_at: Option<i64>,
 }
@@ -86,9 +95,13 @@ mod alg_name {
 
 /// A key of the ring, loaded.
 pub struct RingKey {
+    /// Its entry in `keyring.json`.
     pub record: KeyRecord,
+    /// The private key; `Debug` never shows it.
     pub signing: Arc<SigningKey>,
+    /// Its public half, ready to verify.
     pub verifying: Arc<VerifyingKey>,
+    /// Its public JWK, as published.
     pub jwk: Jwk,
 }
 
@@ -202,10 +215,12 @@ impl KeyRing {
         Ok(KeyRing { keys })
     }
 
+    /// The keys, newest first: `next`, `active`, then `retiring`.
     pub fn keys(&self) -> &[RingKey] {
         &self.keys
     }
 
+    /// Every key's record, in the same order.
     pub fn records(&self) -> Vec<KeyRecord> {
         self.keys.iter().map(|k| k.record.clone()).collect()
     }
@@ -299,6 +314,14 @@ impl KeyRing {
         (KeyRing { keys: kept }, gone.into_iter().map(|k| k.record).collect())
     }
 
+    /// The ring's snapshot in a cell of its own, ready for
+    /// [`Issuer::new`](crate::Issuer::new), [`Authority::new`](crate::Authority::new)
+    /// or a [`Verifier`](crate::Verifier). A reload swaps it in place:
+    /// `keys.store(Arc::new(ring.snapshot()?))`.
+    pub fn shared(&self) -> Result<SharedKeys, KeyError> {
+        Ok(Arc::new(ArcSwap::from_pointee(self.snapshot()?)))
+    }
+
     /// The read-only view requests use.
     pub fn snapshot(&self) -> Result<KeySnapshot, KeyError> {
         let active = self.active().ok_or(KeyError::NoActiveKey)?;
@@ -336,9 +359,13 @@ fn hex(bytes: &[u8]) -> String {
 /// The active key, ready to sign: its header segment is computed once.
 #[derive(Clone, Debug)]
 pub struct Signer {
+    /// The active key's `kid`.
     pub kid: String,
+    /// Its algorithm.
     pub alg: Algorithm,
+    /// The base64url JWS header (`alg`, `typ`, `kid`) every token it signs starts with.
     pub header_segment: String,
+    /// The private key.
     pub key: Arc<SigningKey>,
 }
 
@@ -346,12 +373,16 @@ pub struct Signer {
 /// the JWKS bytes with their ETag, computed once per rotation.
 #[derive(Debug)]
 pub struct KeySnapshot {
+    /// The active key.
     pub signer: Signer,
     verifiers: HashMap<String, Arc<VerifyingKey>>,
+    /// The published keys (every state), newest first.
     pub jwks: JwkSet,
+    /// `jwks` serialised once: the body of `/.well-known/jwks.json`.
     pub jwks_json: bytes::Bytes,
     /// A strong ETag of `jwks_json`.
     pub etag: String,
+    /// The ring's records, newest first.
     pub records: Vec<KeyRecord>,
 }
 
@@ -367,18 +398,54 @@ pub type SharedKeys = Arc<ArcSwap<KeySnapshot>>;
 
 /// Why a key operation failed. [`KeyError::code`] is the stable code the CLI prints.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum KeyError {
-    Io { path: PathBuf, source: std::io::Error },
-    Corrupt { path: PathBuf, why: String },
-    AlreadyInitialised { path: PathBuf },
-    NotInitialised { path: PathBuf },
-    RotationTooEarly { allowed_at: i64, now: i64 },
-    Locked { path: PathBuf },
+    /// A file or the folder could not be read or written (`key_io`).
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A file is not what it must be: a manifest that does not parse or
+    /// breaks the ring's rules, a key that is not the one named
+    /// (`keyring_corrupt`).
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// `init` on a folder that holds a ring already (`keys_exist`).
+    AlreadyInitialised {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// The folder holds no ring (`no_keys`).
+    NotInitialised {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// The next key has not been published for `publish_ahead` yet (`rotation_too_early`).
+    RotationTooEarly {
+        /// When the rotation is allowed, Unix seconds.
+        allowed_at: i64,
+        /// The time it was asked for.
+        now: i64,
+    },
+    /// Another key operation held the folder's lock for too long (`keys_locked`).
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The ring has no active key (`no_active_key`).
     NoActiveKey,
+    /// Key material the provider refuses (`invalid_key`).
     Jose(JoseError),
 }
 
 impl KeyError {
+    /// The stable code the CLI prints: `key_io`, `keyring_corrupt`, ….
     pub fn code(&self) -> &'static str {
         match self {
             KeyError::Io { .. } => "key_io",

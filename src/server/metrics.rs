@@ -38,6 +38,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Metrics {
+    /// Counts a token issued to the client with id `client`.
     pub fn token_issued(&self, client: &str) {
         *lock(&self.issued).entry(client.to_owned()).or_default() += 1;
     }
@@ -47,6 +48,7 @@ impl Metrics {
         *lock(&self.verifications).entry(result).or_default() += 1;
     }
 
+    /// Adds one request to `route`'s latency histogram.
     pub fn observe(&self, route: &str, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let mut map = lock(&self.latency);

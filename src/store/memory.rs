@@ -114,10 +114,12 @@ pub struct MemoryStats {
     pub retry_keys: usize,
     /// Revoked `jti`s and `sub`s.
     pub revocations: usize,
+    /// Rate-limit windows held.
     pub rate_counters: usize,
     /// Refresh tokens held, spent ones included (they are kept until their
     /// family expires so reuse is detected).
     pub refresh_tokens: usize,
+    /// Refresh-token families revoked after a reuse, until they expire.
     pub revoked_families: usize,
 }
 

@@ -25,6 +25,7 @@ use crate::clock::Clock;
 
 /// Why a store could not answer. Both variants mean "refuse the request".
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backend is unreachable, timed out, or answered something this
     /// crate does not understand. The text says which, for the log only.
@@ -57,6 +58,7 @@ impl std::error::Error for StoreError {}
 /// The answer to one hit on a rate counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateDecision {
+    /// Whether this hit is within the limit.
     pub allowed: bool,
     /// Seconds until the current window ends; at least 1 when `!allowed`
     /// (it becomes the `Retry-After` header).
@@ -69,9 +71,13 @@ pub struct RateDecision {
 pub struct RefreshRecord {
     /// The id shared by every token descended from the same first one.
     pub family: String,
+    /// The id of the client the family was issued to.
     pub client: String,
+    /// The subject of the tokens it renews.
     pub sub: String,
+    /// Their scopes.
     pub scopes: Vec<String>,
+    /// Their extra claims.
     pub claims: serde_json::Map<String, serde_json::Value>,
     /// Lifetime in seconds of each refresh token of this family.
     pub ttl: i64,
@@ -306,7 +312,9 @@ pub trait Store: Send + Sync + 'static {
 /// The configured store, as one concrete type for the server to hold.
 #[derive(Debug)]
 pub enum AnyStore {
+    /// In this process only: for one instance.
     Memory(memory::MemoryStore),
+    /// In Redis, shared by every instance.
     Redis(self::redis::RedisStore),
 }
 

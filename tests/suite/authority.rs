@@ -20,13 +20,13 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokensmith::client::extract::{Bearer, BearerConfig, Policy};
 use tokensmith::clients::ClientRegistry;
-use tokensmith::clock::SharedClock;
 use tokensmith::config::Config;
-use tokensmith::issuer::TokenSpec;
 use tokensmith::server::AppState;
 use tokensmith::store::memory::MemoryStore;
 use tokensmith::store::redis::RedisStore;
 use tokensmith::store::AnyStore;
+use tokensmith::SharedClock;
+use tokensmith::TokenSpec;
 use tokensmith::{exchange_audience, Validation, VerifyOptions};
 use tower::ServiceExt;
 
@@ -137,7 +137,7 @@ async fn use_token(app: &TestApp, plugin: &Router, entry: Entry, token: &str, co
 
 fn jti_of(app: &TestApp, token: &str) -> String {
     let keys = Arc::clone(&app.state.keys);
-    let v = tokensmith::verifier::Verifier::new(keys, Validation::new(ISSUER).any_audience(), app.clock.clone());
+    let v = tokensmith::Verifier::new(keys, Validation::new(ISSUER).any_audience(), app.clock.clone());
     v.verify(token).unwrap().jti
 }
 
@@ -412,7 +412,7 @@ async fn the_visitor_audience_is_reserved_against_the_issuer_actually_served() {
     cfg.issuer = "http://127.0.0.1:18085".into();
     let clients = ClientRegistry::from_clients(&cfg.clients).unwrap();
     let store = AnyStore::Memory(MemoryStore::new(10));
-    let clock: SharedClock = tokensmith::clock::ManualClock::new(NOW);
+    let clock: SharedClock = tokensmith::ManualClock::new(NOW);
     let Err(err) = AppState::new(cfg, &fixture_ring(NOW), clients, store, clock) else {
         panic!("a client with the served issuer's visitor audience was accepted");
     };

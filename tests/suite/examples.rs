@@ -19,7 +19,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokensmith::client::jwks::http_client;
-use tokensmith::clock::{Clock, SystemClock};
+use tokensmith::{Clock, SystemClock};
 
 use crate::harness::SHOP_KEY;
 use crate::redis_harness::RedisServer;

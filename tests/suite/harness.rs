@@ -16,13 +16,13 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use serde_json::Value;
 use tokensmith::clients::ClientRegistry;
-use tokensmith::clock::{ManualClock, SharedClock};
 use tokensmith::config::Config;
 use tokensmith::jose::{Algorithm, SigningKey};
 use tokensmith::keys::{KeyRing, KeyState, RingKey};
 use tokensmith::server::{app, AppState};
 use tokensmith::store::memory::MemoryStore;
 use tokensmith::store::AnyStore;
+use tokensmith::{ManualClock, SharedClock};
 use tower::ServiceExt;
 
 use super::common::pkcs8;

@@ -15,7 +15,7 @@ use base64::Engine;
 use josekit::jwk::KeyPair;
 use tokensmith::jose::alg::hmac_sha256;
 use tokensmith::jose::jws::{self, MAX_TOKEN_LEN};
-use tokensmith::jose::{json, Algorithm, JoseError, Jwk, SigningKey, VerifyingKey};
+use tokensmith::jose::{Algorithm, JoseError, Jwk, SigningKey, VerifyingKey};
 
 use crate::common::pkcs8;
 
@@ -393,13 +393,9 @@ fn ten_thousand_levels_of_json_nesting_are_an_error_not_a_stack_overflow() {
     let ours = ours();
     let verifier = ours.verifying_key().unwrap();
     for deep in [nested_arrays(10_000), nested_objects(10_000)] {
-        // The header and claims parser on its own.
+        // As a token, the header and the payload are both far over the cap
+        // (the parser on its own: `jose::json`'s unit tests).
         let object = format!(r#"{{"alg":"RS256","x":{deep}}}"#);
-        assert!(matches!(
-            json::parse_object(object.as_bytes(), "x"),
-            Err(JoseError::Malformed(_))
-        ));
-        // As a token, the header and the payload are both far over the cap.
         let in_header = signed_with_header(&object, PAYLOAD, &ours);
         let in_payload = normal_token(&ours, format!(r#"{{"sub":"a","x":{deep}}}"#).as_bytes());
         for token in [in_header, in_payload] {

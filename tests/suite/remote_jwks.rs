@@ -26,12 +26,12 @@ use serde_json::{json, Value};
 use tokensmith::claims::{Rejection, Validation};
 use tokensmith::client::extract::{Bearer, BearerConfig, Policy};
 use tokensmith::client::jwks::{JwksError, JwksOptions, RemoteJwks, RemoteVerifier};
-use tokensmith::clock::{Clock, SharedClock, SystemClock};
 use tokensmith::jose::{jws, Algorithm, SigningKey};
 use tokensmith::keys::{KeyRing, KeyState, RingKey};
 use tokensmith::store::memory::MemoryStore;
 use tokensmith::store::redis::RedisStore;
 use tokensmith::store::AnyStore;
+use tokensmith::{Clock, SharedClock, SystemClock};
 use tower::ServiceExt;
 
 use crate::common::pkcs8;

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokensmith::clock::{Clock, SystemClock};
 use tokensmith::store::redis::RedisStore;
 use tokensmith::store::{Consume, ConsumeOutcome, RefreshRecord, SpendOutcome, Store};
+use tokensmith::{Clock, SystemClock};
 
 use crate::redis_harness::RedisServer;
 

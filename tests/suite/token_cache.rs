@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokensmith::client::cache::{CacheError, CacheOptions, IssueToken, Issued, SharedRedis, TokenCache};
-use tokensmith::clock::{Clock, ManualClock};
+use tokensmith::{Clock, ManualClock};
 
 use crate::redis_harness::RedisServer;
 use crate::remote_jwks::poll_until;

@@ -96,7 +96,7 @@ async fn a_consume_retried_with_its_idempotency_key_answers_as_the_first() {
 async fn a_bad_idempotency_key_is_a_bad_request() {
     let app = TestApp::base();
     let token = app.token(&json!({"sub": "alice"})).await;
-    let long = "k".repeat(tokensmith::authority::MAX_IDEMPOTENCY_KEY_LEN + 1);
+    let long = "k".repeat(tokensmith::MAX_IDEMPOTENCY_KEY_LEN + 1);
     for bad in [long.as_bytes(), "é".as_bytes(), b"a\tb".as_slice()] {
         let r = consume_as(&app, SHOP_KEY, &token, Some(bad)).await;
         assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
@@ -104,7 +104,7 @@ async fn a_bad_idempotency_key_is_a_bad_request() {
         assert!(description.contains("Idempotency-Key"), "{description}");
     }
     // Nothing was consumed by the refused requests.
-    let longest = "k".repeat(tokensmith::authority::MAX_IDEMPOTENCY_KEY_LEN);
+    let longest = "k".repeat(tokensmith::MAX_IDEMPOTENCY_KEY_LEN);
     assert_ok(&consume_as(&app, SHOP_KEY, &token, Some(longest.as_bytes())).await);
 }
 
