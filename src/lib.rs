@@ -51,5 +51,7 @@ pub mod store;
 pub mod units;
 pub mod verifier;
 
-pub use authority::{exchange_audience, Authority, AuthorityError, Revocation, TokenRequest, VerifyOptions};
+pub use authority::{
+    exchange_audience, Authority, AuthorityError, ClientsChange, Revocation, TokenRequest, VerifyOptions,
+};
 pub use claims::{Claims, Rejection, Validation};

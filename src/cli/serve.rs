@@ -113,8 +113,10 @@ async fn shutdown_signal(term: Option<tokio::signal::unix::Signal>) {
 }
 
 /// Reloads the clients on SIGHUP from the same config file. The authority
-/// checks the new set; a set it refuses, or a config that does not load,
-/// leaves the current clients in place.
+/// checks the new set (it refuses one that would remove every client); a
+/// set it refuses, or a config that does not load, leaves the current
+/// clients in place and is logged as an ERROR. A reload it takes is logged
+/// as one line of what changed.
 fn spawn_sighup_reload(
     state: Arc<AppState>,
     hup: Option<tokio::signal::unix::Signal>,
@@ -141,7 +143,7 @@ fn spawn_sighup_reload(
             };
             let count = registry.len();
             match state.authority.replace_clients(registry) {
-                Ok(()) => tracing::info!(clients = count, "clients reloaded"),
+                Ok(change) => tracing::info!(clients = count, "SIGHUP: clients reloaded: {change}"),
                 Err(e) => tracing::error!(error = %e, "SIGHUP: the clients were refused; keeping the current clients"),
             }
         }

@@ -65,7 +65,10 @@ fn other_spelling(token: &str) -> String {
         borrow = i16::from(d < 0);
         s[i] = (d + 256 * borrow) as u8;
     }
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode([&sig[..32], &s[..]].concat()))
+    format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode([&sig[..32], &s[..]].concat())
+    )
 }
 
 fn s_of(token: &str) -> Vec<u8> {
@@ -74,7 +77,11 @@ fn s_of(token: &str) -> Vec<u8> {
 
 async fn verify(app: &TestApp, token: &str, consume: bool) -> (StatusCode, Value) {
     let r = app
-        .post("/v1/verify", Some(SHOP_KEY), &json!({ "token": token, "consume": consume }))
+        .post(
+            "/v1/verify",
+            Some(SHOP_KEY),
+            &json!({ "token": token, "consume": consume }),
+        )
         .await;
     (r.status, r.json())
 }
@@ -107,10 +114,16 @@ async fn issued_es256_tokens_are_low_s_and_their_high_s_spelling_is_the_same_tok
     let (st, v) = verify(&app, &high, true).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let (st, v) = verify(&app, token, true).await;
-    assert_eq!((st, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("token_replayed")));
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("token_replayed"))
+    );
     let second = &tokens[1];
     let (st, v) = verify(&app, second, true).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let (st, v) = verify(&app, &other_spelling(second), true).await;
-    assert_eq!((st, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("token_replayed")));
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("token_replayed"))
+    );
 }
