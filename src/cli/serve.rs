@@ -27,7 +27,14 @@ fn init_logging() {
 }
 
 /// Builds everything from the config and runs until SIGTERM or Ctrl-C.
-pub fn run(mut cfg: Config, args: ServeArgs, config_path: Option<PathBuf>) -> Result<(), CliError> {
+/// `insecure_permissions` lets it use a keys folder that group or others can
+/// write (logged as a warning) instead of refusing it.
+pub fn run(
+    mut cfg: Config,
+    args: ServeArgs,
+    config_path: Option<PathBuf>,
+    insecure_permissions: bool,
+) -> Result<(), CliError> {
     init_logging();
     if let Some(listen) = args.listen {
         cfg.listen = listen;
@@ -47,11 +54,19 @@ pub fn run(mut cfg: Config, args: ServeArgs, config_path: Option<PathBuf>) -> Re
         let hup = signal(SignalKind::hangup()).ok();
         let clock: SharedClock = Arc::new(SystemClock);
         let dir = KeyDir::new(cfg.keys.dir.clone());
+        for warning in dir.check_permissions(insecure_permissions)? {
+            tracing::warn!("{warning}");
+        }
         let (alg, bits, now) = (cfg.keys.algorithm, cfg.keys.rsa_bits, SystemClock.now());
-        let d = dir.clone();
-        let ring = tokio::task::spawn_blocking(move || d.ensure(alg, bits, now))
+        let (ring, dir) = tokio::task::spawn_blocking(move || dir.ensure(alg, bits, now))
             .await
             .map_err(|e| CliError::new("internal", e.to_string()))??;
+        if let Some(why) = dir.read_only() {
+            tracing::warn!(
+                dir = %dir.path().display(),
+                "the keys folder cannot be written here ({why}): serving its keys read-only, without rotating or pruning them; rotate where it is writable, and this server reloads keyring.json when it changes"
+            );
+        }
         let mut registry =
             ClientRegistry::from_clients(&cfg.clients).map_err(|e| CliError::new("invalid_config", e.to_string()))?;
         let dev_client = if args.dev {

@@ -58,7 +58,7 @@ fn other_spelling(token: &str) -> String {
     let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
     assert_eq!(sig.len(), 64);
     let n = unhex(N);
-    let mut s = vec![0u8; 32];
+    let mut s = [0u8; 32];
     let mut borrow = 0i16;
     for i in (0..32).rev() {
         let d = i16::from(n[i]) - i16::from(sig[32 + i]) - borrow;
