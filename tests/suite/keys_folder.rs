@@ -489,4 +489,11 @@ fn serve_refuses_a_folder_others_can_write_and_logs_loose_key_files() {
         "{line}"
     );
     assert!(line.contains("(mode 0640)"), "{line}");
+
+    // A ring reloaded while running is checked again.
+    chmod(&key_file, 0o604);
+    run(cwd.path(), &["keys", "rotate", "--dir", s(&keys), "--now"]).ok();
+    logs.wait_for(|l| l.contains("key ring reloaded"));
+    let line = logs.wait_for(|l| l.contains("key file"));
+    assert!(line.contains("WARN") && line.contains("(mode 0604)"), "{line}");
 }
