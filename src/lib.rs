@@ -129,8 +129,8 @@ pub mod units;
 pub(crate) mod verifier;
 
 pub use authority::{
-    exchange_audience, Audience, Authority, AuthorityError, GlobalLimits, Grant, PolicyError, Purpose, Revocation,
-    TokenRequest, VerifyOptions, MAX_IDEMPOTENCY_KEY_LEN,
+    exchange_audience, Audience, Authority, AuthorityError, ClientsChange, GlobalLimits, Grant, PolicyError, Purpose,
+    Revocation, TokenRequest, VerifyOptions, MAX_IDEMPOTENCY_KEY_LEN,
 };
 pub use claims::{Claims, Rejection, Validation};
 pub use client::cache::{CacheError, CacheOptions, IssueToken, Issued, SharedRedis, TokenCache};

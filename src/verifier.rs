@@ -5,6 +5,16 @@
 //! read), `alg` pinned to that key, the signature, then the claims
 //! ([`Validation`]). Revocation and replay, which need the shared store, are
 //! the caller's next step (see `server`).
+//!
+//! A token's identity is its `jti`, never its bytes. A valid signature can
+//! have more than one encoding: an ES256 `(r, s)` also verifies as
+//! `(r, n - s)` (ECDSA malleability). We sign low-S only, but we accept
+//! high-S signatures from other signers, because they are valid ECDSA, so
+//! anyone holding one of our tokens can spell it a second way. Nothing in
+//! tokensmith keys on the token string: single use, revocation and the
+//! authority's marks go by `jti` (and `sub`) from verified claims, and the
+//! token cache keys by what it was asked for. Code that caches verification
+//! results or counts uses must do the same, never hash the compact string.
 
 use std::collections::HashMap;
 use std::path::Path;

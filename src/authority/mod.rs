@@ -26,6 +26,7 @@ mod consume;
 mod error;
 mod flows;
 pub mod policy;
+mod reload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,7 @@ pub use policy::{
     apply_policy, exchange_audience, Audience, GlobalLimits, PolicyError, Purpose, TokenRequest, EXCHANGE_TTL_MAX,
     MAX_ID_LEN,
 };
+pub use reload::ClientsChange;
 
 /// How `POST /v1/verify` (and [`Authority::verify`]) checks a token for a caller.
 #[derive(Clone, Debug, Default)]
@@ -209,11 +211,21 @@ impl Authority {
         Ok(authority)
     }
 
-    /// Swaps in a new client set (a reload), after checking it: no client
-    /// may issue for the audience of visitor tokens of the issuer served
-    /// (that would let it mint long-lived "visitor" tokens), and the
-    /// `[session]` client must exist. On error the old clients stay.
-    pub fn replace_clients(&self, clients: ClientRegistry) -> Result<(), AuthorityError> {
+    /// Swaps in a new client set (a reload), after checking it, and says
+    /// what changed: no client may issue for the audience of visitor tokens
+    /// of the issuer served (that would let it mint long-lived "visitor"
+    /// tokens), the `[session]` client must exist, and a set with no client
+    /// cannot replace one with clients (an empty or truncated config file
+    /// would turn every API key away; stop the service to do that). On
+    /// error the old clients stay.
+    pub fn replace_clients(&self, clients: ClientRegistry) -> Result<ClientsChange, AuthorityError> {
+        let old = self.clients.load_full();
+        if clients.is_empty() && !old.is_empty() {
+            return Err(AuthorityError::Misconfigured(format!(
+                "the new configuration has no client; a reload that would remove all {} clients is refused",
+                old.len()
+            )));
+        }
         for client in clients.iter() {
             if client.audience_allowed(&self.exchange_audience) {
                 return Err(AuthorityError::Misconfigured(format!(
@@ -230,8 +242,9 @@ impl Authority {
                 )));
             }
         }
+        let change = ClientsChange::between(&old, &clients);
         self.clients.store(Arc::new(clients));
-        Ok(())
+        Ok(change)
     }
 
     /// The current clients.

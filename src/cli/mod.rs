@@ -2,8 +2,14 @@
 //!
 //! Thin: each subcommand parses, calls the library, and prints. Exit status
 //! is 0 on success, 1 when a token is rejected or an operation fails, 2 on
-//! bad usage; every failure is one stderr line `error: <code>: <text>`. No
-//! secret (key, API key, token) ever goes to stderr.
+//! bad usage; every failure is one stderr line `error: <code>: <text>`, and
+//! every warning one line `warning: <text>`. No secret (key, API key, token)
+//! ever goes to stderr.
+//!
+//! Every command that uses a keys folder checks its permissions first
+//! ([`KeyDir::check_permissions`]): a folder writable by group or others is
+//! refused unless `--insecure-permissions` is given, and loose modes are
+//! warned about.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -46,6 +52,10 @@ struct Cli {
     /// Configuration file (default: ./tokensmith.toml when it exists).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Use a keys folder that group or others can write (with a warning)
+    /// instead of refusing it.
+    #[arg(long, global = true)]
+    insecure_permissions: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -360,8 +370,23 @@ fn policy_text(cfg: &Config, path: Option<&Path>) -> String {
     )
 }
 
-fn key_dir(cfg: &Config, dir: &DirArg) -> KeyDir {
-    KeyDir::new(dir.dir.clone().unwrap_or_else(|| cfg.keys.dir.clone()))
+/// The keys folder `dir` names (default `keys.dir`), once its permissions
+/// pass: see [`checked_dir`].
+fn key_dir(cfg: &Config, dir: &DirArg, insecure: bool) -> Result<KeyDir, CliError> {
+    checked_dir(
+        KeyDir::new(dir.dir.clone().unwrap_or_else(|| cfg.keys.dir.clone())),
+        insecure,
+    )
+}
+
+/// `dir`, after its permission check: refused when group or others can
+/// write it (unless `insecure`), and one `warning: …` line on stderr for
+/// each loose mode.
+fn checked_dir(dir: KeyDir, insecure: bool) -> Result<KeyDir, CliError> {
+    for warning in dir.check_permissions(insecure)? {
+        eprintln!("warning: {warning}");
+    }
+    Ok(dir)
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
@@ -373,19 +398,20 @@ fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
 fn run(cli: Cli) -> Result<(), CliError> {
     let clock = SystemClock;
     let cfg = load_config(cli.config.as_deref())?;
+    let insecure = cli.insecure_permissions;
     match cli.command {
-        Command::Serve(args) => serve::run(cfg, args, cli.config),
+        Command::Serve(args) => serve::run(cfg, args, cli.config, insecure),
         Command::Keys(KeysCommand::Init { dir, alg, bits }) => {
             let alg = alg.unwrap_or(cfg.keys.algorithm);
             let bits = bits.and_then(|b| b.parse().ok()).unwrap_or(cfg.keys.rsa_bits);
-            let kd = key_dir(&cfg, &dir);
+            let kd = key_dir(&cfg, &dir, insecure)?;
             let ring = kd.init(alg, bits, clock.now())?;
             print_records(&ring.records())
         }
         Command::Keys(KeysCommand::Rotate { dir, now }) => {
             let applied = policy_text(&cfg, cli.config.as_deref());
-            let kd = key_dir(&cfg, &dir);
-            let ring = kd
+            let kd = key_dir(&cfg, &dir, insecure)?;
+            let changed = kd
                 .rotate(
                     &policy(&cfg),
                     |a| cfg.keys.rotation_algorithm(a),
@@ -399,10 +425,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     e
                 })?;
             out!("{applied}")?;
-            print_records(&ring.records())
+            print_records(&changed.ring.records())?;
+            print_leftovers(&changed.leftovers)
         }
         Command::Keys(KeysCommand::List { dir, json }) => {
-            let ring = key_dir(&cfg, &dir).load()?;
+            let ring = key_dir(&cfg, &dir, insecure)?.load()?;
             if json {
                 print_json(&ring.records())
             } else {
@@ -411,21 +438,21 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Keys(KeysCommand::Prune { dir }) => {
             out!("{}", policy_text(&cfg, cli.config.as_deref()))?;
-            let (_, gone) = key_dir(&cfg, &dir).prune(&policy(&cfg), clock.now())?;
-            for r in &gone {
+            let changed = key_dir(&cfg, &dir, insecure)?.prune(&policy(&cfg), clock.now())?;
+            for r in &changed.pruned {
                 out!("pruned {} ({})", r.kid, r.alg)?;
             }
-            if gone.is_empty() {
+            if changed.pruned.is_empty() {
                 out!("nothing to prune")?;
             }
-            Ok(())
+            print_leftovers(&changed.leftovers)
         }
         Command::Jwks(dir) => {
-            let ring = key_dir(&cfg, &dir).load()?;
+            let ring = key_dir(&cfg, &dir, insecure)?.load()?;
             print_json(&ring.snapshot()?.jwks)
         }
-        Command::Issue(args) => issue(&cfg, args),
-        Command::Verify(args) => verify(&cfg, args),
+        Command::Issue(args) => issue(&cfg, args, insecure),
+        Command::Verify(args) => verify(&cfg, args, insecure),
         Command::Apikey(ApikeyCommand::Create { client }) => {
             let key = clients::new_api_key().map_err(|e| CliError::new("internal", e.to_string()))?;
             out!("API key for client {client:?} (shown once, store it now):")?;
@@ -435,6 +462,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
             out!("api_keys = [\"{}\"]", key.hash_line)
         }
     }
+}
+
+fn print_leftovers(names: &[String]) -> Result<(), CliError> {
+    for name in names {
+        out!("removed leftover {name} (from an interrupted key operation)")?;
+    }
+    Ok(())
 }
 
 fn print_records(records: &[KeyRecord]) -> Result<(), CliError> {
@@ -493,8 +527,8 @@ fn relative(delta: i64) -> String {
     }
 }
 
-fn issue(cfg: &Config, args: IssueArgs) -> Result<(), CliError> {
-    let ring = key_dir(cfg, &args.dir).load()?;
+fn issue(cfg: &Config, args: IssueArgs, insecure: bool) -> Result<(), CliError> {
+    let ring = key_dir(cfg, &args.dir, insecure)?.load()?;
     let ttl = args.ttl.unwrap_or(cfg.tokens.default_ttl);
     if ttl > cfg.tokens.max_ttl || ttl.as_secs() == 0 {
         return Err(CliError::new(
@@ -557,7 +591,7 @@ fn read_token(arg: Option<String>) -> Result<String, CliError> {
     Ok(raw.trim().to_owned())
 }
 
-fn verify(cfg: &Config, args: VerifyArgs) -> Result<(), CliError> {
+fn verify(cfg: &Config, args: VerifyArgs, insecure: bool) -> Result<(), CliError> {
     let token = read_token(args.token)?;
     let validation = Validation {
         issuer: args.iss.unwrap_or_else(|| cfg.issuer.clone()),
@@ -575,7 +609,7 @@ fn verify(cfg: &Config, args: VerifyArgs) -> Result<(), CliError> {
             Verifier::new(keys, validation, clock).verify(&token)?
         }
         (None, Some(dir)) => {
-            let ring = KeyDir::new(dir).load()?;
+            let ring = checked_dir(KeyDir::new(dir), insecure)?.load()?;
             Verifier::new(ring.shared()?, validation, clock).verify(&token)?
         }
         (None, None) => return Err(CliError::new("invalid_request", "give --jwks or --dir")),

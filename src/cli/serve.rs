@@ -27,7 +27,14 @@ fn init_logging() {
 }
 
 /// Builds everything from the config and runs until SIGTERM or Ctrl-C.
-pub fn run(mut cfg: Config, args: ServeArgs, config_path: Option<PathBuf>) -> Result<(), CliError> {
+/// `insecure_permissions` lets it use a keys folder that group or others can
+/// write (logged as a warning) instead of refusing it.
+pub fn run(
+    mut cfg: Config,
+    args: ServeArgs,
+    config_path: Option<PathBuf>,
+    insecure_permissions: bool,
+) -> Result<(), CliError> {
     init_logging();
     if let Some(listen) = args.listen {
         cfg.listen = listen;
@@ -47,14 +54,22 @@ pub fn run(mut cfg: Config, args: ServeArgs, config_path: Option<PathBuf>) -> Re
         let hup = signal(SignalKind::hangup()).ok();
         let clock: SharedClock = Arc::new(SystemClock);
         let dir = KeyDir::new(cfg.keys.dir.clone());
+        for warning in dir.check_permissions(insecure_permissions)? {
+            tracing::warn!("{warning}");
+        }
         let (alg, bits, now) = (cfg.keys.algorithm, cfg.keys.rsa_bits, SystemClock.now());
         if !args.dev {
             refuse_to_guess_a_keys_folder(&cfg.keys.dir)?;
         }
-        let d = dir.clone();
-        let ring = tokio::task::spawn_blocking(move || d.ensure(alg, bits, now))
+        let (ring, dir) = tokio::task::spawn_blocking(move || dir.ensure(alg, bits, now))
             .await
             .map_err(|e| CliError::new("internal", e.to_string()))??;
+        if let Some(why) = dir.read_only() {
+            tracing::warn!(
+                dir = %dir.path().display(),
+                "the keys folder cannot be written here ({why}): serving its keys read-only, without rotating or pruning them; rotate where it is writable, and this server reloads keyring.json when it changes"
+            );
+        }
         let mut registry =
             ClientRegistry::from_clients(&cfg.clients).map_err(|e| CliError::new("invalid_config", e.to_string()))?;
         let dev_client = if args.dev {
@@ -165,8 +180,10 @@ async fn shutdown_signal(term: Option<tokio::signal::unix::Signal>) {
 }
 
 /// Reloads the clients on SIGHUP from the same config file. The authority
-/// checks the new set; a set it refuses, or a config that does not load,
-/// leaves the current clients in place.
+/// checks the new set (it refuses one that would remove every client); a
+/// set it refuses, or a config that does not load, leaves the current
+/// clients in place and is logged as an ERROR. A reload it takes is logged
+/// as one line of what changed.
 fn spawn_sighup_reload(
     state: Arc<AppState>,
     hup: Option<tokio::signal::unix::Signal>,
@@ -193,7 +210,7 @@ fn spawn_sighup_reload(
             };
             let count = registry.len();
             match state.authority.replace_clients(registry) {
-                Ok(()) => tracing::info!(clients = count, "clients reloaded"),
+                Ok(change) => tracing::info!(clients = count, "SIGHUP: clients reloaded: {change}"),
                 Err(e) => tracing::error!(error = %e, "SIGHUP: the clients were refused; keeping the current clients"),
             }
         }

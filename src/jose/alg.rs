@@ -263,13 +263,53 @@ impl SigningKey {
                     .map_err(|_| JoseError::Crypto("RSA signing failed"))?;
                 Ok(out)
             }
-            Signer::Ec(pair) => pair
-                .sign(&rand::SystemRandom::new(), message)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| JoseError::Crypto("ECDSA signing failed")),
+            Signer::Ec(pair) => {
+                let sig = pair
+                    .sign(&rand::SystemRandom::new(), message)
+                    .map_err(|_| JoseError::Crypto("ECDSA signing failed"))?;
+                let mut out = sig.as_ref().to_vec();
+                low_s(&mut out)?;
+                Ok(out)
+            }
             Signer::Ed(pair) => Ok(pair.sign(message).as_ref().to_vec()),
         }
     }
+}
+
+/// The order n of the P-256 group, big-endian (SEC 2, §2.4.2).
+const P256_N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6, 0xfa,
+    0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// ⌊n / 2⌋ for P-256: an `s` above it is "high".
+const P256_HALF_N: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xde, 0x73, 0x7d,
+    0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+];
+
+/// Puts an ES256 signature (`r || s`, 32 bytes each) in low-S form: when
+/// `s > n/2`, `s` becomes `n - s`. Both `(r, s)` and `(r, n - s)` verify
+/// (ECDSA checks only the x coordinate of a point that `s` negates), so
+/// without this every token we sign has a second valid spelling; with it,
+/// ours have exactly one. High-S signatures of other signers stay valid:
+/// verification does not require this form. The signature is public, so
+/// the branch on `s` leaks nothing.
+fn low_s(sig: &mut [u8]) -> Result<(), JoseError> {
+    let s: &mut [u8; 32] = sig
+        .get_mut(32..)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(JoseError::Crypto("ECDSA signature is not 64 bytes"))?;
+    // Big-endian byte arrays of equal length compare as the numbers do.
+    if *s > P256_HALF_N {
+        let mut borrow = 0u16;
+        for i in (0..32).rev() {
+            let d = u16::from(P256_N[i]).wrapping_sub(u16::from(s[i])).wrapping_sub(borrow);
+            s[i] = d as u8;
+            borrow = (d >> 8) & 1;
+        }
+    }
+    Ok(())
 }
 
 /// Re-encodes a PKCS#8 v2 Ed25519 key (seed and public key, what both
@@ -527,6 +567,63 @@ mod tests {
             v.verify(b"message", &sig).unwrap();
             assert!(v.verify(b"messagf", &sig).is_err());
         }
+    }
+
+    /// `n - s` over 32-byte big-endian numbers, written apart from `low_s`.
+    fn negate(s: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; 32];
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let d = i16::from(P256_N[i]) - i16::from(s[i]) - borrow;
+            borrow = i16::from(d < 0);
+            out[i] = (d + 256 * borrow) as u8;
+        }
+        out
+    }
+
+    #[test]
+    fn es256_signs_low_s_and_still_verifies_high_s() {
+        let (key, _) = SigningKey::generate(Algorithm::ES256, 0).unwrap();
+        let v = key.verifying_key().unwrap();
+        // Without normalisation about half of these would be high-S.
+        for i in 0..200u32 {
+            let msg = i.to_be_bytes();
+            let sig = key.sign(&msg).unwrap();
+            assert_eq!(sig.len(), 64);
+            assert!(sig[32..] <= P256_HALF_N[..], "signature {i} is high-S");
+            v.verify(&msg, &sig).unwrap();
+            // The other spelling, as another signer may produce it, verifies too.
+            let high = [&sig[..32], &negate(&sig[32..])].concat();
+            assert!(high[32..] > P256_HALF_N[..]);
+            v.verify(&msg, &high).unwrap();
+        }
+    }
+
+    #[test]
+    fn low_s_flips_exactly_the_values_above_half_n() {
+        let sig = |s: &[u8]| [&[1u8; 32][..], s].concat();
+        // n/2 itself is low and stays.
+        let mut at_half = sig(&P256_HALF_N);
+        low_s(&mut at_half).unwrap();
+        assert_eq!(at_half[32..], P256_HALF_N);
+        // n/2 + 1 is high: n - (n/2 + 1) = n/2, n being odd.
+        let mut above = P256_HALF_N;
+        above[31] += 1;
+        let mut s = sig(&above);
+        low_s(&mut s).unwrap();
+        assert_eq!(s[32..], P256_HALF_N);
+        assert_eq!(s[..32], [1u8; 32], "r is never touched");
+        // n - 1 becomes 1, across every borrow.
+        let mut n_minus_1 = P256_N;
+        n_minus_1[31] -= 1;
+        let mut s = sig(&n_minus_1);
+        low_s(&mut s).unwrap();
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        assert_eq!(s[32..], one);
+        assert_eq!(negate(&one), n_minus_1);
+        // Not an `r || s` pair.
+        assert!(low_s(&mut [0u8; 63]).is_err());
     }
 
     #[test]

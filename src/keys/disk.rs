@@ -6,19 +6,29 @@
 //! never interleave and a killed rotation leaves the previous ring usable: a
 //! new key file is written before the `keyring.json` that names it, and a key
 //! file is never overwritten. Nothing is deleted or rewritten because it
-//! failed to load; only `prune` deletes, and only keys it has just dropped.
+//! failed to load; only `prune` deletes: keys it has just dropped, and the
+//! leftovers of interrupted operations (`leftovers.rs`), never a file the
+//! ring names.
+//!
+//! Reading needs no lock (every write is a rename, and a key file never
+//! changes), so a folder where the lock cannot be taken because it cannot
+//! be written (a read-only mount, such as a Kubernetes secret, or a folder
+//! that is not ours) can still be served: [`KeyDir::ensure`] then returns a
+//! read-only `KeyDir`, which the server reloads but never rotates or prunes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::{KeyError, KeyRecord, KeyRing, KeyState, RingKey, RingPolicy};
+use super::permissions::{self, PermissionWarning};
+use super::{leftovers, KeyError, KeyRecord, KeyRing, KeyState, RingKey, RingPolicy};
 use crate::jose::{Algorithm, SigningKey};
 
 /// The manifest's file name.
@@ -50,6 +60,20 @@ struct Manifest {
 #[derive(Clone, Debug)]
 pub struct KeyDir {
     dir: PathBuf,
+    /// Why the lock could not be taken, when [`KeyDir::ensure`] found the
+    /// folder unwritable and loaded it without.
+    read_only: Option<Arc<std::io::Error>>,
+}
+
+/// What a rotate or prune did to the folder.
+#[derive(Debug)]
+pub struct Changed {
+    /// The ring as written.
+    pub ring: KeyRing,
+    /// The keys `prune` dropped; their files are deleted.
+    pub pruned: Vec<KeyRecord>,
+    /// Names of files left by interrupted key operations, now removed.
+    pub leftovers: Vec<String>,
 }
 
 /// Held while a key operation runs; the lock is released when it drops
@@ -66,10 +90,40 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
+/// The error for a failure to make the folder or open its lock: the folder
+/// cannot be written here (a read-only file system, or permission denied,
+/// which is also what an immutable file gives) or another I/O error.
+fn lock_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| match source.kind() {
+        ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied => KeyError::ReadOnly {
+            path: path.to_path_buf(),
+            source,
+        },
+        _ => KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// Whether `name` may be a file of the folder: a plain name, not hidden.
+/// The names come from our own manifest, but a hand-edited one must not
+/// point outside the folder.
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.')
+}
+
 impl KeyDir {
     /// The folder `dir`; nothing is read or made until asked.
     pub fn new(dir: impl Into<PathBuf>) -> KeyDir {
-        KeyDir { dir: dir.into() }
+        KeyDir {
+            dir: dir.into(),
+            read_only: None,
+        }
     }
 
     /// The folder's path.
@@ -77,12 +131,41 @@ impl KeyDir {
         &self.dir
     }
 
+    /// Why this folder is served read-only ([`KeyDir::ensure`] could not
+    /// take its lock), or `None` when it can be rotated and pruned.
+    pub fn read_only(&self) -> Option<&std::io::Error> {
+        self.read_only.as_deref()
+    }
+
     fn create_dir(&self) -> Result<(), KeyError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
-            .map_err(io_err(&self.dir))
+            .map_err(lock_err(&self.dir))
+    }
+
+    /// Checks who may read and write the folder and the files its
+    /// `keyring.json` names (see [`permissions`](super::permissions)):
+    /// refuses a folder writable by group or others unless
+    /// `allow_insecure`, and returns what should be warned about.
+    pub fn check_permissions(&self, allow_insecure: bool) -> Result<Vec<PermissionWarning>, KeyError> {
+        let key_files: Vec<PathBuf> = self
+            .read_manifest()
+            .ok()
+            .flatten()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|v| {
+                v.get("keys")?.as_array().map(|keys| {
+                    keys.iter()
+                        .filter_map(|k| k.get("file")?.as_str())
+                        .filter(|f| plain_file_name(f))
+                        .map(|f| self.dir.join(f))
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+        permissions::check(&self.dir, &self.dir.join(KEYRING_FILE), &key_files, allow_insecure)
     }
 
     /// Takes the folder's exclusive lock, waiting up to 10 s for another
@@ -96,7 +179,7 @@ impl KeyDir {
             .write(true)
             .mode(0o600)
             .open(&path)
-            .map_err(io_err(&path))?;
+            .map_err(lock_err(&path))?;
         let deadline = Instant::now() + LOCK_WAIT;
         loop {
             match file.try_lock() {
@@ -157,15 +240,7 @@ impl KeyDir {
     }
 
     fn key_path(&self, record: &KeyRecord) -> Result<PathBuf, KeyError> {
-        // The file name comes from our own manifest, but a hand-edited one
-        // must not point outside the folder.
-        let ok = !record.file.is_empty()
-            && record
-                .file
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && !record.file.starts_with('.');
-        if !ok {
+        if !plain_file_name(&record.file) {
             return Err(KeyError::Corrupt {
                 path: self.dir.join(KEYRING_FILE),
                 why: format!("key file name {:?} is not a plain file name", record.file),
@@ -176,10 +251,6 @@ impl KeyDir {
 
     fn load_key(&self, record: KeyRecord) -> Result<RingKey, KeyError> {
         let path = self.key_path(&record)?;
-        let meta = fs::metadata(&path).map_err(io_err(&path))?;
-        if meta.mode() & 0o077 != 0 {
-            tracing::warn!(file = %path.display(), mode = format!("{:o}", meta.mode() & 0o777), "key file is readable by group or others; it should be 0600");
-        }
         let pem = fs::read_to_string(&path).map_err(io_err(&path))?;
         let der = decode_pem(&pem).map_err(|why| KeyError::Corrupt {
             path: path.clone(),
@@ -205,13 +276,27 @@ impl KeyDir {
     }
 
     /// Loads the ring, making one first if the folder has none (what
-    /// `serve` does on embedded defaults).
-    pub fn ensure(&self, alg: Algorithm, rsa_bits: u32, now: i64) -> Result<KeyRing, KeyError> {
-        let _lock = self.lock()?;
-        match self.read_manifest()? {
-            Some(bytes) => self.load_manifest(&bytes),
-            None => self.init_locked(alg, rsa_bits, now),
-        }
+    /// `serve` does on embedded defaults), and returns it with the folder
+    /// to serve from. A folder that cannot be written here is loaded
+    /// without the lock, and the `KeyDir` returned says why it is
+    /// [`read_only`](KeyDir::read_only); one that has no ring is `no_keys`.
+    pub fn ensure(&self, alg: Algorithm, rsa_bits: u32, now: i64) -> Result<(KeyRing, KeyDir), KeyError> {
+        let _lock = match self.lock() {
+            Ok(lock) => lock,
+            Err(KeyError::ReadOnly { source, .. }) => {
+                let dir = KeyDir {
+                    dir: self.dir.clone(),
+                    read_only: Some(Arc::new(source)),
+                };
+                return Ok((dir.load()?, dir));
+            }
+            Err(e) => return Err(e),
+        };
+        let ring = match self.read_manifest()? {
+            Some(bytes) => self.load_manifest(&bytes)?,
+            None => self.init_locked(alg, rsa_bits, now)?,
+        };
+        Ok((ring, self.clone()))
     }
 
     fn init_locked(&self, alg: Algorithm, rsa_bits: u32, now: i64) -> Result<KeyRing, KeyError> {
@@ -223,9 +308,10 @@ impl KeyDir {
     }
 
     /// Rotates under the lock: checks the timing first (no key is made for a
-    /// rotation that would be refused), writes the new key's file, then the
-    /// new manifest. `alg` maps the active key's algorithm to the new key's
-    /// (see `KeysConfig::rotation_algorithm`).
+    /// rotation that would be refused, and nothing on disk changes), removes
+    /// the leftovers of interrupted operations, writes the new key's file,
+    /// then the new manifest. `alg` maps the active key's algorithm to the
+    /// new key's (see `KeysConfig::rotation_algorithm`).
     pub fn rotate(
         &self,
         policy: &RingPolicy,
@@ -233,33 +319,44 @@ impl KeyDir {
         rsa_bits: u32,
         now: i64,
         force: bool,
-    ) -> Result<KeyRing, KeyError> {
+    ) -> Result<Changed, KeyError> {
         let _lock = self.lock()?;
         let ring = self.load()?;
         ring.check_rotation(policy, now, force)?;
+        let leftovers = leftovers::remove(&self.dir, &ring);
         let alg = alg(ring.active().ok_or(KeyError::NoActiveKey)?.record.alg);
         let next = self.new_key(alg, rsa_bits, KeyState::Next, now)?;
         let ring = ring.rotate(policy, now, force, next)?;
         self.write_manifest(&ring)?;
-        Ok(ring)
+        Ok(Changed {
+            ring,
+            pruned: Vec::new(),
+            leftovers,
+        })
     }
 
-    /// Drops retiring keys past their time: the manifest first, then their files.
-    pub fn prune(&self, policy: &RingPolicy, now: i64) -> Result<(KeyRing, Vec<KeyRecord>), KeyError> {
+    /// Drops retiring keys past their time (the manifest first, then their
+    /// files) and removes the leftovers of interrupted operations.
+    pub fn prune(&self, policy: &RingPolicy, now: i64) -> Result<Changed, KeyError> {
         let _lock = self.lock()?;
-        let (ring, gone) = self.load()?.prune(policy, now);
-        if gone.is_empty() {
-            return Ok((ring, gone));
+        let loaded = self.load()?;
+        let leftovers = leftovers::remove(&self.dir, &loaded);
+        let (ring, pruned) = loaded.prune(policy, now);
+        if !pruned.is_empty() {
+            self.write_manifest(&ring)?;
         }
-        self.write_manifest(&ring)?;
-        for record in &gone {
+        for record in &pruned {
             let path = self.key_path(record)?;
             if let Err(e) = fs::remove_file(&path) {
                 // The manifest no longer names it; a leftover file is harmless.
                 tracing::warn!(file = %path.display(), error = %e, "could not delete a pruned key file");
             }
         }
-        Ok((ring, gone))
+        Ok(Changed {
+            ring,
+            pruned,
+            leftovers,
+        })
     }
 
     fn new_key(&self, alg: Algorithm, rsa_bits: u32, state: KeyState, now: i64) -> Result<RingKey, KeyError> {
@@ -364,123 +461,4 @@ pub fn decode_pem(pem: &str) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::*;
-
-    const POLICY: RingPolicy = RingPolicy {
-        publish_ahead: 3600,
-        retire_after: 86_460,
-        rotate_every: 2_592_000,
-    };
-
-    fn dir() -> (tempfile::TempDir, KeyDir) {
-        let t = tempfile::tempdir().unwrap();
-        let k = KeyDir::new(t.path().join("keys"));
-        (t, k)
-    }
-
-    #[test]
-    fn init_writes_0600_keys_and_a_manifest_that_loads_back() {
-        let (_t, kd) = dir();
-        let ring = kd.init(Algorithm::ES256, 2048, 100).unwrap();
-        assert_eq!(kd.init(Algorithm::ES256, 2048, 100).unwrap_err().code(), "keys_exist");
-        for k in ring.keys() {
-            let meta = fs::metadata(kd.path().join(&k.record.file)).unwrap();
-            assert_eq!(meta.mode() & 0o777, 0o600);
-        }
-        let again = kd.load().unwrap();
-        assert_eq!(again.records(), ring.records());
-        assert_eq!(fs::metadata(kd.path()).unwrap().mode() & 0o777, 0o700);
-    }
-
-    #[test]
-    fn rotate_refuses_early_and_changes_nothing_on_disk() {
-        let (_t, kd) = dir();
-        kd.init(Algorithm::EdDSA, 0, 0).unwrap();
-        let before = kd.read_manifest().unwrap();
-        let files_before = fs::read_dir(kd.path()).unwrap().count();
-        let err = kd.rotate(&POLICY, |a| a, 0, 10, false).unwrap_err();
-        assert_eq!(err.code(), "rotation_too_early");
-        assert_eq!(kd.read_manifest().unwrap(), before);
-        assert_eq!(fs::read_dir(kd.path()).unwrap().count(), files_before);
-        let ring = kd.rotate(&POLICY, |a| a, 0, 3600, false).unwrap();
-        assert_eq!(ring.keys().len(), 3);
-        // The new key keeps the ring's algorithm, or takes the one asked for.
-        assert_eq!(ring.next().unwrap().record.alg, Algorithm::EdDSA);
-        let ring = kd.rotate(&POLICY, |_| Algorithm::ES256, 0, 7200, false).unwrap();
-        assert_eq!(ring.next().unwrap().record.alg, Algorithm::ES256);
-        assert_eq!(ring.active().unwrap().record.alg, Algorithm::EdDSA);
-        assert_eq!(kd.load().unwrap().records(), ring.records());
-    }
-
-    #[test]
-    fn a_bad_key_file_is_an_error_naming_it_and_is_left_alone() {
-        let (_t, kd) = dir();
-        let ring = kd.init(Algorithm::EdDSA, 0, 0).unwrap();
-        let file = kd.path().join(&ring.keys()[0].record.file);
-        fs::write(&file, "not a key").unwrap();
-        let err = kd.load().unwrap_err();
-        assert_eq!(err.code(), "keyring_corrupt");
-        assert!(err.to_string().contains(&ring.keys()[0].record.file), "{err}");
-        // nothing was rewritten or deleted, and rotation refuses to proceed
-        assert!(kd.rotate(&POLICY, |a| a, 0, 1 << 40, true).is_err());
-        assert_eq!(fs::read_to_string(&file).unwrap(), "not a key");
-        fs::remove_file(&file).unwrap();
-        let err = kd.load().unwrap_err();
-        assert_eq!(err.code(), "key_io");
-        assert!(err.to_string().contains(&ring.keys()[0].record.file), "{err}");
-    }
-
-    #[test]
-    fn a_killed_rotation_leaves_the_previous_ring_usable() {
-        let (_t, kd) = dir();
-        let ring = kd.init(Algorithm::EdDSA, 0, 0).unwrap();
-        // A rotation killed after writing the new key file and a temp
-        // manifest, but before the rename.
-        let (signing, der) = SigningKey::generate(Algorithm::EdDSA, 0).unwrap();
-        let orphan = RingKey::fresh(signing, KeyState::Next, 5000).unwrap();
-        write_new_file(kd.path(), &orphan.record.file, encode_pem(&der).as_bytes()).unwrap();
-        write_temp(kd.path(), KEYRING_FILE, b"{\"version\":1,\"keys\":[").unwrap();
-        assert_eq!(kd.load().unwrap().records(), ring.records());
-        kd.rotate(&POLICY, |a| a, 0, 5000, false).unwrap();
-    }
-
-    #[test]
-    fn key_files_are_never_overwritten() {
-        let (_t, kd) = dir();
-        kd.create_dir().unwrap();
-        write_new_file(kd.path(), "a.pem", b"one").unwrap();
-        assert!(write_new_file(kd.path(), "a.pem", b"two").is_err());
-        assert_eq!(fs::read(kd.path().join("a.pem")).unwrap(), b"one");
-    }
-
-    #[test]
-    fn manifest_cannot_point_outside_the_folder() {
-        let (_t, kd) = dir();
-        let ring = kd.init(Algorithm::EdDSA, 0, 0).unwrap();
-        let text = String::from_utf8(kd.read_manifest().unwrap().unwrap()).unwrap();
-        let evil = text.replace(&ring.keys()[0].record.file, "../../etc/passwd");
-        let err = kd.load_manifest(evil.as_bytes()).unwrap_err();
-        assert_eq!(err.code(), "keyring_corrupt");
-    }
-
-    #[test]
-    fn the_lock_is_exclusive() {
-        let (_t, kd) = dir();
-        let held = kd.lock().unwrap();
-        let path = kd.path().join(LOCK_FILE);
-        let other = OpenOptions::new().write(true).open(&path).unwrap();
-        assert!(matches!(other.try_lock(), Err(fs::TryLockError::WouldBlock)));
-        drop(held);
-        other.try_lock().unwrap();
-    }
-
-    #[test]
-    fn pem_round_trip() {
-        let der: Vec<u8> = (0..=255u8).collect();
-        assert_eq!(decode_pem(&encode_pem(&der)).unwrap(), der);
-        assert!(decode_pem("-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----").is_err());
-        assert!(decode_pem("-----BEGIN RSA PRIVATE KEY-----\nAA\n-----END RSA PRIVATE KEY-----").is_err());
-    }
-}
+mod tests;

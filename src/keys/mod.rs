@@ -15,6 +15,8 @@
 //! never blocks a request.
 
 pub mod disk;
+mod leftovers;
+pub mod permissions;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -438,6 +440,22 @@ pub enum KeyError {
         /// The lock file.
         path: PathBuf,
     },
+    /// The folder cannot be written here (a read-only mount, or not ours):
+    /// nothing can rotate, prune or init it; it can still be read (`keys_read_only`).
+    ReadOnly {
+        /// The folder or lock file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The folder is writable by group or others, and that was not allowed
+    /// (`insecure_permissions`).
+    InsecurePermissions {
+        /// The folder.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
     /// The ring has no active key (`no_active_key`).
     NoActiveKey,
     /// Key material the provider refuses (`invalid_key`).
@@ -454,6 +472,8 @@ impl KeyError {
             KeyError::NotInitialised { .. } => "no_keys",
             KeyError::RotationTooEarly { .. } => "rotation_too_early",
             KeyError::Locked { .. } => "keys_locked",
+            KeyError::ReadOnly { .. } => "keys_read_only",
+            KeyError::InsecurePermissions { .. } => "insecure_permissions",
             KeyError::NoActiveKey => "no_active_key",
             KeyError::Jose(_) => "invalid_key",
         }
@@ -478,13 +498,32 @@ impl fmt::Display for KeyError {
                 allowed_at
             ),
             KeyError::Locked { path } => write!(f, "{} is locked by another key operation", path.display()),
+            KeyError::ReadOnly { path, source } => write!(
+                f,
+                "{}: {source}: the keys folder cannot be written here; rotate, prune and init it where it is writable",
+                path.display()
+            ),
+            KeyError::InsecurePermissions { path, mode } => write!(
+                f,
+                "keys folder {} is writable by group or others (mode {mode:04o}): anyone who can write there can \
+                 replace the signing keys; chmod 700 it, or pass --insecure-permissions to use it anyway",
+                path.display()
+            ),
             KeyError::NoActiveKey => f.write_str("the key ring has no active key"),
             KeyError::Jose(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl std::error::Error for KeyError {}
+impl std::error::Error for KeyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeyError::Io { source, .. } | KeyError::ReadOnly { source, .. } => Some(source),
+            KeyError::Jose(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<JoseError> for KeyError {
     fn from(e: JoseError) -> Self {

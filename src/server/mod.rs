@@ -10,7 +10,8 @@
 //! The key ring is read through an `ArcSwap` snapshot: a background task
 //! ([`spawn_key_watcher`]) reloads it when `keyring.json` changes (another
 //! process rotated), rotates on `rotate_every`, and prunes retiring keys past
-//! their time, all off the request path.
+//! their time, all off the request path. A folder that `KeyDir::ensure`
+//! found read-only is only reloaded.
 
 mod auth;
 pub mod error;
@@ -264,8 +265,10 @@ pub fn spawn_key_watcher(state: Arc<AppState>, dir: KeyDir, every: Duration) -> 
 /// One pass of the watcher; returns the manifest bytes it installed, if any.
 fn watch_once(state: &AppState, dir: &KeyDir, seen: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, KeyError> {
     let now = state.authority.clock().now();
+    // A read-only folder is rotated and pruned elsewhere; here it is only reloaded.
+    let writable = dir.read_only().is_none();
     let due = state.metrics.next_rotation_at.load(Ordering::Relaxed);
-    if due != 0 && now >= due {
+    if writable && due != 0 && now >= due {
         let cfg = &state.config.keys;
         match dir.rotate(&state.policy, |a| cfg.rotation_algorithm(a), cfg.rsa_bits, now, false) {
             Ok(_) => tracing::info!("rotated the signing key on schedule"),
@@ -278,9 +281,8 @@ fn watch_once(state: &AppState, dir: &KeyDir, seen: Option<Vec<u8>>) -> Result<O
         r.deactivated_at
             .is_some_and(|d| now >= d.saturating_add(state.policy.retire_after))
     });
-    if has_expired_retiring {
-        let (_, gone) = dir.prune(&state.policy, now)?;
-        for r in gone {
+    if writable && has_expired_retiring {
+        for r in dir.prune(&state.policy, now)?.pruned {
             tracing::info!(kid = %r.kid, "pruned a retired key");
         }
     }
@@ -292,6 +294,10 @@ fn watch_once(state: &AppState, dir: &KeyDir, seen: Option<Vec<u8>>) -> Result<O
     let ring = dir.load_manifest(&bytes)?;
     state.install(&ring)?;
     tracing::info!(kid = %state.keys.load().signer.kid, "key ring reloaded");
+    // A running server keeps serving; what start-up would refuse is a warning here.
+    for warning in dir.check_permissions(true).unwrap_or_default() {
+        tracing::warn!("{warning}");
+    }
     Ok(Some(bytes))
 }
 

@@ -436,10 +436,10 @@ async fn the_visitor_audience_is_reserved_against_the_issuer_actually_served() {
     assert_eq!(app.state.authority.clients().len(), 2);
     // One without it is taken.
     let mut cfg = cfg;
-    cfg.clients.truncate(0);
+    cfg.clients.retain(|c| c.id != "shop_123");
     registry = ClientRegistry::from_clients(&cfg.clients).unwrap();
     app.state.authority.replace_clients(registry).unwrap();
-    assert_eq!(app.state.authority.clients().len(), 0);
+    assert_eq!(app.state.authority.clients().len(), 1);
 
     // And whatever carries the audience, a long-lived token is no visitor token.
     let app = TestApp::base();
@@ -506,4 +506,48 @@ async fn the_operator_cannot_stamp_a_client_id() {
         )
         .await;
     assert_eq!(r.error(), "wrong_audience");
+}
+
+#[test]
+fn a_reload_says_what_changed_and_never_removes_every_client() {
+    let app = TestApp::base();
+    let authority = &app.state.authority;
+    let load = |toml: &str| {
+        let cfg = Config::from_toml_str(toml, Vec::<(String, String)>::new()).unwrap();
+        ClientRegistry::from_clients(&cfg.clients).unwrap()
+    };
+    // An empty config (a truncated file, a wrong path) would turn every API
+    // key away: refused, and the clients stay.
+    let err = authority.replace_clients(load("")).unwrap_err();
+    assert_eq!(err.code(), "invalid_config");
+    assert!(err.to_string().contains("remove all 2 clients"), "{err}");
+    assert_eq!(authority.clients().len(), 2);
+    assert!(authority.clients().by_id("shop_123").is_some());
+
+    // A reload that keeps some says which by id.
+    let changed = base_config()
+        .replace("rate_limit = \"1000/s\"", "rate_limit = \"999/s\"")
+        .replace("id = \"other\"", "id = \"third\"");
+    let change = authority.replace_clients(load(&changed)).unwrap();
+    assert_eq!(
+        change.to_string(),
+        "1 added (third), 1 removed (other), 1 changed (shop_123), 0 unchanged"
+    );
+    assert_eq!(authority.clients().len(), 2);
+    let same = authority.replace_clients(load(&changed)).unwrap();
+    assert!(same.is_empty());
+    assert_eq!(same.unchanged, 2);
+
+    // From no clients, no clients is no loss.
+    let cfg = Config::from_toml_str("", Vec::<(String, String)>::new()).unwrap();
+    let keys = std::sync::Arc::clone(authority.keys());
+    let empty = tokensmith::Authority::new(
+        &cfg,
+        keys,
+        ClientRegistry::default(),
+        MemoryStore::new(10).into(),
+        authority.clock().clone(),
+    )
+    .unwrap();
+    assert!(empty.replace_clients(ClientRegistry::default()).unwrap().is_empty());
 }

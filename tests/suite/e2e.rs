@@ -559,6 +559,13 @@ async fn sighup_reloads_the_clients_and_keeps_them_on_a_bad_config() {
     };
     assert_eq!(token_part(&token, 1)["aud"], "widgets");
     shop_token(&http, &proc.base, json!({ "sub": "alice" })).await;
+    // One line says what the reload changed, by client id.
+    let line = logs.wait_for(WITHIN, |l| l.contains("SIGHUP"));
+    assert!(line.contains("INFO"), "{line}");
+    assert!(
+        line.contains("clients reloaded: 1 added (third), 0 removed, 0 changed, 2 unchanged"),
+        "{line}"
+    );
 
     // A config that does not load: logged, and the current clients stay.
     std::fs::write(&config, "[[clients]]\nid = \"x\"\nbogus = 1\n").unwrap();
@@ -566,6 +573,17 @@ async fn sighup_reloads_the_clients_and_keeps_them_on_a_bad_config() {
     let line = logs.wait_for(WITHIN, |l| l.contains("SIGHUP"));
     assert!(line.contains("did not load"), "{line}");
     assert!(!line.contains(&key), "{line}");
+    let (st, v) = tokens(&http, &proc.base, &key, json!({ "sub": "dan" })).await;
+    assert_eq!(st, 200, "{v}");
+    shop_token(&http, &proc.base, json!({ "sub": "alice" })).await;
+
+    // An empty config file loads (embedded defaults) but names no client:
+    // refused at ERROR, and every API key keeps working.
+    std::fs::write(&config, "").unwrap();
+    kill("-HUP", pid);
+    let line = logs.wait_for(WITHIN, |l| l.contains("SIGHUP"));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("remove all 3 clients"), "{line}");
     let (st, v) = tokens(&http, &proc.base, &key, json!({ "sub": "dan" })).await;
     assert_eq!(st, 200, "{v}");
     shop_token(&http, &proc.base, json!({ "sub": "alice" })).await;

@@ -12,6 +12,8 @@ mod interop;
 mod jose_attacks;
 mod jose_props;
 mod jose_vectors;
+mod keys_folder;
+mod malleability;
 mod readme;
 mod redis_harness;
 mod remote_jwks;
