@@ -130,11 +130,11 @@ impl std::error::Error for SessionError {}
 /// Tells a credential meant for tokensmith from the app's own, so that the
 /// session check never sees one of ours. Ours are:
 ///
-/// - an API key: `Bearer sk_…` or `DPoP sk_…`, or `Basic` whose password
-///   starts with `sk_` (the form OAuth's `client_secret_basic` takes);
-/// - a token this service issued: a `Bearer` or `DPoP` compact JWS whose
-///   header `kid` names a key of our ring, or whose payload `iss` is our
-///   issuer (which also catches a token whose key has since been pruned).
+/// - an API key (`sk_…`) under any scheme (`Bearer`, `DPoP`) or none, or
+///   as the password of `Basic` (the form OAuth's `client_secret_basic` takes);
+/// - a token this service issued, under any scheme but `Basic`: a compact
+///   JWS whose header `kid` names a key of our ring, or whose payload `iss`
+///   is our issuer (which also catches a token whose key has been pruned).
 ///
 /// Any other JWS is forwarded: an app's own session may well be a JWT from
 /// its identity provider, and refusing every JWS would break those apps.
@@ -163,18 +163,17 @@ impl OwnCredentials {
         }
     }
 
-    /// True when the `Authorization` value `value` carries one of ours.
+    /// True when the `Authorization` value `value` carries one of ours. The
+    /// scheme matters only for `Basic`: an API key or a token of ours under
+    /// any other scheme, or with none, is still ours.
     pub fn is_ours(&self, value: &HeaderValue) -> bool {
-        let bytes = value.as_bytes();
+        let bytes = value.as_bytes().trim_ascii();
         let (scheme, credential) = match bytes.iter().position(|b| *b == b' ') {
             Some(at) => (&bytes[..at], bytes[at + 1..].trim_ascii()),
-            None => return false,
+            None => (&b""[..], bytes),
         };
         if scheme.eq_ignore_ascii_case(b"basic") {
             return basic_password(credential).is_some_and(|p| p.starts_with(API_KEY_PREFIX));
-        }
-        if !(scheme.eq_ignore_ascii_case(b"bearer") || scheme.eq_ignore_ascii_case(b"dpop")) {
-            return false;
         }
         credential.starts_with(API_KEY_PREFIX) || self.is_our_token(credential)
     }
@@ -527,9 +526,12 @@ mod tests {
         )));
         assert!(!ours("Bearer app-session-token"));
         assert!(!ours("Bearer a.b.c"));
-        assert!(!ours("Token sk_live_x"));
         assert!(!ours("Bearer"));
-        assert!(!ours("sk_live_x"));
+        assert!(!ours("Bearer sk"));
+        // Ours whatever the scheme, or with none.
+        assert!(ours("Token sk_live_x"));
+        assert!(ours("sk_live_x"));
+        assert!(ours(&jws(&header, &json!({}))));
 
         // Dropped from what is forwarded; the cookie still goes.
         let mut h = HeaderMap::new();

@@ -97,25 +97,25 @@ pub(super) struct Watched {
 }
 
 impl AsyncRead for Watched {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        let conn = Arc::clone(&self.conn);
-        let finished = conn.finished.load(Ordering::Relaxed);
-        if finished == 0 || conn.busy.load(Ordering::Relaxed) {
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let finished = this.conn.finished.load(Ordering::Relaxed);
+        if finished == 0 || this.conn.busy.load(Ordering::Relaxed) {
             return polled;
         }
-        if finished != self.seen_finished {
-            self.seen_finished = finished;
-            self.head = Head::Awaited;
+        if finished != this.seen_finished {
+            this.seen_finished = finished;
+            this.head = Head::Awaited;
         }
-        match (&polled, self.head) {
-            (Poll::Ready(Ok(())), Head::Awaited) if buf.filled().len() > before => self.head = Head::Started,
+        match (&polled, this.head) {
+            (Poll::Ready(Ok(())), Head::Awaited) if buf.filled().len() > before => this.head = Head::Started,
             (Poll::Pending, Head::Started) => {
                 // The head is incomplete: from now it has header_read_timeout.
-                let due = conn.millis(Instant::now() + self.header_read_timeout);
-                conn.due.store(due, Ordering::Relaxed);
-                self.head = Head::Due;
+                let due = this.conn.millis(Instant::now() + this.header_read_timeout);
+                this.conn.due.store(due, Ordering::Relaxed);
+                this.head = Head::Due;
             }
             _ => {}
         }
