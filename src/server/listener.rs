@@ -43,7 +43,6 @@ use hyper::server::conn::http1;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::time::Sleep;
 use tower::Service as _;
 
@@ -126,7 +125,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let registry = Arc::new(Registry::new(limits));
-    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     let mut shutdown = pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -159,13 +157,12 @@ pub async fn run(
             router: router.clone(),
             peer,
             limits,
-            phase: phase_rx.clone(),
         };
         tokio::spawn(task.serve(stream));
     }
     // New connections are refused from here on.
     drop(listener);
-    phase_tx.send_replace(Phase::Draining);
+    registry.enter(Phase::Draining);
     if tokio::time::timeout(limits.shutdown_grace, registry.drained())
         .await
         .is_err()
@@ -174,7 +171,7 @@ pub async fn run(
             open = registry.len(),
             "shutdown: the grace period is over; closing the connections still open"
         );
-        phase_tx.send_replace(Phase::Closing);
+        registry.enter(Phase::Closing);
         registry.drained().await;
     }
     Ok(())
@@ -201,14 +198,15 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-/// Where the listener is in its life; every connection watches it.
+/// Where the listener is in its life; each change wakes every connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
 enum Phase {
-    Serving,
+    Serving = 0,
     /// Shutdown began: finish the request in a handler, if any, then close.
-    Draining,
+    Draining = 1,
     /// The grace period is over: close now.
-    Closing,
+    Closing = 2,
 }
 
 // ---------------------------------------------------------------------------
@@ -220,7 +218,6 @@ struct Connection {
     router: Router,
     peer: SocketAddr,
     limits: Limits,
-    phase: watch::Receiver<Phase>,
 }
 
 /// Takes the connection out of the registry however its task ends.
@@ -233,7 +230,7 @@ impl Drop for Deregister {
 }
 
 impl Connection {
-    async fn serve(mut self, stream: TcpStream) {
+    async fn serve(self, stream: TcpStream) {
         let _registered = Deregister(Arc::clone(&self.registry), self.conn.id);
         let io = TokioIo::new(Watched {
             stream,
@@ -253,12 +250,11 @@ impl Connection {
         // as header time.
         builder.header_read_timeout(None);
         let mut http = pin!(builder.serve_connection(io, service));
+        let first_due = self.conn.due.load(Ordering::Relaxed);
         let mut deadline = Deadline {
             conn: &self.conn,
-            sleep: Box::pin(tokio::time::sleep_until(
-                self.conn.instant(self.conn.due.load(Ordering::Relaxed)),
-            )),
-            armed: NEVER,
+            sleep: Box::pin(tokio::time::sleep_until(self.conn.instant(first_due))),
+            armed: first_due,
         };
         let mut closing = false;
         loop {
@@ -273,18 +269,11 @@ impl Connection {
                     return;
                 }
                 () = &mut deadline => return,
-                () = self.conn.close.notified(), if !closing => {
-                    // Evicted: an idle connection goes now; one that began a
-                    // request since it was chosen finishes it first.
-                    if !self.conn.busy.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    http.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                changed = self.phase.changed() => {
-                    let phase = if changed.is_ok() { *self.phase.borrow_and_update() } else { Phase::Closing };
-                    if phase == Phase::Closing || !self.conn.busy.load(Ordering::Relaxed) {
+                () = self.conn.close.notified() => {
+                    // Evicted, or shutting down: an idle connection goes now;
+                    // one with a request in a handler finishes it first,
+                    // unless the grace is over.
+                    if self.registry.phase() == Phase::Closing || !self.conn.busy.load(Ordering::Relaxed) {
                         return;
                     }
                     if !closing {

@@ -10,14 +10,14 @@
 
 use std::collections::HashMap;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Limits;
+use super::{Limits, Phase};
 
 /// Connections past the cap whose eviction is still under way; beyond this
 /// a newcomer waits for them to go. Part of the descriptor reserve.
@@ -58,7 +58,8 @@ pub(super) struct Conn {
     pub(super) due: AtomicU64,
     /// Chosen for eviction; it is not chosen twice.
     pub(super) evicted: AtomicBool,
-    /// Wakes the connection's task to close.
+    /// Wakes the connection's task to close: evicted, or the listener's
+    /// phase changed.
     pub(super) close: Notify,
 }
 
@@ -100,6 +101,8 @@ pub(super) struct Registry {
     pub(super) conns: Mutex<HashMap<u64, Arc<Conn>>>,
     /// Signalled whenever a connection goes.
     pub(super) removed: Notify,
+    /// The listener's [`Phase`], as its `u8`.
+    pub(super) phase: AtomicU8,
 }
 
 impl Registry {
@@ -110,11 +113,29 @@ impl Registry {
             next_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             removed: Notify::new(),
+            phase: AtomicU8::new(Phase::Serving as u8),
         }
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Serving,
+            1 => Phase::Draining,
+            _ => Phase::Closing,
+        }
+    }
+
+    /// Moves the listener to `phase` and wakes every connection to look at
+    /// it. A connection admitted but not yet started keeps the wake-up.
+    pub(super) fn enter(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+        for conn in self.lock().values() {
+            conn.close.notify_one();
+        }
     }
 
     pub(super) fn len(&self) -> usize {
