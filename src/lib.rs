@@ -28,7 +28,9 @@
 //!   policy cut of identities that someone other than a client's backend vouches for.
 //! - [`refresh`]: refresh tokens: opaque secrets stored by hash, rotated
 //!   once each, reuse revoking the family.
-//! - [`server`]: the HTTP service (axum), a thin shell over the above.
+//! - [`server`]: the HTTP service (axum), a thin shell over the above, and
+//!   its accept loop ([`server::listener`]: connection cap, header and idle
+//!   timeouts, a drain with a deadline).
 //! - [`client`]: the other side of the wire: `RemoteJwks` (cached, refreshed
 //!   issuer keys), `TokenCache` (renew ahead, single flight, optional Redis
 //!   sharing) and the `Bearer` extractor for plugin backends.
