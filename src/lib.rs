@@ -104,7 +104,8 @@
 //! - `session.rs`, `refresh.rs`: the app-session check and refresh-token
 //!   families, used by the authority's flows (internal).
 //! - `server/` ([`server`]): the HTTP service (axum), a thin shell over the
-//!   authority; its handlers are private.
+//!   authority; its handlers are private; `listener.rs`, its accept loop
+//!   (connection cap, header and idle timeouts, a drain with a deadline).
 //! - `client/` ([`client`]): the other side of the wire: [`RemoteJwks`] and
 //!   [`RemoteVerifier`], [`TokenCache`], and the [`Bearer`] extractor.
 //! - `cli/` and `main.rs`: the `tokensmith` binary (clap, logging, signals,

@@ -16,17 +16,21 @@
 //!   client, and a widget cannot fix its request.
 //!
 //! It must never forward any other header of the caller (an API key, `Host`,
-//! `X-Forwarded-For`), log a cookie, an `Authorization` value or the check
-//! URL (it may carry credentials), cache a failure, or turn a `200` whose
-//! body it does not understand into an identity.
+//! `X-Forwarded-For`), nor an `Authorization` that carries a credential of
+//! tokensmith's own ([`OwnCredentials`]: an API key, or a token this service
+//! issued), whose holder meant it for us and not for the app; log a cookie,
+//! an `Authorization` value or the check URL (it may carry credentials);
+//! send anything over cleartext off loopback unless `allow_http` says so;
+//! cache a failure, or turn a `200` whose body it does not understand into
+//! an identity.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, COOKIE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, COOKIE};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -36,7 +40,9 @@ use crate::claims::{Claims, CLIENT_ID};
 use crate::clients::Client;
 use crate::config::SessionConfig;
 use crate::jose::alg::{random_bytes, sha256};
+use crate::jose::jws::MAX_TOKEN_LEN;
 use crate::jose::JoseError;
+use crate::keys::SharedKeys;
 use crate::store::RefreshRecord;
 
 /// The largest check answer read: a `whoami` is a few hundred bytes.
@@ -48,6 +54,9 @@ const MAX_CACHED: usize = 10_000;
 const FORWARDED: [reqwest::header::HeaderName; 2] = [COOKIE, AUTHORIZATION];
 /// Prefix of guest subjects.
 pub const GUEST_PREFIX: &str = "guest:";
+/// Every API key starts with this (`clients`' rule): a credential that does
+/// is one of ours, even when no client has it.
+const API_KEY_PREFIX: &[u8] = b"sk_";
 
 /// Who a token will be for, before the client's policy is applied.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -122,6 +131,86 @@ impl fmt::Display for SessionError {
 
 impl std::error::Error for SessionError {}
 
+/// Tells a credential meant for tokensmith from the app's own, so that the
+/// session check never sees one of ours. Ours are:
+///
+/// - an API key (`sk_…`) under any scheme (`Bearer`, `DPoP`) or none, or
+///   as the password of `Basic` (the form OAuth's `client_secret_basic` takes);
+/// - a token this service issued, under any scheme but `Basic`: a compact
+///   JWS whose header `kid` names a key of our ring, or whose payload `iss`
+///   is our issuer (which also catches a token whose key has been pruned).
+///
+/// Any other JWS is forwarded: an app's own session may well be a JWT from
+/// its identity provider, and refusing every JWS would break those apps.
+/// The parse is lenient on purpose: a credential that only *looks* like ours
+/// is not forwarded either.
+#[derive(Clone)]
+pub struct OwnCredentials {
+    keys: SharedKeys,
+    issuer: String,
+}
+
+impl fmt::Debug for OwnCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnCredentials")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OwnCredentials {
+    /// Ours are the tokens signed by a key of `keys` or naming `issuer`.
+    pub fn new(keys: SharedKeys, issuer: impl Into<String>) -> OwnCredentials {
+        OwnCredentials {
+            keys,
+            issuer: issuer.into(),
+        }
+    }
+
+    /// True when the `Authorization` value `value` carries one of ours. The
+    /// scheme matters only for `Basic`: an API key or a token of ours under
+    /// any other scheme, or with none, is still ours.
+    pub fn is_ours(&self, value: &HeaderValue) -> bool {
+        let bytes = value.as_bytes().trim_ascii();
+        let (scheme, credential) = match bytes.iter().position(|b| *b == b' ') {
+            Some(at) => (&bytes[..at], bytes[at + 1..].trim_ascii()),
+            None => (&b""[..], bytes),
+        };
+        if scheme.eq_ignore_ascii_case(b"basic") {
+            return basic_password(credential).is_some_and(|p| p.starts_with(API_KEY_PREFIX));
+        }
+        credential.starts_with(API_KEY_PREFIX) || self.is_our_token(credential)
+    }
+
+    fn is_our_token(&self, token: &[u8]) -> bool {
+        if token.len() > MAX_TOKEN_LEN {
+            return false;
+        }
+        let mut parts = token.split(|b| *b == b'.');
+        let (Some(header), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let member = |part: &[u8], name: &str| -> Option<String> {
+            let json = URL_SAFE_NO_PAD.decode(part).ok()?;
+            let value: Value = serde_json::from_slice(&json).ok()?;
+            value.get(name)?.as_str().map(str::to_owned)
+        };
+        if member(header, "kid").is_some_and(|kid| self.keys.load().verifier(&kid).is_some()) {
+            return true;
+        }
+        member(payload, "iss").is_some_and(|iss| iss == self.issuer)
+    }
+}
+
+/// The password of a `Basic` credential, if it decodes to `user:password`.
+fn basic_password(credential: &[u8]) -> Option<Vec<u8>> {
+    let unpadded = credential.strip_suffix(b"==").or_else(|| credential.strip_suffix(b"="));
+    let decoded = STANDARD_NO_PAD.decode(unpadded.unwrap_or(credential)).ok()?;
+    let at = decoded.iter().position(|b| *b == b':')?;
+    Some(decoded[at + 1..].to_vec())
+}
+
 /// What the check answers on 200. Other members are the app's business and
 /// are ignored: the endpoint is often an existing `whoami`.
 #[derive(Deserialize)]
@@ -151,6 +240,8 @@ pub struct SessionChecker {
     cache_secs: i64,
     /// A std Mutex, not a tokio one: no await happens while it is held.
     cache: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Credentials never forwarded.
+    own: OwnCredentials,
 }
 
 impl fmt::Debug for SessionChecker {
@@ -164,9 +255,17 @@ impl fmt::Debug for SessionChecker {
 
 impl SessionChecker {
     /// The checker `[session]` describes: a GET with the configured timeout
-    /// (connect included), no redirects followed.
-    pub fn from_config(cfg: &SessionConfig) -> SessionChecker {
-        let http = crate::client::jwks::http_client(cfg.timeout).map_err(|e| e.to_string());
+    /// (connect included), no redirects followed, never forwarding `own`.
+    /// A `check_url` in clear off loopback without `allow_http` (which the
+    /// config refuses, but a `SessionConfig` built in code may hold) makes
+    /// every check unavailable rather than send cookies in clear.
+    pub fn from_config(cfg: &SessionConfig, own: OwnCredentials) -> SessionChecker {
+        let secure = reqwest::Url::parse(&cfg.check_url).is_ok_and(|u| crate::client::jwks::secure_transport(&u));
+        let http = if secure || cfg.allow_http {
+            crate::client::jwks::http_client(cfg.timeout).map_err(|e| e.to_string())
+        } else {
+            Err("session.check_url must use https: plain http is allowed to a loopback address only, or with session.allow_http = true".to_owned())
+        };
         if let Err(why) = &http {
             tracing::error!(error = %why, "the session check's HTTP client could not be built; session tokens will answer 503");
         }
@@ -176,6 +275,7 @@ impl SessionChecker {
             http,
             cache_secs: i64::try_from(cfg.cache_ttl.as_secs()).unwrap_or(0),
             cache: Mutex::new(HashMap::new()),
+            own,
         }
     }
 
@@ -191,10 +291,10 @@ impl SessionChecker {
     }
 
     /// The identity the app vouches for, given the caller's headers. Only
-    /// `Cookie` and `Authorization` are forwarded; `now` (Unix seconds)
-    /// decides whether a cached answer is still fresh.
+    /// `Cookie` and an `Authorization` that is not ours are forwarded; `now`
+    /// (Unix seconds) decides whether a cached answer is still fresh.
     pub async fn check(&self, caller: &HeaderMap, now: i64) -> Result<Identity, SessionError> {
-        let forwarded = forwarded_headers(caller);
+        let forwarded = forwarded_headers(caller, &self.own);
         if forwarded.is_empty() {
             return Err(SessionError::NoCredentials);
         }
@@ -262,11 +362,16 @@ impl SessionChecker {
 }
 
 /// The caller's `Cookie` and `Authorization` headers, every value of each
-/// (HTTP/2 may split cookies over several fields), and nothing else.
-fn forwarded_headers(caller: &HeaderMap) -> HeaderMap {
+/// (HTTP/2 may split cookies over several fields), less every
+/// `Authorization` that carries a credential of ours, and nothing else.
+fn forwarded_headers(caller: &HeaderMap, own: &OwnCredentials) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in FORWARDED {
         for value in caller.get_all(&name) {
+            if name == AUTHORIZATION && own.is_ours(value) {
+                tracing::debug!("a credential of tokensmith's own is not forwarded to the session check");
+                continue;
+            }
             out.append(name.clone(), value.clone());
         }
     }
@@ -360,30 +465,98 @@ mod tests {
         assert_eq!(a.scopes, vec!["chat".to_owned()]);
     }
 
+    const ISSUER: &str = "https://auth.example";
+
+    /// A one-key ES256 ring and the issuer [`ISSUER`]; the key's kid.
+    fn own() -> (OwnCredentials, String) {
+        use crate::jose::{Algorithm, SigningKey};
+        use crate::keys::{KeyRing, KeyState, RingKey};
+        let (signing, _) = SigningKey::generate(Algorithm::ES256, 2048).unwrap();
+        let ring = KeyRing::from_keys(vec![RingKey::fresh(signing, KeyState::Active, 0).unwrap()]).unwrap();
+        let snapshot = ring.snapshot().unwrap();
+        let kid = snapshot.signer.kid.clone();
+        let keys: SharedKeys = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(snapshot));
+        (OwnCredentials::new(keys, ISSUER), kid)
+    }
+
+    /// A compact JWS with these header and payload members and a dummy signature.
+    fn jws(header: &Value, payload: &Value) -> String {
+        let part = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.c2ln", part(header), part(payload))
+    }
+
     #[test]
     fn only_cookie_and_authorization_are_forwarded() {
+        let (own, _) = own();
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static("sk_secret"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("host", HeaderValue::from_static("evil.example"));
-        assert!(forwarded_headers(&h).is_empty());
+        assert!(forwarded_headers(&h, &own).is_empty());
         h.append(COOKIE, HeaderValue::from_static("a=1"));
         h.append(COOKIE, HeaderValue::from_static("b=2"));
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-        let f = forwarded_headers(&h);
+        let f = forwarded_headers(&h, &own);
         assert_eq!(f.len(), 3);
         assert_eq!(f.keys_len(), 2);
         assert!(f.get("x-api-key").is_none());
     }
 
     #[test]
+    fn credentials_of_ours_are_never_forwarded() {
+        let (own, kid) = own();
+        let ours = |v: &str| own.is_ours(&HeaderValue::from_str(v).unwrap());
+        // API keys, in every scheme that can carry one.
+        assert!(ours("Bearer sk_live_0123456789abcdef"));
+        assert!(ours("bearer   sk_test_x"));
+        assert!(ours("DPoP sk_live_x"));
+        let basic = |user_pass: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(user_pass));
+        assert!(ours(&basic("shop_123:sk_live_secret")));
+        assert!(!ours(&basic("shop_123:hunter2")));
+        assert!(!ours("Basic !!!"));
+        // Tokens we issued: by kid, or by issuer when the key is gone.
+        let header = json!({"alg": "ES256", "kid": kid});
+        assert!(ours(&format!("Bearer {}", jws(&header, &json!({"sub": "u"})))));
+        assert!(ours(&format!("DPoP {}", jws(&header, &json!({})))));
+        let gone = json!({"alg": "ES256", "kid": "pruned"});
+        assert!(ours(&format!("Bearer {}", jws(&gone, &json!({"iss": ISSUER})))));
+        // Anything else is the app's: its own JWTs, opaque sessions, other schemes.
+        assert!(!ours(&format!(
+            "Bearer {}",
+            jws(&gone, &json!({"iss": "https://idp.example"}))
+        )));
+        assert!(!ours(&format!(
+            "Bearer {}",
+            jws(&json!({"alg": "RS256"}), &json!({"iss": "x"}))
+        )));
+        assert!(!ours("Bearer app-session-token"));
+        assert!(!ours("Bearer a.b.c"));
+        assert!(!ours("Bearer"));
+        assert!(!ours("Bearer sk"));
+        // Ours whatever the scheme, or with none.
+        assert!(ours("Token sk_live_x"));
+        assert!(ours("sk_live_x"));
+        assert!(ours(&jws(&header, &json!({}))));
+
+        // Dropped from what is forwarded; the cookie still goes.
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk_live_secret"));
+        assert!(forwarded_headers(&h, &own).is_empty());
+        h.insert(COOKIE, HeaderValue::from_static("session=1"));
+        let f = forwarded_headers(&h, &own);
+        assert_eq!(f.len(), 1);
+        assert!(f.get(AUTHORIZATION).is_none());
+    }
+
+    #[test]
     fn cache_keys_depend_on_every_forwarded_value() {
+        let (own, _) = own();
         let key = |pairs: &[(&'static str, &'static str)]| {
             let mut h = HeaderMap::new();
             for (n, v) in pairs {
                 h.append(*n, HeaderValue::from_static(v));
             }
-            cache_key(&forwarded_headers(&h))
+            cache_key(&forwarded_headers(&h, &own))
         };
         let a = key(&[("cookie", "s=1")]);
         assert_eq!(a, key(&[("cookie", "s=1"), ("x-other", "z")]));
@@ -427,8 +600,9 @@ mod tests {
             client: "shop".into(),
             timeout: Duration::from_millis(200),
             cache_ttl: Duration::from_secs(5),
+            allow_http: false,
         };
-        let checker = SessionChecker::from_config(&cfg);
+        let checker = SessionChecker::from_config(&cfg, own().0);
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static("sk_x"));
         assert_eq!(checker.check(&h, 0).await, Err(SessionError::NoCredentials));
@@ -436,5 +610,30 @@ mod tests {
         assert!(matches!(checker.check(&h, 0).await, Err(SessionError::Unavailable(_))));
         // Failures are never cached.
         assert_eq!(checker.cached(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cleartext_check_off_loopback_is_never_asked() {
+        let mut cfg = SessionConfig {
+            // A listener here would see the cookie in clear; the checker refuses to send it.
+            check_url: "http://app.example.invalid/whoami".into(),
+            client: "shop".into(),
+            timeout: Duration::from_millis(200),
+            cache_ttl: Duration::ZERO,
+            allow_http: false,
+        };
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_static("s=1"));
+        let refused = SessionChecker::from_config(&cfg, own().0).check(&h, 0).await;
+        match refused {
+            Err(SessionError::Unavailable(why)) => assert!(why.contains("must use https"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // With allow_http the request is made (and fails here only because the host does not exist).
+        cfg.allow_http = true;
+        match SessionChecker::from_config(&cfg, own().0).check(&h, 0).await {
+            Err(SessionError::Unavailable(why)) => assert!(!why.contains("must use https"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -41,7 +41,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::issuer::{IssuedToken, Issuer, TokenSpec};
 use crate::keys::SharedKeys;
-use crate::session::SessionChecker;
+use crate::session::{OwnCredentials, SessionChecker};
 use crate::store::{AnyStore, Store, StoreError};
 use crate::verifier::Verifier;
 
@@ -195,6 +195,8 @@ impl Authority {
             // Every caller names its audience per request (`verify_for`).
             ..Validation::new(cfg.issuer.clone()).any_audience()
         };
+        let own = OwnCredentials::new(Arc::clone(&keys), cfg.issuer.clone());
+        let session = cfg.session.as_ref().map(|s| SessionChecker::from_config(s, own));
         let authority = Authority {
             issuer: Issuer::new(Arc::clone(&keys), cfg.issuer.clone(), Arc::clone(&clock)),
             verifier: Verifier::new(keys, validation, Arc::clone(&clock)),
@@ -205,7 +207,7 @@ impl Authority {
             leeway,
             retire_after: limits.max_ttl.saturating_add(leeway),
             exchange_audience: exchange_audience(&cfg.issuer),
-            session: cfg.session.as_ref().map(SessionChecker::from_config),
+            session,
         };
         authority.replace_clients(clients)?;
         Ok(authority)

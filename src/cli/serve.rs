@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokensmith::clients::ClientRegistry;
 use tokensmith::config::Config;
 use tokensmith::keys::disk::KeyDir;
-use tokensmith::server::{serve, spawn_key_watcher, AppState};
+use tokensmith::server::listener::{self, Limits};
+use tokensmith::server::{app, fdlimit, metrics_app, spawn_key_watcher, AppState};
 use tokensmith::store::AnyStore;
 use tokensmith::{Clock, SharedClock, SystemClock};
 use tokio::net::TcpListener;
@@ -42,6 +43,16 @@ pub fn run(
     if let Some(dir) = args.keys {
         cfg.keys.dir = dir;
     }
+    // Before anything opens a descriptor: every connection needs one, and
+    // the cap on connections is sized from what this leaves.
+    let (fds_before, fds) = fdlimit::raise();
+    tracing::info!(
+        soft = fds.soft,
+        hard = fds.hard,
+        soft_at_start = fds_before.soft,
+        "file-descriptor limit"
+    );
+    let limits = Limits::from_config(&cfg.server, fds.soft).map_err(|why| CliError::new("invalid_config", why))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -85,6 +96,14 @@ pub fn run(
         let addr = listener
             .local_addr()
             .map_err(|e| CliError::new("listen_failed", e.to_string()))?;
+        let metrics_listener = match cfg.server.metrics_listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .map_err(|e| CliError::new("listen_failed", format!("server.metrics_listen {at}: {e}")))?,
+            ),
+            None => None,
+        };
         if cfg.issuer == Config::embedded().issuer && addr != Config::embedded().listen {
             // The issuer was left at its default: name the address actually
             // served, before anything (the authority's audience checks, the
@@ -106,15 +125,44 @@ pub fn run(
             };
             d.announce(&addr, env_file.as_deref());
         }
-        tracing::info!(%addr, issuer = %state.config.issuer, kid = %state.keys.load().signer.kid, "tokensmith listening");
+        tracing::info!(
+            %addr,
+            issuer = %state.config.issuer,
+            kid = %state.keys.load().signer.kid,
+            max_connections = limits.max_connections,
+            "tokensmith listening"
+        );
         if state.authority.clients().is_empty() {
             tracing::warn!("no clients are configured: every API key is refused; add [[clients]] to the config, or run with --dev");
         }
         let watcher = spawn_key_watcher(Arc::clone(&state), dir, Duration::from_secs(1));
         spawn_sighup_reload(Arc::clone(&state), hup, config_path, dev_client);
-        let result = serve(state, listener, shutdown_signal(term)).await;
+        // One signal, seen by every listener.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal(term).await;
+            stop_tx.send_replace(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let metrics = async {
+            match metrics_listener {
+                Some(l) => {
+                    if let Ok(at) = l.local_addr() {
+                        tracing::info!(addr = %at, "metrics listening");
+                    }
+                    let router = metrics_app(Arc::clone(&state));
+                    listener::run(router, l, limits.for_metrics(), stopped(stop_rx.clone())).await
+                }
+                None => Ok(()),
+            }
+        };
+        let main = listener::run(app(Arc::clone(&state)), listener, limits, stopped(stop_rx.clone()));
+        let (main, metrics) = tokio::join!(main, metrics);
         watcher.abort();
-        result.map_err(|e| CliError::new("server_failed", e.to_string()))
+        main.and(metrics)
+            .map_err(|e| CliError::new("server_failed", e.to_string()))
     })
 }
 
@@ -176,7 +224,7 @@ async fn shutdown_signal(term: Option<tokio::signal::unix::Signal>) {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down: draining in-flight requests");
+    tracing::info!("shutting down: draining in-flight requests (at most server.shutdown_grace)");
 }
 
 /// Reloads the clients on SIGHUP from the same config file. The authority

@@ -104,12 +104,22 @@ impl std::error::Error for JwksError {}
 pub fn check_url(url: &str) -> Result<Url, JwksError> {
     let parsed = Url::parse(url).map_err(|e| JwksError::BadUrl(format!("{url:?} is not a URL: {e}")))?;
     match parsed.scheme() {
-        "https" => Ok(parsed),
-        "http" if is_loopback(&parsed) => Ok(parsed),
+        "https" | "http" if secure_transport(&parsed) => Ok(parsed),
         "http" => Err(JwksError::BadUrl(format!(
             "{url} must use https (plain http is allowed for loopback only)"
         ))),
         other => Err(JwksError::BadUrl(format!("{url}: scheme {other:?} is not http(s)"))),
+    }
+}
+
+/// The transport rule of every outgoing request that may carry something
+/// worth protecting (a fetch of keys, the session check): https, or plain
+/// http to a loopback address, which never leaves this machine.
+pub(crate) fn secure_transport(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => is_loopback(url),
+        _ => false,
     }
 }
 

@@ -12,16 +12,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::claims::is_reserved;
+use crate::client::jwks::secure_transport;
 use crate::clients::{self, Client, ClientError, ClientRegistry, OriginPattern};
 use crate::jose::Algorithm;
 use crate::units::{parse_duration, RateLimit};
 
-use super::raw::{serde_error, RawClient, RawConfig, RawDuration, RawKeys, RawSession, RawStore, RawTokens};
+use super::raw::{serde_error, RawClient, RawConfig, RawDuration, RawKeys, RawServer, RawSession, RawStore, RawTokens};
 use super::{
-    invalid, redact_url, Config, ConfigError, KeysConfig, SessionConfig, StoreBackend, StoreConfig, TokensConfig,
-    DEFAULT_ISSUER, DEFAULT_KEYS_DIR, DEFAULT_LEEWAY, DEFAULT_LISTEN, DEFAULT_MAX_TTL, DEFAULT_PUBLISH_AHEAD,
-    DEFAULT_REDIS_URL, DEFAULT_ROTATE_EVERY, DEFAULT_RSA_BITS, DEFAULT_SESSION_CACHE_TTL, DEFAULT_SESSION_TIMEOUT,
-    DEFAULT_STORE_CAPACITY, DEFAULT_STORE_TIMEOUT, DEFAULT_TTL, HOUR,
+    invalid, redact_url, Config, ConfigError, KeysConfig, ServerConfig, SessionConfig, StoreBackend, StoreConfig,
+    TokensConfig, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_ISSUER, DEFAULT_KEYS_DIR, DEFAULT_LEEWAY,
+    DEFAULT_LISTEN, DEFAULT_MAX_TTL, DEFAULT_PUBLISH_AHEAD, DEFAULT_REDIS_URL, DEFAULT_ROTATE_EVERY, DEFAULT_RSA_BITS,
+    DEFAULT_SESSION_CACHE_TTL, DEFAULT_SESSION_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_STORE_CAPACITY,
+    DEFAULT_STORE_TIMEOUT, DEFAULT_TTL, HOUR,
 };
 
 /// Clock skew beyond this is a broken clock, not skew; accepting it would
@@ -29,6 +31,10 @@ use super::{
 const MAX_LEEWAY: Duration = Duration::from_secs(HOUR);
 /// A cached session answer outlives a logout by up to this long.
 const MAX_SESSION_CACHE_TTL: Duration = Duration::from_secs(10);
+/// A few hundred bytes of headers take milliseconds on any real link; a
+/// peer slower than this is indistinguishable from one holding the
+/// connection on purpose (slowloris).
+const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const RSA_BITS: [u32; 3] = [2048, 3072, 4096];
 const MAX_CLIENT_ID_LEN: usize = 64;
 
@@ -44,6 +50,7 @@ pub(super) fn check(raw: RawConfig) -> Result<Config, ConfigError> {
     let keys = check_keys(raw.keys)?;
     let (tokens, max_ttl) = check_tokens(raw.tokens)?;
     let store = check_store(raw.store)?;
+    let server = check_server(raw.server, listen)?;
     let clients = check_clients(raw.clients, &max_ttl, &issuer)?;
     let session = raw.session.map(|s| check_session(s, &clients)).transpose()?;
     Ok(Config {
@@ -52,6 +59,7 @@ pub(super) fn check(raw: RawConfig) -> Result<Config, ConfigError> {
         keys,
         tokens,
         store,
+        server,
         session,
         clients,
     })
@@ -198,12 +206,75 @@ fn check_store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
     })
 }
 
+fn check_server(raw: RawServer, listen: std::net::SocketAddr) -> Result<ServerConfig, ConfigError> {
+    let header_read_timeout = duration(
+        "server.header_read_timeout",
+        raw.header_read_timeout,
+        DEFAULT_HEADER_READ_TIMEOUT,
+    )?;
+    if header_read_timeout.value.is_zero() {
+        return Err(invalid("server.header_read_timeout", "must be above zero"));
+    }
+    if header_read_timeout.value > MAX_HEADER_READ_TIMEOUT {
+        let why = format!(
+            "{} is above 10s: a peer that slow is holding the connection, not sending",
+            header_read_timeout.text
+        );
+        return Err(invalid("server.header_read_timeout", why));
+    }
+    let idle_timeout = duration("server.idle_timeout", raw.idle_timeout, DEFAULT_IDLE_TIMEOUT)?;
+    if idle_timeout.value.is_zero() {
+        return Err(invalid("server.idle_timeout", "must be above zero"));
+    }
+    if raw.max_connections == Some(0) {
+        return Err(invalid("server.max_connections", "must be above zero"));
+    }
+    let shutdown_grace = duration("server.shutdown_grace", raw.shutdown_grace, DEFAULT_SHUTDOWN_GRACE)?;
+    let metrics_listen = match raw.metrics_listen {
+        None => None,
+        Some(s) => {
+            let addr: std::net::SocketAddr = s.parse().map_err(|_| {
+                invalid(
+                    "server.metrics_listen",
+                    format!("{s:?} is not a socket address like 127.0.0.1:9090"),
+                )
+            })?;
+            if addr == listen {
+                return Err(invalid(
+                    "server.metrics_listen",
+                    format!("{addr} is the main listen address; name another, or leave it out"),
+                ));
+            }
+            Some(addr)
+        }
+    };
+    Ok(ServerConfig {
+        header_read_timeout: header_read_timeout.value,
+        idle_timeout: idle_timeout.value,
+        max_connections: raw.max_connections,
+        shutdown_grace: shutdown_grace.value,
+        metrics_listen,
+    })
+}
+
 fn check_session(raw: RawSession, clients: &[Client]) -> Result<SessionConfig, ConfigError> {
     let check_url = raw
         .check_url
         .ok_or_else(|| invalid("session.check_url", "missing: [session] needs check_url"))?;
     check_http_url(&check_url, true)
         .map_err(|why| invalid("session.check_url", format!("{:?} {why}", redact_url(&check_url))))?;
+    let allow_http = raw.allow_http.unwrap_or(false);
+    if !allow_http {
+        // The check gets the caller's cookies: they must not cross a network in clear.
+        let secure = url::Url::parse(&check_url).is_ok_and(|u| secure_transport(&u));
+        if !secure {
+            let why = format!(
+                "{:?} must use https: plain http is allowed to a loopback address only, or with session.allow_http = true",
+                redact_url(&check_url)
+            );
+            return Err(invalid("session.check_url", why));
+        }
+    }
     let client = raw
         .client
         .ok_or_else(|| invalid("session.client", "missing: [session] needs client"))?;
@@ -230,6 +301,7 @@ fn check_session(raw: RawSession, clients: &[Client]) -> Result<SessionConfig, C
         client,
         timeout: timeout.value,
         cache_ttl: cache_ttl.value,
+        allow_http,
     })
 }
 

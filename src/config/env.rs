@@ -19,12 +19,14 @@ enum EnvKind {
     Integer,
     /// Text, or digits alone meaning seconds (`TOKENSMITH_TOKENS_DEFAULT_TTL=300`).
     Duration,
+    /// `true` or `false`.
+    Bool,
 }
 
 /// Every setting a variable may override: (section, key, kind). Keys contain
 /// underscores, so a variable is matched against these whole names rather
 /// than split at an underscore. `[[clients]]` is deliberately absent.
-const ENV_SETTINGS: [(&str, &str, EnvKind); 18] = [
+const ENV_SETTINGS: [(&str, &str, EnvKind); 24] = [
     ("", "issuer", EnvKind::Text),
     ("", "listen", EnvKind::Text),
     ("keys", "dir", EnvKind::Text),
@@ -39,10 +41,16 @@ const ENV_SETTINGS: [(&str, &str, EnvKind); 18] = [
     ("store", "redis_url", EnvKind::Text),
     ("store", "capacity", EnvKind::Integer),
     ("store", "timeout", EnvKind::Duration),
+    ("server", "header_read_timeout", EnvKind::Duration),
+    ("server", "idle_timeout", EnvKind::Duration),
+    ("server", "max_connections", EnvKind::Integer),
+    ("server", "shutdown_grace", EnvKind::Duration),
+    ("server", "metrics_listen", EnvKind::Text),
     ("session", "check_url", EnvKind::Text),
     ("session", "client", EnvKind::Text),
     ("session", "timeout", EnvKind::Duration),
     ("session", "cache_ttl", EnvKind::Duration),
+    ("session", "allow_http", EnvKind::Bool),
 ];
 
 fn env_var_name(section: &str, key: &str) -> String {
@@ -103,6 +111,11 @@ fn env_value(kind: EnvKind, text: &str) -> Result<toml::Value, String> {
     match kind {
         EnvKind::Text => Ok(toml::Value::String(text.to_owned())),
         EnvKind::Duration if !all_digits => Ok(toml::Value::String(text.to_owned())),
+        EnvKind::Bool => match text {
+            "true" => Ok(toml::Value::Boolean(true)),
+            "false" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("{text:?} is not true or false")),
+        },
         EnvKind::Integer | EnvKind::Duration => text
             .parse::<i64>()
             .map(toml::Value::Integer)
@@ -116,7 +129,7 @@ fn unknown_env(var: String) -> ConfigError {
         let reason = "[[clients]] cannot be set by environment variables; write them in the config file".to_owned();
         return ConfigError::Env { var, reason };
     }
-    let section = ["keys", "tokens", "store", "session"]
+    let section = ["keys", "tokens", "store", "server", "session"]
         .into_iter()
         .find(|s| rest.starts_with(&format!("{}_", s.to_ascii_uppercase())));
     let reason = match section {
@@ -129,7 +142,7 @@ fn unknown_env(var: String) -> ConfigError {
             format!("unknown setting; [{section}] takes {}", known.join(", "))
         }
         None => "unknown setting; known are TOKENSMITH_ISSUER, TOKENSMITH_LISTEN, TOKENSMITH_LOG and \
-                 TOKENSMITH_<SECTION>_<KEY> for [keys], [tokens], [store] and [session]"
+                 TOKENSMITH_<SECTION>_<KEY> for [keys], [tokens], [store], [server] and [session]"
             .to_owned(),
     };
     ConfigError::Env { var, reason }
@@ -206,6 +219,10 @@ mod tests {
             "check_url" => "https://x.example/me",
             "client" => "a",
             "cache_ttl" => "5s",
+            "header_read_timeout" => "5s",
+            "max_connections" => "100",
+            "metrics_listen" => "127.0.0.1:9090",
+            "allow_http" => "true",
             "publish_ahead" => "2h",
             "leeway" => "30s",
             _ => "3h",
@@ -225,6 +242,45 @@ mod tests {
                 panic!("{section}.{key}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn environment_sets_the_server_section_and_allow_http() {
+        let c = Config::from_toml_str(
+            &client(""),
+            env(&[
+                ("TOKENSMITH_SERVER_HEADER_READ_TIMEOUT", "3"),
+                ("TOKENSMITH_SERVER_IDLE_TIMEOUT", "2m"),
+                ("TOKENSMITH_SERVER_MAX_CONNECTIONS", "64"),
+                ("TOKENSMITH_SERVER_SHUTDOWN_GRACE", "1s"),
+                ("TOKENSMITH_SERVER_METRICS_LISTEN", "127.0.0.1:9464"),
+                ("TOKENSMITH_SESSION_CHECK_URL", "http://app.internal/me"),
+                ("TOKENSMITH_SESSION_CLIENT", "a"),
+                ("TOKENSMITH_SESSION_ALLOW_HTTP", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.server.max_connections, Some(64));
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(1));
+        assert_eq!(c.server.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(c.session.unwrap().allow_http);
+
+        let e = Config::from_toml_str(&client(""), env(&[("TOKENSMITH_SESSION_ALLOW_HTTP", "yes")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "session.allow_http (from TOKENSMITH_SESSION_ALLOW_HTTP): \"yes\" is not true or false"
+        );
+        let e = Config::from_toml_str("", env(&[("TOKENSMITH_SERVER_HEADER_READ_TIMEOUT", "30")])).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "server.header_read_timeout (from TOKENSMITH_SERVER_HEADER_READ_TIMEOUT): 30s is above 10s"
+            ),
+            "{e}"
+        );
+        let e = Config::from_toml_str("", env(&[("TOKENSMITH_SERVER_IDLE", "1s")])).unwrap_err();
+        assert!(e.to_string().contains("TOKENSMITH_SERVER_IDLE_TIMEOUT"), "{e}");
     }
 
     #[test]

@@ -53,6 +53,9 @@ const DEFAULT_STORE_CAPACITY: usize = 1_000_000;
 const DEFAULT_STORE_TIMEOUT: (Duration, &str) = (Duration::from_millis(500), "500ms");
 const DEFAULT_SESSION_TIMEOUT: (Duration, &str) = (Duration::from_secs(2), "2s");
 const DEFAULT_SESSION_CACHE_TTL: (Duration, &str) = (Duration::ZERO, "0s");
+const DEFAULT_HEADER_READ_TIMEOUT: (Duration, &str) = (Duration::from_secs(10), "10s");
+const DEFAULT_IDLE_TIMEOUT: (Duration, &str) = (Duration::from_secs(60), "60s");
+const DEFAULT_SHUTDOWN_GRACE: (Duration, &str) = (Duration::from_secs(10), "10s");
 
 /// The checked configuration. Built only by [`Config::load`],
 /// [`Config::from_toml_str`] or [`Config::embedded`], so every value in it has
@@ -69,6 +72,8 @@ pub struct Config {
     pub tokens: TokensConfig,
     /// `[store]`: where replay marks, revocations and counters live.
     pub store: StoreConfig,
+    /// `[server]`: timeouts, the connection cap, the drain, the metrics listener.
+    pub server: ServerConfig,
     /// Present when the file has a `[session]` table (or a `TOKENSMITH_SESSION_*` variable is set).
     pub session: Option<SessionConfig>,
     /// `[[clients]]`, checked. Default: none.
@@ -139,6 +144,35 @@ pub struct StoreConfig {
     pub timeout: Duration,
 }
 
+/// `[server]`: how the HTTP listener treats connections. Every bound here
+/// exists so that slow or idle peers cannot hold the service's connections
+/// (and file descriptors) away from everyone else.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    /// A request head must arrive whole within this long: counted from the
+    /// connection's opening for its first request, from the first byte for
+    /// later ones. A request body must arrive within as long again after its
+    /// head. Default 10s; at most 10s.
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection that starts no new request for this long is
+    /// closed. Default 60s; keep it above the idle timeout of a load
+    /// balancer in front, so that the balancer is the one to close.
+    pub idle_timeout: Duration,
+    /// The most connections served at once. At the cap, a new connection
+    /// closes the one idle the longest; when none is idle it gets `503
+    /// server_busy`. Default (`None`): three quarters of the file-descriptor
+    /// limit the process has at start-up, leaving the rest for the store,
+    /// the session check and key files.
+    pub max_connections: Option<usize>,
+    /// After SIGTERM, requests in flight get this long to finish; then
+    /// every connection is closed and the process exits 0. Default 10s.
+    pub shutdown_grace: Duration,
+    /// When set, `/metrics` is served on this address only (and answers
+    /// 404 on `listen`), so that it can stay off the public interface.
+    /// Default: none, `/metrics` on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
 /// `[session]`: exchanging an existing app session for a token.
 #[derive(Clone, PartialEq)]
 pub struct SessionConfig {
@@ -150,6 +184,10 @@ pub struct SessionConfig {
     pub timeout: Duration,
     /// How long an answer is reused. Default 0 (no cache); at most 10s.
     pub cache_ttl: Duration,
+    /// Allows a plain `http://` `check_url` off loopback. Default false: the
+    /// check carries the caller's cookies, so it must be https unless it
+    /// stays on this machine (the rule `RemoteJwks` follows).
+    pub allow_http: bool,
 }
 
 /// Why a configuration was refused.
@@ -278,6 +316,13 @@ impl Config {
                 capacity: DEFAULT_STORE_CAPACITY,
                 timeout: DEFAULT_STORE_TIMEOUT.0,
             },
+            server: ServerConfig {
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT.0,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT.0,
+                max_connections: None,
+                shutdown_grace: DEFAULT_SHUTDOWN_GRACE.0,
+                metrics_listen: None,
+            },
             session: None,
             clients: Vec::new(),
         }
@@ -357,6 +402,7 @@ impl fmt::Debug for SessionConfig {
             .field("client", &self.client)
             .field("timeout", &self.timeout)
             .field("cache_ttl", &self.cache_ttl)
+            .field("allow_http", &self.allow_http)
             .finish()
     }
 }

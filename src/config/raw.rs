@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
     pub(super) tokens: RawTokens,
     #[serde(default)]
     pub(super) store: RawStore,
+    #[serde(default)]
+    pub(super) server: RawServer,
     pub(super) session: Option<RawSession>,
     // Kept as TOML values and read one by one, so that an error can name
     // the client by index and id: toml's own error path says only `clients`.
@@ -60,11 +62,22 @@ pub(super) struct RawStore {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) header_read_timeout: Option<RawDuration>,
+    pub(super) idle_timeout: Option<RawDuration>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) shutdown_grace: Option<RawDuration>,
+    pub(super) metrics_listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawSession {
     pub(super) check_url: Option<String>,
     pub(super) client: Option<String>,
     pub(super) timeout: Option<RawDuration>,
     pub(super) cache_ttl: Option<RawDuration>,
+    pub(super) allow_http: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

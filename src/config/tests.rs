@@ -102,6 +102,11 @@ fn embedded_defaults_are_api_md() {
     assert_eq!(c.store.redis_url, "redis://127.0.0.1:6379");
     assert_eq!(c.store.capacity, 1_000_000);
     assert_eq!(c.store.timeout, Duration::from_millis(500));
+    assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.max_connections, None);
+    assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(c.server.metrics_listen, None);
     assert!(c.session.is_none());
     assert!(c.clients.is_empty());
     // An empty file is exactly the embedded defaults.
@@ -237,6 +242,22 @@ fn every_rule_names_its_key() {
         (session("check_url = \"a.example/me\"\nclient = \"a\""), "session.check_url: ", "http(s)"),
         (session("check_url = \"https://a.example/me\"\nclient = \"a\"\ncache_ttl = \"30s\""), "session.cache_ttl: 30s is above 10s", ""),
         (session("check_url = \"https://a.example/me\"\nclient = \"a\"\ntimeout = \"0s\""), "session.timeout: must be above zero", ""),
+        (session("check_url = \"http://app.example.com/me\"\nclient = \"a\""), "session.check_url: \"http://app.example.com/me\" must use https", "session.allow_http = true"),
+        (session("check_url = \"http://10.0.0.1/me\"\nclient = \"a\"\nallow_http = false"), "session.check_url: ", "must use https"),
+        (session("check_url = \"http://localhost.evil.com/me\"\nclient = \"a\""), "session.check_url: ", "must use https"),
+        (session("check_url = \"https://a.example:99999/me\"\nclient = \"a\""), "session.check_url: ", "must use https"),
+        (session("check_url = \"https://a.example/me\"\nclient = \"a\"\nallow_http = \"yes\""), "session.allow_http: invalid type", ""),
+        // server
+        ("[server]\nheader_read_timeout = \"11s\"".into(), "server.header_read_timeout: 11s is above 10s", ""),
+        ("[server]\nheader_read_timeout = \"0s\"".into(), "server.header_read_timeout: must be above zero", ""),
+        ("[server]\nheader_read_timeout = \"soon\"".into(), "server.header_read_timeout: invalid duration", ""),
+        ("[server]\nidle_timeout = \"0s\"".into(), "server.idle_timeout: must be above zero", ""),
+        ("[server]\nmax_connections = 0".into(), "server.max_connections: must be above zero", ""),
+        ("[server]\nmax_connections = -3".into(), "server.max_connections: invalid value", ""),
+        ("[server]\nshutdown_grace = \"1x\"".into(), "server.shutdown_grace: invalid duration", ""),
+        ("[server]\nmetrics_listen = \"localhost:9090\"".into(), "server.metrics_listen: \"localhost:9090\" is not a socket address", ""),
+        ("[server]\nmetrics_listen = \"127.0.0.1:8080\"".into(), "server.metrics_listen: 127.0.0.1:8080 is the main listen address", ""),
+        ("[server]\nkeepalive = \"5s\"".into(), "server.keepalive: unknown key", "idle_timeout"),
         // clients
         ("[[clients]]\naudience = \"x\"".into(), "clients[0].id: missing", ""),
         (format!("[[clients]]\nid = \"{long}\"\naudience = \"x\""), "clients[0].id: ", "1 to 64"),
@@ -310,6 +331,47 @@ fn messages_never_echo_secrets() {
         client("")
     ));
     assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+#[test]
+fn the_server_section_reads_every_key() {
+    let text = "[server]\nheader_read_timeout = \"2500ms\"\nidle_timeout = \"75s\"\nmax_connections = 500\n\
+                shutdown_grace = \"0s\"\nmetrics_listen = \"127.0.0.1:9090\"\n";
+    let s = Config::from_toml_str(text, no_env()).unwrap().server;
+    assert_eq!(s.header_read_timeout, Duration::from_millis(2500));
+    assert_eq!(s.idle_timeout, Duration::from_secs(75));
+    assert_eq!(s.max_connections, Some(500));
+    // No grace at all is allowed: connections close at once.
+    assert_eq!(s.shutdown_grace, Duration::ZERO);
+    assert_eq!(s.metrics_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    // The bound itself is allowed.
+    let s = Config::from_toml_str("[server]\nheader_read_timeout = 10\n", no_env())
+        .unwrap()
+        .server;
+    assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn a_cleartext_session_check_needs_loopback_or_allow_http() {
+    for url in [
+        "https://app.example.com/me",
+        "http://127.0.0.1:3000/me",
+        "http://[::1]/me",
+        "http://localhost/me",
+    ] {
+        let c = Config::from_toml_str(&session(&format!("check_url = \"{url}\"\nclient = \"a\"")), no_env()).unwrap();
+        assert!(!c.session.unwrap().allow_http, "{url}");
+    }
+    let text = session("check_url = \"http://app.internal/me\"\nclient = \"a\"\nallow_http = true");
+    let c = Config::from_toml_str(&text, no_env()).unwrap();
+    let s = c.session.unwrap();
+    assert!(s.allow_http);
+    assert_eq!(s.check_url, "http://app.internal/me");
+    // The refusal masks credentials, as every message about this URL does.
+    let msg = err(&session(
+        "check_url = \"http://svc:hunter2@app.example.com/me\"\nclient = \"a\"",
+    ));
+    assert!(msg.contains("must use https") && !msg.contains("hunter2"), "{msg}");
 }
 
 #[test]

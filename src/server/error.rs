@@ -162,22 +162,41 @@ impl ApiError {
         }
     }
 
-    /// Logs what the client is not told.
+    /// Logs what the client is not told. Warnings and errors go through the
+    /// edge's [`logthrottle`](super::logthrottle): one line per cause per
+    /// second, carrying how many were held back (`suppressed`), so that an
+    /// outage failing every request cannot flood the log.
     fn log(&self, code: &'static str) {
+        let admit = |cause: &'static str| super::logthrottle::edge().admit(cause, std::time::Instant::now());
         match self {
             ApiError::Authority(
                 e @ (AuthorityError::Store(_)
                 | AuthorityError::ConsumeUnconfirmed { .. }
                 | AuthorityError::SessionUnavailable(_)),
             ) => {
-                tracing::warn!(code, error = %e, cause = ?std::error::Error::source(e), "dependency unavailable")
+                let cause = if matches!(e, AuthorityError::SessionUnavailable(_)) {
+                    "session_check"
+                } else {
+                    "store"
+                };
+                if let Some(suppressed) = admit(cause) {
+                    tracing::warn!(code, error = %e, cause = ?std::error::Error::source(e), suppressed, "dependency unavailable")
+                }
             }
             ApiError::Authority(
                 e @ (AuthorityError::Issue(IssueError::Crypto(_))
                 | AuthorityError::Random(_)
                 | AuthorityError::Misconfigured(_)),
-            ) => tracing::error!(code, error = %e, cause = ?std::error::Error::source(e), "internal error"),
-            ApiError::Internal(why) => tracing::error!(code, error = why, "internal error"),
+            ) => {
+                if let Some(suppressed) = admit("internal") {
+                    tracing::error!(code, error = %e, cause = ?std::error::Error::source(e), suppressed, "internal error")
+                }
+            }
+            ApiError::Internal(why) => {
+                if let Some(suppressed) = admit(why) {
+                    tracing::error!(code, error = why, suppressed, "internal error")
+                }
+            }
             _ => tracing::debug!(code, "request refused"),
         }
     }

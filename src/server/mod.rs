@@ -1,8 +1,11 @@
 //! The HTTP service: a thin shell over the [`Authority`].
 //!
 //! [`app`] builds the router from an [`AppState`]; [`serve`] runs it on a
-//! listener until a shutdown future resolves, then drains; the `tokensmith`
-//! binary owns the command line, logging, signals and binding. Handlers
+//! listener until a shutdown future resolves, then drains, through
+//! [`listener`], which bounds connections (a cap, header and idle
+//! timeouts, a drain deadline); [`metrics_app`] is `/metrics` alone, for
+//! `server.metrics_listen`. The `tokensmith` binary owns the command line,
+//! logging, signals, the descriptor limit and binding. Handlers
 //! parse, call one method of the authority and map the result through
 //! [`error::ApiError`], the only `IntoResponse` for errors. Nothing here
 //! knows RSA, and no policy lives here.
@@ -15,6 +18,9 @@
 
 mod auth;
 pub mod error;
+pub mod fdlimit;
+pub mod listener;
+mod logthrottle;
 pub mod metrics;
 mod sdk;
 mod tokens;
@@ -23,7 +29,6 @@ mod wellknown;
 mod widget;
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,9 +163,11 @@ impl AppState {
     }
 }
 
-/// The router over `state`.
+/// The router over `state`. With `server.metrics_listen` set, `/metrics`
+/// is not here (it answers 404): [`metrics_app`] serves it on that address.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+    let metrics_here = state.config.server.metrics_listen.is_none();
+    let router = Router::new()
         .route("/.well-known/jwks.json", get(wellknown::jwks_get))
         .route("/.well-known/openid-configuration", get(wellknown::discovery_get))
         .route("/v1/tokens", post(tokens::tokens_create))
@@ -171,8 +178,23 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/sdk/v1/tokensmith.d.ts", get(sdk::sdk_types_get))
         .merge(widget_routes(Arc::clone(&state)))
         .route("/healthz", get(health_get))
-        .route("/readyz", get(ready_get))
-        .route("/metrics", get(metrics_get))
+        .route("/readyz", get(ready_get));
+    let router = if metrics_here {
+        router.route("/metrics", get(metrics_get))
+    } else {
+        router
+    };
+    with_edge(router, state)
+}
+
+/// `/metrics` alone, for the listener of `server.metrics_listen`.
+pub fn metrics_app(state: Arc<AppState>) -> Router {
+    with_edge(Router::new().route("/metrics", get(metrics_get)), state)
+}
+
+/// What every route shares: JSON 404/405, timing and `Cache-Control`, the body limit.
+fn with_edge(router: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
@@ -302,13 +324,17 @@ fn watch_once(state: &AppState, dir: &KeyDir, seen: Option<Vec<u8>>) -> Result<O
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then drains
-/// in-flight requests.
+/// in-flight requests for at most `server.shutdown_grace`. The connection
+/// cap comes from `[server]` and the descriptor limit in force (see
+/// [`listener::Limits::from_config`]); a cap the limit cannot hold is an
+/// `InvalidInput` error. The binary, which also serves `metrics_listen`,
+/// calls [`listener::run`] itself.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The peer address feeds per-address limits (`/v1/guest`).
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+    let limits = listener::Limits::from_config(&state.config.server, fdlimit::current().soft)
+        .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
+    listener::run(app(state), listener, limits, shutdown).await
 }

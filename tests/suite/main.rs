@@ -4,6 +4,7 @@ mod authority;
 mod cli;
 mod common;
 mod e2e;
+mod edge;
 mod examples;
 mod fleet;
 mod harness;
