@@ -41,6 +41,8 @@ pub mod client;
 pub mod clients;
 pub mod clock;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod issuer;
 pub mod jose;
 pub mod keys;
