@@ -119,6 +119,8 @@ pub mod client;
 pub mod clients;
 pub(crate) mod clock;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod issuer;
 pub mod jose;
 pub mod keys;

@@ -1,0 +1,136 @@
+//! The config loader: `Config::from_toml_str` with arbitrary text and
+//! environment variables.
+//!
+//! Input: TOML text, then optionally a NUL byte and `NAME=VALUE` lines (the
+//! environment). Invariants:
+//! - the answer does not depend on the order of the variables;
+//! - an accepted config keeps every promise of the checks: default TTL
+//!   within max TTL, leeway at most 1h, a positive capacity and timeouts,
+//!   each client within the token limits with guest scopes among its
+//!   scopes and no reserved claim, origin patterns that print and re-parse
+//!   to themselves, a session naming a client, and a client registry that
+//!   builds from it;
+//! - `Debug` of an accepted config never shows a password that the redis
+//!   client or the HTTP client would read from `store.redis_url` or
+//!   `session.check_url`;
+//! - a refusal has a description.
+#![no_main]
+
+use std::time::Duration;
+
+use libfuzzer_sys::fuzz_target;
+use tokensmith::fuzzing::{ClientRegistry, Config, OriginPattern};
+
+/// The claims no client may fix (API.md: registered claims and `client_id`).
+const RESERVED: [&str; 10] = [
+    "iss",
+    "sub",
+    "aud",
+    "iat",
+    "exp",
+    "nbf",
+    "jti",
+    "scopes",
+    "scope",
+    "client_id",
+];
+
+fn env_pairs(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The userinfo of `url` as a URL parser (the one reqwest and redis use)
+/// reads it: what would be sent as credentials.
+fn secrets(url: &str) -> Vec<String> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Vec::new();
+    };
+    [Some(parsed.username()), parsed.password()]
+        .into_iter()
+        .flatten()
+        .filter(|s| s.len() >= 4)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// No secret of `url` shows in the config's `Debug`, unless it shows there
+/// anyway with `url` replaced (it is also, say, a client id).
+fn assert_masked(config: &Config, url: &str, without: &Config) {
+    let shown = format!("{config:?}");
+    let shown_without = format!("{without:?}");
+    for secret in secrets(url) {
+        if !shown_without.contains(&secret) {
+            assert!(
+                !shown.contains(&secret),
+                "Debug shows the credential {secret:?} of a URL"
+            );
+        }
+    }
+}
+
+fn check_accepted(config: &Config) {
+    let tokens = &config.tokens;
+    assert!(!tokens.default_ttl.is_zero() && tokens.default_ttl <= tokens.max_ttl);
+    assert!(tokens.leeway <= Duration::from_secs(3600));
+    assert!(config.store.capacity > 0);
+    assert!(!config.store.timeout.is_zero());
+    for client in &config.clients {
+        assert!(!client.max_ttl.is_zero() && client.max_ttl <= tokens.max_ttl);
+        assert!(!client.refresh_ttl.is_zero() && client.refresh_ttl <= client.refresh_family_ttl);
+        assert!(client.guest_scopes.iter().all(|s| client.scopes.contains(s)));
+        assert!(RESERVED.iter().all(|r| !client.claims.contains_key(*r)));
+        assert!(client.allowed_claims.iter().all(|c| !RESERVED.contains(&c.as_str())));
+        for pattern in &client.allowed_origins {
+            let printed = pattern.to_string();
+            assert_eq!(
+                OriginPattern::parse(&printed).as_ref(),
+                Ok(pattern),
+                "{printed:?} re-parses differently"
+            );
+        }
+    }
+    if let Some(session) = &config.session {
+        assert!(config.clients.iter().any(|c| c.id == session.client));
+        assert!(!session.timeout.is_zero());
+        assert!(session.cache_ttl <= Duration::from_secs(10));
+    }
+    if let Err(e) = ClientRegistry::from_clients(&config.clients) {
+        panic!("an accepted config's clients do not make a registry: {e}");
+    }
+
+    let mut without = config.clone();
+    without.store.redis_url = "redis://127.0.0.1:6379".to_owned();
+    assert_masked(config, &config.store.redis_url, &without);
+    if let Some(session) = &config.session {
+        let mut without = config.clone();
+        if let Some(s) = without.session.as_mut() {
+            s.check_url = "https://app.example/whoami".to_owned();
+        }
+        assert_masked(config, &session.check_url, &without);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (text, env) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(text) = std::str::from_utf8(text) else {
+        return;
+    };
+    let env = env_pairs(&String::from_utf8_lossy(env));
+    let result = Config::from_toml_str(text, env.clone());
+    let reversed: Vec<_> = env.into_iter().rev().collect();
+    assert_eq!(
+        Config::from_toml_str(text, reversed),
+        result,
+        "the order of the variables changed the answer"
+    );
+    match result {
+        Ok(config) => check_accepted(&config),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+});
