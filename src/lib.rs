@@ -28,6 +28,8 @@
 //!   policy cut of identities that someone other than a client's backend vouches for.
 //! - [`refresh`]: refresh tokens: opaque secrets stored by hash, rotated
 //!   once each, reuse revoking the family.
+//! - [`oauth`]: OAuth 2.0 on the wire (forms, client credentials, grants,
+//!   errors, metadata); the rules are the authority's.
 //! - [`server`]: the HTTP service (axum), a thin shell over the above.
 //! - [`client`]: the other side of the wire: `RemoteJwks` (cached, refreshed
 //!   issuer keys), `TokenCache` (renew ahead, single flight, optional Redis
@@ -44,6 +46,7 @@ pub mod config;
 pub mod issuer;
 pub mod jose;
 pub mod keys;
+pub mod oauth;
 pub mod refresh;
 pub mod server;
 pub mod session;

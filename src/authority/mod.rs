@@ -25,6 +25,8 @@
 mod error;
 mod flows;
 pub mod policy;
+// OAuth 2.0 (issue 11): the standard endpoints' rules.
+mod oauth;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +46,8 @@ use crate::store::{AnyStore, ConsumeOutcome, Store, StoreError};
 use crate::verifier::Verifier;
 
 pub use error::AuthorityError;
-pub use flows::Grant;
+pub use flows::{Grant, Presenter};
+pub use oauth::OAuthGrant;
 pub use policy::{
     apply_policy, exchange_audience, Audience, GlobalLimits, PolicyError, Purpose, TokenRequest, EXCHANGE_TTL_MAX,
     MAX_ID_LEN,
@@ -94,6 +97,8 @@ pub struct Authority {
     /// The audience of visitor tokens, for the issuer actually served.
     exchange_audience: String,
     session: Option<SessionChecker>,
+    /// OAuth 2.0: the fetched JWKS of clients with a `jwks_uri`.
+    oauth: oauth::OAuthState,
 }
 
 impl std::fmt::Debug for Authority {
@@ -171,6 +176,7 @@ impl Authority {
             retire_after: limits.max_ttl.saturating_add(leeway),
             exchange_audience: exchange_audience(&cfg.issuer),
             session: cfg.session.as_ref().map(SessionChecker::from_config),
+            oauth: oauth::OAuthState::default(),
         };
         authority.replace_clients(clients)?;
         Ok(authority)

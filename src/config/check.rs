@@ -46,6 +46,7 @@ pub(super) fn check(raw: RawConfig) -> Result<Config, ConfigError> {
     let store = check_store(raw.store)?;
     let clients = check_clients(raw.clients, &max_ttl, &issuer)?;
     let session = raw.session.map(|s| check_session(s, &clients)).transpose()?;
+    let server = super::oauth::check_server(raw.server);
     Ok(Config {
         issuer,
         listen,
@@ -54,6 +55,7 @@ pub(super) fn check(raw: RawConfig) -> Result<Config, ConfigError> {
         store,
         session,
         clients,
+        server,
     })
 }
 
@@ -427,6 +429,16 @@ fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> 
         return Err(invalid(key("refresh_ttl"), why));
     }
 
+    let oauth = super::oauth::check_client_oauth(
+        label,
+        super::oauth::RawClientOAuth {
+            token_format: raw.token_format,
+            token_prefix: raw.token_prefix,
+            jwt_profile: raw.jwt_profile,
+            jwks_uri: raw.jwks_uri,
+            jwks: raw.jwks,
+        },
+    )?;
     Ok(Client {
         id,
         audience,
@@ -443,5 +455,6 @@ fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> 
         refresh_ttl: refresh_ttl.value,
         refresh_family_ttl: refresh_family_ttl.value,
         config: raw.config,
+        oauth,
     })
 }

@@ -27,6 +27,7 @@ use crate::jose::Algorithm;
 
 mod check;
 mod env;
+mod oauth;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -69,6 +70,22 @@ pub struct Config {
     /// Present when the file has a `[session]` table (or a `TOKENSMITH_SESSION_*` variable is set).
     pub session: Option<SessionConfig>,
     pub clients: Vec<Client>,
+    /// `[server]`: what the service publishes (OAuth 2.0 metadata).
+    pub server: ServerConfig,
+}
+
+/// `[server]` (the OAuth 2.0 part).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// List the union of the clients' scopes as `scopes_supported` in the
+    /// metadata documents. Default true; false keeps scope names private.
+    pub publish_scopes: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { publish_scopes: true }
+    }
 }
 
 /// `[keys]`: the key ring.
@@ -258,6 +275,7 @@ impl Config {
             },
             session: None,
             clients: Vec::new(),
+            server: ServerConfig::default(),
         }
     }
 }

@@ -29,6 +29,16 @@ pub(super) struct RawConfig {
     // the client by index and id: toml's own error path says only `clients`.
     #[serde(default)]
     pub(super) clients: Vec<toml::Value>,
+    // --- OAuth 2.0 (issue 11): `[server] publish_scopes`, read by `config::oauth`.
+    #[serde(default)]
+    pub(super) server: RawServer,
+}
+
+/// `[server]`: only the OAuth 2.0 key so far.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) publish_scopes: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -93,6 +103,12 @@ pub(super) struct RawClient {
     pub(super) refresh_family_ttl: Option<RawDuration>,
     #[serde(default)]
     pub(super) config: Map<String, Value>,
+    // --- OAuth 2.0 (issue 11), checked by `config::oauth`.
+    pub(super) token_format: Option<String>,
+    pub(super) token_prefix: Option<String>,
+    pub(super) jwt_profile: Option<String>,
+    pub(super) jwks_uri: Option<String>,
+    pub(super) jwks: Option<Value>,
 }
 
 /// A duration as written: text (`"5m"`) or a whole number of seconds.

@@ -657,4 +657,27 @@ impl Store for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ready()
     }
+
+    // --- OAuth 2.0 (issue 11) ---
+
+    async fn refresh_revoke_family(&self, family: &str, until: i64, now: i64) -> Result<(), StoreError> {
+        self.inner.observe(now);
+        if until <= now {
+            // Every token of the family has expired: nothing to keep.
+            return Ok(());
+        }
+        let mut r = lock(&self.inner.refresh);
+        if let Some(old) = r.revoked_families.get_mut(family) {
+            *old = (*old).max(until);
+            return Ok(());
+        }
+        if r.revoked_families.len() >= self.inner.capacity {
+            r.sweep(self.inner.horizon());
+            if r.revoked_families.len() >= self.inner.capacity {
+                return Err(StoreError::Full);
+            }
+        }
+        r.revoked_families.insert(family.to_owned(), until);
+        Ok(())
+    }
 }

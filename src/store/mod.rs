@@ -232,6 +232,19 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store can serve, for `/readyz`: reachable (Redis), and
     /// not so full that a first use would be refused (memory).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    // --- OAuth 2.0 (issue 11) ---
+
+    /// Revokes the refresh-token family `family` until `until` (its
+    /// `family_expires_at`): every token of it, spent or live, answers
+    /// [`SpendOutcome::Revoked`] from now on. Revoking again keeps the
+    /// later `until`. RFC 7009 revocation of a refresh token.
+    fn refresh_revoke_family(
+        &self,
+        family: &str,
+        until: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The configured store, as one concrete type for the server to hold.
@@ -342,6 +355,15 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.ping().await,
             AnyStore::Redis(s) => s.ping().await,
+        }
+    }
+
+    // --- OAuth 2.0 (issue 11) ---
+
+    async fn refresh_revoke_family(&self, family: &str, until: i64, now: i64) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.refresh_revoke_family(family, until, now).await,
+            AnyStore::Redis(s) => s.refresh_revoke_family(family, until, now).await,
         }
     }
 }

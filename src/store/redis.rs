@@ -158,6 +158,13 @@ redis.call('PEXPIREAT', KEYS[2], string.format('%d', fexp * 1000))
 return {'spent', t[1], t[3]}
 "#;
 
+/// KEYS: the family key. ARGV: PXAT ms. OAuth 2.0 (issue 11).
+const REVOKE_FAMILY_LUA: &str = r#"
+redis.call('SET', KEYS[1], '1', 'NX', 'PXAT', ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1], 'GT')
+return 1
+"#;
+
 /// The Redis [`Store`].
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -551,6 +558,22 @@ impl Store for RedisStore {
         let record: RefreshRecord = serde_json::from_str(&json)
             .map_err(|e| StoreError::Unavailable(format!("redis refresh_peek: unreadable refresh record: {e}")))?;
         Ok(Some(RefreshRecord { expires_at, ..record }))
+    }
+
+    // --- OAuth 2.0 (issue 11) ---
+
+    async fn refresh_revoke_family(&self, family: &str, until: i64, now: i64) -> Result<(), StoreError> {
+        if until <= now {
+            return Ok(());
+        }
+        // Sent as text (a rare call): set, or move the expiry later only
+        // (GT), so a second revocation never shortens the first.
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(REVOKE_FAMILY_LUA)
+            .arg(1)
+            .arg(self.key("family", family))
+            .arg(pxat(until.min(MAX_UNIX_SECS)));
+        self.query::<Value>("refresh_revoke_family", cmd).await.map(|_| ())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

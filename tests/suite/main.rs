@@ -12,6 +12,8 @@ mod interop;
 mod jose_attacks;
 mod jose_props;
 mod jose_vectors;
+mod oauth;
+mod oauth_flows;
 mod redis_harness;
 mod remote_jwks;
 mod sdk;

@@ -73,7 +73,39 @@ both_backends!(
     consume_of_a_token_revoked_by_sub_depends_on_iat,
     consume_concurrent_exactly_one_first_use,
     consume_races_with_revocations_never_marks_a_revoked_token,
+    // OAuth 2.0 (issue 11)
+    refresh_revoke_family_ends_every_token_of_it,
 );
+
+// --- OAuth 2.0 (issue 11) ---
+
+async fn refresh_revoke_family_ends_every_token_of_it<S: Store>(s: Arc<S>) {
+    let t = now();
+    chain(&*s, "rv", t, 2).await; // tokens 0, 1 spent; token 2 live
+    chain(&*s, "rv-other", t, 1).await;
+    // An expiry already past keeps nothing and changes nothing.
+    s.refresh_revoke_family("rv", t - 1, t).await.unwrap();
+    let out = s
+        .refresh_spend(&h("rv-other", 1), &h("rv-other", 2), t + 30)
+        .await
+        .unwrap();
+    assert!(matches!(out, SpendOutcome::Spent(_)), "{out:?}");
+    s.refresh_revoke_family("rv", t + 1000, t + 30).await.unwrap();
+    // Revoking again with an earlier end never shortens it.
+    s.refresh_revoke_family("rv", t + 50, t + 30).await.unwrap();
+    for n in [0, 2] {
+        let out = s.refresh_spend(&h("rv", n), &format!("rv-again-{n}"), t + 31).await;
+        assert_eq!(out, Ok(SpendOutcome::Revoked), "token {n}");
+    }
+    let out = s.refresh_spend(&h("rv", 2), "rv-late", t + 60).await;
+    assert_eq!(out, Ok(SpendOutcome::Revoked), "after the earlier end");
+    // Another family is untouched.
+    let out = s
+        .refresh_spend(&h("rv-other", 2), &h("rv-other", 3), t + 32)
+        .await
+        .unwrap();
+    assert!(matches!(out, SpendOutcome::Spent(_)), "{out:?}");
+}
 
 async fn mark_once_first_then_refused<S: Store>(s: Arc<S>) {
     let t = now();
