@@ -215,8 +215,8 @@ impl Authority {
         Ok(client.config.clone())
     }
 
-    /// Signs a token for `identity`, cut to `client`'s policy.
-    fn grant(
+    /// A token for `identity`, cut to `client`'s policy, in its format.
+    async fn grant(
         &self,
         client: &Client,
         identity: &Identity,
@@ -224,7 +224,7 @@ impl Authority {
     ) -> Result<Grant, AuthorityError> {
         let spec = identity.token_spec(client, self.limits);
         Ok(Grant {
-            token: self.sign(Some(&client.id), spec)?,
+            token: self.mint(client, spec).await?,
             refresh_token,
         })
     }
@@ -236,7 +236,7 @@ impl Authority {
         let now = self.clock.now();
         let family = refresh::issue_family(&self.store, client, &cut.sub, &cut.scopes, &cut.claims, now).await?;
         tracing::debug!(client = %client.id, family = %family.record.family, "refresh family started");
-        self.grant(client, &cut, Some(family.token))
+        self.grant(client, &cut, Some(family.token)).await
     }
 
     /// `POST /v1/guest`: an anonymous visitor of the client whose public key
@@ -352,7 +352,7 @@ impl Authority {
         let next = refresh::rotate(&self.store, presented, self.clock.now()).await?;
         presenter.check(&client)?;
         let identity = narrowed(Identity::from_refresh(&next.record).cut_to(&client), narrow)?;
-        self.grant(&client, &identity, Some(next.token))
+        self.grant(&client, &identity, Some(next.token)).await
     }
 
     /// `POST /v1/session/token`: the app's session check vouches for the
@@ -370,7 +370,7 @@ impl Authority {
         self.charge_ip(&client, Flow::Session, ip).await?;
         let identity = checker.check(headers, self.clock.now()).await?;
         self.charge_client(&client, Flow::Session).await?;
-        self.grant(&client, &identity, None)
+        self.grant(&client, &identity, None).await
     }
 }
 

@@ -25,8 +25,9 @@
 mod error;
 mod flows;
 pub mod policy;
-// OAuth 2.0 (issue 11): the standard endpoints' rules.
+// OAuth 2.0 (issue 11): the standard endpoints' rules, opaque tokens.
 mod oauth;
+mod opaque;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,7 @@ use crate::verifier::Verifier;
 pub use error::AuthorityError;
 pub use flows::{Grant, Presenter};
 pub use oauth::OAuthGrant;
+pub use opaque::looks_opaque;
 pub use policy::{
     apply_policy, exchange_audience, Audience, GlobalLimits, PolicyError, Purpose, TokenRequest, EXCHANGE_TTL_MAX,
     MAX_ID_LEN,
@@ -260,9 +262,15 @@ impl Authority {
 
     /// A token for `client`'s backend: the request cut to the client's
     /// policy ([`apply_policy`]), then [`sign`](Authority::sign)ed.
-    pub fn issue(&self, client: &Client, req: TokenRequest) -> Result<IssuedToken, AuthorityError> {
+    /// An opaque token when the client's `token_format` says so, except a
+    /// visitor token, which is always a JWT (it is verified by signature).
+    pub async fn issue(&self, client: &Client, req: TokenRequest) -> Result<IssuedToken, AuthorityError> {
+        let visitor = req.purpose == Some(Purpose::Exchange);
         let spec = apply_policy(client, req, self.limits, self.issuer())?;
-        self.sign(Some(&client.id), spec)
+        if visitor {
+            return self.sign(Some(&client.id), spec);
+        }
+        self.mint(client, spec).await
     }
 
     /// Signs `spec`, stamped with `client_id` (RFC 9068) when the token is
@@ -287,7 +295,7 @@ impl Authority {
     /// fails an earlier step.
     pub async fn verify(&self, caller: &Client, token: &str, opts: &VerifyOptions) -> Result<Claims, AuthorityError> {
         let audience = opts.audience.as_deref().unwrap_or(&caller.audience);
-        let claims = self.verifier.verify_for(token, Some(audience), &opts.scopes)?;
+        let claims = self.claims_of(token, Some(audience), &opts.scopes).await?;
         // A caller may verify (and so consume, or probe) only tokens meant
         // for one of its audiences, or tokens issued to itself.
         if !caller.audience_allowed(audience) && claims.client_id() != Some(caller.id.as_str()) {

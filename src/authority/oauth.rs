@@ -184,7 +184,7 @@ impl Authority {
                     scopes: scope,
                     ..TokenRequest::default()
                 };
-                let token = self.issue(&client, req)?;
+                let token = self.issue(&client, req).await?;
                 Ok(OAuthGrant {
                     grant: Grant {
                         token,
@@ -239,9 +239,9 @@ impl Authority {
             )));
         }
         let claims = self
-            .verifier
-            .verify_for(&req.subject_token, None, &[])
-            .map_err(|r| OAuthError::subject(r.into()))?;
+            .claims_of(&req.subject_token, None, &[])
+            .await
+            .map_err(OAuthError::subject)?;
         if claims.aud.contains(&self.exchange_audience) {
             if req.audience.iter().any(|a| *a != caller.audience) {
                 return Err(OAuthError::InvalidTarget(
@@ -290,7 +290,7 @@ impl Authority {
         // Never outlives the token it came from.
         let left = claims.exp.saturating_sub(self.clock.now());
         spec.ttl = spec.ttl.min(left).max(1);
-        let token = self.sign(Some(&caller.id), spec)?;
+        let token = self.mint(caller, spec).await?;
         Ok(OAuthGrant {
             grant: Grant {
                 token,
@@ -312,8 +312,10 @@ impl Authority {
     /// error, never a guess either way.
     pub async fn introspect(&self, auth: &ClientAuth, token: &str) -> Result<Introspection, OAuthError> {
         let caller = self.oauth_client(auth).await?;
-        let Ok(claims) = self.verifier.verify_for(token, None, &[]) else {
-            return Ok(Introspection::inactive());
+        let claims = match self.claims_of(token, None, &[]).await {
+            Ok(claims) => claims,
+            Err(AuthorityError::Rejected(_)) => return Ok(Introspection::inactive()),
+            Err(e) => return Err(e.into()),
         };
         if !self.visible_to(&caller, &claims) {
             return Ok(Introspection::inactive());
@@ -352,11 +354,15 @@ impl Authority {
                 return Ok(());
             }
         }
-        if let Ok(claims) = self.verifier.verify_for(token, None, &[]) {
-            if claims.client_id() == Some(caller.id.as_str()) {
-                self.revoke(&caller, &Revocation::Jti(claims.jti.clone())).await?;
-                tracing::info!(client = %caller.id, jti = %claims.jti, "revoked");
-            }
+        let claims = match self.claims_of(token, None, &[]).await {
+            Ok(claims) => claims,
+            Err(AuthorityError::Rejected(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if claims.client_id() == Some(caller.id.as_str()) {
+            self.revoke(&caller, &Revocation::Jti(claims.jti.clone())).await?;
+            self.forget_opaque(token).await?;
+            tracing::info!(client = %caller.id, jti = %claims.jti, "revoked");
         }
         Ok(())
     }

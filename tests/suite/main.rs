@@ -14,6 +14,7 @@ mod jose_props;
 mod jose_vectors;
 mod oauth;
 mod oauth_flows;
+mod oauth_opaque;
 mod redis_harness;
 mod remote_jwks;
 mod sdk;

@@ -75,9 +75,33 @@ both_backends!(
     consume_races_with_revocations_never_marks_a_revoked_token,
     // OAuth 2.0 (issue 11)
     refresh_revoke_family_ends_every_token_of_it,
+    opaque_tokens_kept_until_expiry_removed_at_once,
 );
 
 // --- OAuth 2.0 (issue 11) ---
+
+async fn opaque_tokens_kept_until_expiry_removed_at_once<S: Store>(s: Arc<S>) {
+    let t = now();
+    assert_eq!(s.opaque_get("op-none", t).await, Ok(None));
+    s.opaque_insert("op-1", b"[\"claims\"]", t + 2, t).await.unwrap();
+    s.opaque_insert("op-2", b"two", t + 100, t).await.unwrap();
+    // A hash is stored once.
+    assert!(s.opaque_insert("op-1", b"other", t + 100, t).await.is_err());
+    assert_eq!(s.opaque_get("op-1", t + 1).await, Ok(Some(b"[\"claims\"]".to_vec())));
+    // Already expired on arrival: nothing kept.
+    s.opaque_insert("op-3", b"x", t, t).await.unwrap();
+    assert_eq!(s.opaque_get("op-3", t).await, Ok(None));
+    // Removed: gone at once; the other stays.
+    s.opaque_remove("op-2", t + 1).await.unwrap();
+    assert_eq!(s.opaque_get("op-2", t + 1).await, Ok(None));
+    s.opaque_remove("op-none", t + 1).await.unwrap();
+    // Past its expiry (Redis expires it by its own clock: wait for it).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.opaque_get("op-1", t + 2).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "an opaque token outlived its expiry");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 async fn refresh_revoke_family_ends_every_token_of_it<S: Store>(s: Arc<S>) {
     let t = now();
