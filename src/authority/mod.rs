@@ -25,9 +25,9 @@
 mod error;
 mod flows;
 pub mod policy;
-// OAuth 2.0 (issue 11): the standard endpoints' rules, opaque tokens.
+// OAuth 2.0 (issue 11): the standard endpoints' rules; token formats.
+mod format;
 mod oauth;
-mod opaque;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,8 +48,8 @@ use crate::verifier::Verifier;
 
 pub use error::AuthorityError;
 pub use flows::{Grant, Presenter};
+pub use format::looks_opaque;
 pub use oauth::OAuthGrant;
-pub use opaque::looks_opaque;
 pub use policy::{
     apply_policy, exchange_audience, Audience, GlobalLimits, PolicyError, Purpose, TokenRequest, EXCHANGE_TTL_MAX,
     MAX_ID_LEN,

@@ -15,6 +15,7 @@ mod jose_vectors;
 mod oauth;
 mod oauth_flows;
 mod oauth_opaque;
+mod oauth_profile;
 mod redis_harness;
 mod remote_jwks;
 mod sdk;

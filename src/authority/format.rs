@@ -1,4 +1,8 @@
-//! Opaque (reference) access tokens, and reading any token of ours.
+//! The formats of a client's access tokens, and reading any token of ours.
+//!
+//! A client with `jwt_profile = "at+jwt"` gets RFC 9068 JWTs: header `typ:
+//! at+jwt`, the scopes as a space-separated `scope`, and the required
+//! `iss, exp, aud, sub, client_id, iat, jti` (every token of ours has them).
 //!
 //! A client with `token_format = "opaque"` gets, from every flow, a token
 //! that is its `token_prefix` and 32 random bytes in base64url. The claims
@@ -18,10 +22,14 @@ use super::{Authority, AuthorityError};
 use crate::claims::{new_jti, Claims, Rejection, Validation, CLIENT_ID, REGISTERED};
 
 use crate::clients::Client;
-use crate::issuer::{IssuedToken, TokenSpec};
+use crate::issuer::{IssueError, IssuedToken, TokenSpec};
 use crate::jose::alg::{random_bytes, sha256};
-use crate::oauth::TokenFormat;
+use crate::jose::jws;
+use crate::oauth::{JwtProfile, TokenFormat};
 use crate::store::Store;
+
+/// The header `typ` of RFC 9068 access tokens.
+pub const AT_JWT: &str = "at+jwt";
 
 /// Random bytes in an opaque token.
 const OPAQUE_BYTES: usize = 32;
@@ -83,14 +91,22 @@ impl Authority {
     /// claims go to the store. Every token a client's flow hands out
     /// passes here.
     pub(super) async fn mint(&self, client: &Client, spec: TokenSpec) -> Result<IssuedToken, AuthorityError> {
-        if client.oauth.token_format == TokenFormat::Jwt {
-            return self.sign(Some(&client.id), spec);
+        match (client.oauth.token_format, client.oauth.jwt_profile) {
+            (TokenFormat::Jwt, JwtProfile::Jwt) => self.sign(Some(&client.id), spec),
+            (TokenFormat::Jwt, JwtProfile::AtJwt) => self.sign_at_jwt(client, spec),
+            (TokenFormat::Opaque, _) => self.mint_opaque(client, spec).await,
         }
+    }
+
+    /// The claims of a token of `spec` for `client`, issued now: what
+    /// [`Issuer::issue`](crate::issuer::Issuer::issue) fills, for the formats
+    /// it does not sign.
+    fn claims_for(&self, client: &Client, spec: TokenSpec) -> Result<Claims, AuthorityError> {
         let now = self.clock.now();
         let mut extra = spec.extra;
         extra.retain(|k, _| !REGISTERED.contains(&k.as_str()));
         extra.insert(CLIENT_ID.to_owned(), serde_json::Value::String(client.id.clone()));
-        let claims = Claims {
+        Ok(Claims {
             iss: self.issuer().to_owned(),
             sub: spec.sub,
             aud: spec.aud,
@@ -100,7 +116,28 @@ impl Authority {
             jti: new_jti().map_err(AuthorityError::Random)?,
             scopes: spec.scopes,
             extra,
-        };
+        })
+    }
+
+    /// An RFC 9068 access token, signed with the active key.
+    fn sign_at_jwt(&self, client: &Client, spec: TokenSpec) -> Result<IssuedToken, AuthorityError> {
+        let claims = self.claims_for(client, spec)?;
+        let snapshot = self.keys().load();
+        let signer = &snapshot.signer;
+        let header = jws::header_segment_typ(signer.alg, &signer.kid, AT_JWT);
+        let token = jws::sign(&header, &claims.to_json_rfc9068(), &signer.key)
+            .map_err(|e| AuthorityError::Issue(IssueError::Crypto(e)))?;
+        if token.len() > jws::MAX_TOKEN_LEN {
+            return Err(AuthorityError::Issue(IssueError::TooLarge { len: token.len() }));
+        }
+        tracing::debug!(client = %client.id, jti = %claims.jti, kid = %signer.kid, "at+jwt issued");
+        Ok(IssuedToken { token, claims })
+    }
+
+    /// An opaque token: its claims go to the store, under its hash.
+    async fn mint_opaque(&self, client: &Client, spec: TokenSpec) -> Result<IssuedToken, AuthorityError> {
+        let now = self.clock.now();
+        let claims = self.claims_for(client, spec)?;
         let mut secret = [0u8; OPAQUE_BYTES];
         random_bytes(&mut secret).map_err(AuthorityError::Random)?;
         let token = format!("{}{}", client.oauth.token_prefix, URL_SAFE_NO_PAD.encode(secret));
