@@ -332,6 +332,16 @@ impl Claims {
         serde_json::to_vec(&Value::Object(map)).unwrap_or_default()
     }
 
+    /// The payload of an RFC 9068 access token: as [`Claims::to_json`], but
+    /// the scopes as `scope`, one space-separated string (§2.2.3).
+    pub fn to_json_rfc9068(&self) -> Vec<u8> {
+        let mut map: Map<String, Value> = serde_json::from_slice(&self.to_json()).unwrap_or_default();
+        if let Some(Value::Array(_)) = map.remove("scopes") {
+            map.insert("scope".into(), Value::String(self.scopes.join(" ")));
+        }
+        serde_json::to_vec(&Value::Object(map)).unwrap_or_default()
+    }
+
     /// The claims as a JSON object, for `verify` output and `/v1/verify`.
     pub fn to_value(&self) -> Value {
         serde_json::from_slice(&self.to_json()).unwrap_or(Value::Null)
@@ -402,6 +412,11 @@ pub struct Validation {
     pub max_ttl: i64,
     /// Scopes the token must carry. Default: none.
     pub required_scopes: Vec<String>,
+    /// The header `typ` the token must have, compared without case and
+    /// with or without `application/` (RFC 7515 §4.1.9): `at+jwt` refuses
+    /// anything but RFC 9068 access tokens, so an ID token or another JWT
+    /// of the same issuer cannot pass for one. Default: none (any `typ`).
+    pub required_typ: Option<String>,
 }
 
 impl Validation {
@@ -414,6 +429,31 @@ impl Validation {
             leeway: 60,
             max_ttl: 86_400,
             required_scopes: Vec::new(),
+            required_typ: None,
+        }
+    }
+
+    /// Tokens must carry this header `typ` (`at+jwt` for RFC 9068 access tokens).
+    pub fn typ(mut self, typ: impl Into<String>) -> Validation {
+        self.required_typ = Some(typ.into());
+        self
+    }
+
+    /// Checks a token's header `typ` against [`Validation::required_typ`].
+    pub fn check_typ(&self, typ: Option<&str>) -> Result<(), Rejection> {
+        let Some(required) = &self.required_typ else {
+            return Ok(());
+        };
+        let bare = |t: &str| {
+            let t = t.trim();
+            match t.get(..12) {
+                Some(p) if p.eq_ignore_ascii_case("application/") => t[12..].to_ascii_lowercase(),
+                _ => t.to_ascii_lowercase(),
+            }
+        };
+        match typ {
+            Some(t) if bare(t) == bare(required) => Ok(()),
+            _ => Err(Rejection::Malformed(format!("the header typ must be {required:?}"))),
         }
     }
 
@@ -659,6 +699,38 @@ mod tests {
         let back: Value = serde_json::from_slice(&c.to_json()).unwrap();
         assert_eq!(back["sub"], "u1");
         assert_eq!(back["exp"], NOW + 300);
+    }
+
+    #[test]
+    fn a_required_typ_is_compared_as_rfc_7515_says() {
+        let any = Validation::new("https://i");
+        assert_eq!(any.check_typ(None), Ok(()));
+        let at = Validation::new("https://i").typ("at+jwt");
+        for ok in ["at+jwt", "AT+JWT", "application/at+jwt", "Application/At+Jwt"] {
+            assert_eq!(at.check_typ(Some(ok)), Ok(()), "{ok}");
+        }
+        for bad in [
+            None,
+            Some("JWT"),
+            Some("jwt"),
+            Some("application/jwt"),
+            Some("at+jwt2"),
+            Some(""),
+        ] {
+            assert_eq!(at.check_typ(bad).unwrap_err().code(), "malformed_token", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rfc9068_payloads_carry_scope_as_a_string() {
+        let c = Claims::from_payload(&payload(good())).unwrap();
+        let v: Value = serde_json::from_slice(&c.to_json_rfc9068()).unwrap();
+        assert_eq!(v["scope"], "a b");
+        assert!(v.get("scopes").is_none());
+        assert_eq!(Claims::from_payload(&c.to_json_rfc9068()).unwrap().scopes, c.scopes);
+        let none = Claims { scopes: vec![], ..c };
+        let v: Value = serde_json::from_slice(&none.to_json_rfc9068()).unwrap();
+        assert!(v.get("scope").is_none() && v.get("scopes").is_none());
     }
 
     #[test]

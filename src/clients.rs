@@ -90,6 +90,8 @@ pub struct Client {
     pub refresh_family_ttl: Duration,
     /// Public bootstrap config served to widgets.
     pub config: Map<String, Value>,
+    /// OAuth 2.0 options: token format and profile, `private_key_jwt` keys.
+    pub oauth: crate::oauth::ClientOAuth,
 }
 
 impl Client {
@@ -117,6 +119,7 @@ impl Client {
             refresh_ttl: DEFAULT_REFRESH_TTL.0,
             refresh_family_ttl: DEFAULT_REFRESH_FAMILY_TTL.0,
             config: Map::new(),
+            oauth: crate::oauth::ClientOAuth::default(),
         }
     }
 
@@ -153,6 +156,7 @@ impl fmt::Debug for Client {
             .field("refresh_ttl", &self.refresh_ttl)
             .field("refresh_family_ttl", &self.refresh_family_ttl)
             .field("config", &self.config)
+            .field("oauth", &self.oauth)
             .finish()
     }
 }

@@ -103,6 +103,9 @@
 //!   exchange, refresh, session), `error.rs`.
 //! - `session.rs`, `refresh.rs`: the app-session check and refresh-token
 //!   families, used by the authority's flows (internal).
+//! - `oauth/` ([`oauth`]): OAuth 2.0 on the wire (forms, client
+//!   credentials, grants, errors, metadata); the rules are the authority's
+//!   (`authority/oauth.rs`, `authority/format.rs`).
 //! - `server/` ([`server`]): the HTTP service (axum), a thin shell over the
 //!   authority; its handlers are private; `listener.rs`, its accept loop
 //!   (connection cap, header and idle timeouts, a drain with a deadline).
@@ -124,6 +127,7 @@ pub mod fuzzing;
 pub(crate) mod issuer;
 pub mod jose;
 pub mod keys;
+pub mod oauth;
 pub(crate) mod refresh;
 pub mod server;
 pub(crate) mod session;
@@ -132,8 +136,8 @@ pub mod units;
 pub(crate) mod verifier;
 
 pub use authority::{
-    exchange_audience, Audience, Authority, AuthorityError, ClientsChange, GlobalLimits, Grant, PolicyError, Purpose,
-    Revocation, TokenRequest, VerifyOptions, MAX_IDEMPOTENCY_KEY_LEN,
+    exchange_audience, Audience, Authority, AuthorityError, ClientsChange, GlobalLimits, Grant, OAuthGrant,
+    PolicyError, Presenter, Purpose, Revocation, TokenRequest, VerifyOptions, MAX_IDEMPOTENCY_KEY_LEN,
 };
 pub use claims::{Claims, Rejection, Validation};
 pub use client::cache::{CacheError, CacheOptions, IssueToken, Issued, SharedRedis, TokenCache};

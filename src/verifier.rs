@@ -243,6 +243,7 @@ pub(crate) fn check(
     scopes: &[String],
 ) -> Result<Claims, Rejection> {
     jws.verify(key)?;
+    validation.check_typ(jws.header.typ.as_deref())?;
     let claims = Claims::from_payload(jws.payload())?;
     validation.check_for(&claims, now, audience, scopes)?;
     Ok(claims)

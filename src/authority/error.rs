@@ -60,6 +60,10 @@ pub enum AuthorityError {
     /// A client set that this authority refuses to serve (an audience
     /// reserved for visitor tokens, a session client that does not exist).
     Misconfigured(String),
+    /// OAuth 2.0: a grant (a visitor token, a refresh token) presented by
+    /// a client other than the one it was issued to. Spent all the same:
+    /// a grant in the wrong hands is as good as stolen.
+    GrantOfOtherClient,
 }
 
 impl AuthorityError {
@@ -80,6 +84,7 @@ impl AuthorityError {
             AuthorityError::Issue(IssueError::TooLarge { .. }) => "invalid_request",
             AuthorityError::Issue(_) | AuthorityError::Random(_) => "server_error",
             AuthorityError::Misconfigured(_) => "invalid_config",
+            AuthorityError::GrantOfOtherClient => "invalid_grant",
         }
     }
 }
@@ -104,6 +109,7 @@ impl fmt::Display for AuthorityError {
             AuthorityError::Issue(e) => write!(f, "{e}"),
             AuthorityError::Random(e) => write!(f, "random generator: {e}"),
             AuthorityError::Misconfigured(why) => f.write_str(why),
+            AuthorityError::GrantOfOtherClient => f.write_str("the grant was issued to another client"),
         }
     }
 }

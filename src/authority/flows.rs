@@ -76,6 +76,44 @@ impl fmt::Debug for Grant {
     }
 }
 
+/// Who presents a grant (a visitor token, a refresh token): a browser page
+/// (`/v1/exchange`, `/v1/refresh`), judged by its `Origin`, or an
+/// authenticated OAuth 2.0 client, which must be the one the grant was
+/// issued to. Either is checked after the grant is spent.
+#[derive(Clone, Copy, Debug)]
+pub enum Presenter<'a> {
+    /// A page, with the request's `Origin` if it sent one.
+    Page {
+        /// The `Origin` header.
+        origin: Option<&'a str>,
+    },
+    /// An authenticated client.
+    Client(&'a Client),
+}
+
+impl Presenter<'_> {
+    /// `Ok` when this presenter may hold a grant of `client`.
+    fn check(&self, client: &Client) -> Result<(), AuthorityError> {
+        match self {
+            Presenter::Page { origin } => Authority::check_origin(client, *origin, false),
+            Presenter::Client(c) if c.id == client.id => Ok(()),
+            Presenter::Client(_) => Err(AuthorityError::GrantOfOtherClient),
+        }
+    }
+}
+
+/// `identity` with only the scopes of `narrow`, which must all be among its
+/// own (RFC 6749 §6, RFC 8693 §2.1): a grant never widens.
+fn narrowed(mut identity: Identity, narrow: Option<&[String]>) -> Result<Identity, AuthorityError> {
+    if let Some(asked) = narrow {
+        if let Some(extra) = asked.iter().find(|s| !identity.scopes.contains(s)) {
+            return Err(crate::authority::PolicyError::ScopeNotAllowed(extra.clone()).into());
+        }
+        identity.scopes.retain(|s| asked.contains(s));
+    }
+    Ok(identity)
+}
+
 /// The rate-limit key of an address: IPv4 as is, IPv6 by its /64, since one
 /// host commonly holds a whole /64.
 pub(super) fn ip_key(ip: IpAddr) -> String {
@@ -177,8 +215,8 @@ impl Authority {
         Ok(client.config.clone())
     }
 
-    /// Signs a token for `identity`, cut to `client`'s policy.
-    fn grant(
+    /// A token for `identity`, cut to `client`'s policy, in its format.
+    async fn grant(
         &self,
         client: &Client,
         identity: &Identity,
@@ -186,7 +224,7 @@ impl Authority {
     ) -> Result<Grant, AuthorityError> {
         let spec = identity.token_spec(client, self.limits);
         Ok(Grant {
-            token: self.sign(Some(&client.id), spec)?,
+            token: self.mint(client, spec).await?,
             refresh_token,
         })
     }
@@ -198,7 +236,7 @@ impl Authority {
         let now = self.clock.now();
         let family = refresh::issue_family(&self.store, client, &cut.sub, &cut.scopes, &cut.claims, now).await?;
         tracing::debug!(client = %client.id, family = %family.record.family, "refresh family started");
-        self.grant(client, &cut, Some(family.token))
+        self.grant(client, &cut, Some(family.token)).await
     }
 
     /// `POST /v1/guest`: an anonymous visitor of the client whose public key
@@ -233,6 +271,19 @@ impl Authority {
         origin: Option<&str>,
         ip: Option<IpAddr>,
     ) -> Result<Grant, AuthorityError> {
+        self.exchange_as(token, Presenter::Page { origin }, None, ip).await
+    }
+
+    /// [`exchange`](Authority::exchange) for any [`Presenter`], the scopes
+    /// narrowed to `narrow` when given: the one code path of `/v1/exchange`
+    /// and of RFC 8693 token exchange of a visitor token.
+    pub async fn exchange_as(
+        &self,
+        token: &str,
+        presenter: Presenter<'_>,
+        narrow: Option<&[String]>,
+        ip: Option<IpAddr>,
+    ) -> Result<Grant, AuthorityError> {
         let claims = self.verifier.verify_for(token, Some(&self.exchange_audience), &[])?;
         // Whatever carries the audience, a visitor token is short: a
         // long-lived token is never one, however it was made.
@@ -253,9 +304,9 @@ impl Authority {
         self.charge_ip(&client, Flow::Exchange, ip).await?;
         self.charge_client(&client, Flow::Exchange).await?;
         Self::admit(&self.store, &claims, true, self.leeway, self.clock.now()).await?;
-        Self::check_origin(&client, origin, false)?;
-        self.grant_with_new_family(&client, &Identity::from_visitor(&claims))
-            .await
+        presenter.check(&client)?;
+        let identity = narrowed(Identity::from_visitor(&claims).cut_to(&client), narrow)?;
+        self.grant_with_new_family(&client, &identity).await
     }
 
     /// `POST /v1/refresh`: spends the refresh token and grants a new token
@@ -267,6 +318,20 @@ impl Authority {
         &self,
         presented: &str,
         origin: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Result<Grant, AuthorityError> {
+        self.refresh_as(presented, Presenter::Page { origin }, None, ip).await
+    }
+
+    /// [`refresh`](Authority::refresh) for any [`Presenter`], the new
+    /// token's scopes narrowed to `narrow` when given (the family keeps its
+    /// own): the one code path of `/v1/refresh` and of the OAuth 2.0
+    /// `refresh_token` grant.
+    pub async fn refresh_as(
+        &self,
+        presented: &str,
+        presenter: Presenter<'_>,
+        narrow: Option<&[String]>,
         ip: Option<IpAddr>,
     ) -> Result<Grant, AuthorityError> {
         let record = refresh::peek(&self.store, presented).await?;
@@ -281,9 +346,13 @@ impl Authority {
         if self.family_revoked(&client.id, &record.sub, record.created_at).await? {
             return Err(RefreshError::Invalid(InvalidReason::Revoked).into());
         }
+        // Checked before the spend: a narrowing that cannot be granted
+        // burns nothing.
+        narrowed(Identity::from_refresh(&record).cut_to(&client), narrow)?;
         let next = refresh::rotate(&self.store, presented, self.clock.now()).await?;
-        Self::check_origin(&client, origin, false)?;
-        self.grant(&client, &Identity::from_refresh(&next.record), Some(next.token))
+        presenter.check(&client)?;
+        let identity = narrowed(Identity::from_refresh(&next.record).cut_to(&client), narrow)?;
+        self.grant(&client, &identity, Some(next.token)).await
     }
 
     /// `POST /v1/session/token`: the app's session check vouches for the
@@ -301,7 +370,7 @@ impl Authority {
         self.charge_ip(&client, Flow::Session, ip).await?;
         let identity = checker.check(headers, self.clock.now()).await?;
         self.charge_client(&client, Flow::Session).await?;
-        self.grant(&client, &identity, None)
+        self.grant(&client, &identity, None).await
     }
 }
 

@@ -26,6 +26,9 @@ mod consume;
 mod error;
 mod flows;
 pub mod policy;
+// OAuth 2.0 (issue 11): the standard endpoints' rules; token formats.
+mod format;
+mod oauth;
 mod reload;
 
 use std::sync::Arc;
@@ -47,7 +50,9 @@ use crate::verifier::Verifier;
 
 pub use consume::MAX_IDEMPOTENCY_KEY_LEN;
 pub use error::AuthorityError;
-pub use flows::Grant;
+pub use flows::{Grant, Presenter};
+pub use format::looks_opaque;
+pub use oauth::OAuthGrant;
 pub use policy::{
     apply_policy, exchange_audience, Audience, GlobalLimits, PolicyError, Purpose, TokenRequest, EXCHANGE_TTL_MAX,
     MAX_ID_LEN,
@@ -129,6 +134,8 @@ pub struct Authority {
     /// The audience of visitor tokens, for the issuer actually served.
     exchange_audience: String,
     session: Option<SessionChecker>,
+    /// OAuth 2.0: the fetched JWKS of clients with a `jwks_uri`.
+    oauth: oauth::OAuthState,
 }
 
 impl std::fmt::Debug for Authority {
@@ -208,6 +215,7 @@ impl Authority {
             retire_after: limits.max_ttl.saturating_add(leeway),
             exchange_audience: exchange_audience(&cfg.issuer),
             session,
+            oauth: oauth::OAuthState::default(),
         };
         authority.replace_clients(clients)?;
         Ok(authority)
@@ -296,10 +304,16 @@ impl Authority {
     }
 
     /// A token for `client`'s backend: the request cut to the client's
-    /// policy (`policy::apply_policy`), then [`sign`](Authority::sign)ed.
-    pub fn issue(&self, client: &Client, req: TokenRequest) -> Result<IssuedToken, AuthorityError> {
+    /// policy ([`apply_policy`](policy::apply_policy)), then [`sign`](Authority::sign)ed.
+    /// An opaque token when the client's `token_format` says so, except a
+    /// visitor token, which is always a JWT (it is verified by signature).
+    pub async fn issue(&self, client: &Client, req: TokenRequest) -> Result<IssuedToken, AuthorityError> {
+        let visitor = req.purpose == Some(Purpose::Exchange);
         let spec = apply_policy(client, req, self.limits, self.issuer())?;
-        self.sign(Some(&client.id), spec)
+        if visitor {
+            return self.sign(Some(&client.id), spec);
+        }
+        self.mint(client, spec).await
     }
 
     /// Signs `spec`, stamped with `client_id` (RFC 9068) when the token is
@@ -324,7 +338,7 @@ impl Authority {
     /// fails an earlier step.
     pub async fn verify(&self, caller: &Client, token: &str, opts: &VerifyOptions) -> Result<Claims, AuthorityError> {
         let audience = opts.audience.as_deref().unwrap_or(&caller.audience);
-        let claims = self.verifier.verify_for(token, Some(audience), &opts.scopes)?;
+        let claims = self.claims_of(token, Some(audience), &opts.scopes).await?;
         // A caller may verify (and so consume, or probe) only tokens meant
         // for one of its audiences, or tokens issued to itself.
         if !caller.audience_allowed(audience) && claims.client_id() != Some(caller.id.as_str()) {

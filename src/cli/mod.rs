@@ -600,6 +600,7 @@ fn verify(cfg: &Config, args: VerifyArgs, insecure: bool) -> Result<(), CliError
         leeway: args.leeway.unwrap_or(cfg.tokens.leeway).as_secs() as i64,
         max_ttl: cfg.tokens.max_ttl.as_secs() as i64,
         required_scopes: args.scope,
+        required_typ: None,
     };
     let clock: SharedClock = Arc::new(SystemClock);
     let claims = match (args.jwks, args.dir) {

@@ -10,6 +10,8 @@
 //! - the signature and claims: a [`Verifier`] or [`RemoteVerifier`];
 //! - revocation (by `jti` and by `sub`, within the client the token was
 //!   issued to) and single use: [`Authority::admit`];
+//! - opaque tokens (`token_format = "opaque"`), whose claims are in the
+//!   shared store: [`Authority::opaque_claims`], with a store only;
 //! - the answer to a refusal: [`ApiError`], the service's own mapping
 //!   (status, `WWW-Authenticate: Bearer` challenge, `{error, error_description}`).
 //!
@@ -117,11 +119,16 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// keys in memory.
 trait VerifyToken: Send + Sync {
     fn verify<'a>(&'a self, token: &'a str, scopes: &'a [String]) -> BoxFuture<'a, Result<Claims, Rejection>>;
+    /// The rules every token must pass (opaque tokens too).
+    fn rules(&self) -> &Validation;
 }
 
 impl VerifyToken for RemoteVerifier {
     fn verify<'a>(&'a self, token: &'a str, scopes: &'a [String]) -> BoxFuture<'a, Result<Claims, Rejection>> {
         Box::pin(self.verify_for(token, self.validation().audience.as_deref(), scopes))
+    }
+    fn rules(&self) -> &Validation {
+        self.validation()
     }
 }
 
@@ -129,6 +136,9 @@ impl<K: KeySource + 'static> VerifyToken for Verifier<K> {
     fn verify<'a>(&'a self, token: &'a str, scopes: &'a [String]) -> BoxFuture<'a, Result<Claims, Rejection>> {
         let audience = self.validation().audience.as_deref();
         Box::pin(std::future::ready(self.verify_for(token, audience, scopes)))
+    }
+    fn rules(&self) -> &Validation {
+        self.validation()
     }
 }
 
@@ -141,6 +151,15 @@ trait Admit: Send + Sync {
         leeway: i64,
         now: i64,
     ) -> BoxFuture<'a, Result<(), AuthorityError>>;
+
+    /// [`Authority::opaque_claims`]: an opaque token's claims from the store.
+    fn opaque<'a>(
+        &'a self,
+        token: &'a str,
+        validation: &'a Validation,
+        now: i64,
+        scopes: &'a [String],
+    ) -> BoxFuture<'a, Result<Claims, AuthorityError>>;
 }
 
 impl<S: Store> Admit for S {
@@ -152,6 +171,17 @@ impl<S: Store> Admit for S {
         now: i64,
     ) -> BoxFuture<'a, Result<(), AuthorityError>> {
         Box::pin(Authority::admit(self, claims, consume, leeway, now))
+    }
+
+    fn opaque<'a>(
+        &'a self,
+        token: &'a str,
+        validation: &'a Validation,
+        now: i64,
+        scopes: &'a [String],
+    ) -> BoxFuture<'a, Result<Claims, AuthorityError>> {
+        let audience = validation.audience.as_deref();
+        Box::pin(Authority::opaque_claims(self, token, validation, now, audience, scopes))
     }
 }
 
@@ -277,13 +307,26 @@ impl BearerConfig {
     /// Verifies `token` for a route with policy `P`.
     pub async fn check<P: Policy>(&self, token: &str) -> Result<Claims, BearerRejection> {
         let scopes: Vec<String> = P::SCOPES.iter().map(|s| (*s).to_owned()).collect();
-        let claims = self.verifier.verify(token, &scopes).await.map_err(|r| match r {
-            Rejection::InsufficientScope { missing } => ApiError::InsufficientScope {
+        let refused = |e: AuthorityError| match e {
+            AuthorityError::Rejected(Rejection::InsufficientScope { missing }) => ApiError::InsufficientScope {
                 missing,
                 scopes: scopes.clone(),
             },
-            r => ApiError::from(r),
-        })?;
+            e => ApiError::from(e),
+        };
+        // An opaque token (no dots) can only be read where its claims are:
+        // in the store shared with tokensmith.
+        let claims = match &self.store {
+            Some(store) if crate::authority::looks_opaque(token) => store
+                .opaque(token, self.verifier.rules(), self.clock.now(), &scopes)
+                .await
+                .map_err(refused)?,
+            _ => self
+                .verifier
+                .verify(token, &scopes)
+                .await
+                .map_err(|r| refused(r.into()))?,
+        };
         match &self.store {
             Some(store) => store
                 .admit(&claims, P::CONSUME, self.leeway, self.clock.now())

@@ -254,6 +254,7 @@ fn check_server(raw: RawServer, listen: std::net::SocketAddr) -> Result<ServerCo
         max_connections: raw.max_connections,
         shutdown_grace: shutdown_grace.value,
         metrics_listen,
+        publish_scopes: raw.publish_scopes.unwrap_or(true),
     })
 }
 
@@ -499,6 +500,16 @@ fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> 
         return Err(invalid(key("refresh_ttl"), why));
     }
 
+    let oauth = super::oauth::check_client_oauth(
+        label,
+        super::oauth::RawClientOAuth {
+            token_format: raw.token_format,
+            token_prefix: raw.token_prefix,
+            jwt_profile: raw.jwt_profile,
+            jwks_uri: raw.jwks_uri,
+            jwks: raw.jwks,
+        },
+    )?;
     Ok(Client {
         id,
         audience,
@@ -515,5 +526,6 @@ fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> 
         refresh_ttl: refresh_ttl.value,
         refresh_family_ttl: refresh_family_ttl.value,
         config: raw.config,
+        oauth,
     })
 }

@@ -27,6 +27,7 @@ use crate::jose::Algorithm;
 
 mod check;
 mod env;
+mod oauth;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -171,6 +172,9 @@ pub struct ServerConfig {
     /// 404 on `listen`), so that it can stay off the public interface.
     /// Default: none, `/metrics` on `listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// List the union of the clients' scopes as `scopes_supported` in the
+    /// OAuth 2.0 metadata documents. Default true; false keeps scope names private.
+    pub publish_scopes: bool,
 }
 
 /// `[session]`: exchanging an existing app session for a token.
@@ -322,6 +326,7 @@ impl Config {
                 max_connections: None,
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE.0,
                 metrics_listen: None,
+                publish_scopes: true,
             },
             session: None,
             clients: Vec::new(),

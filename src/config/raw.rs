@@ -68,6 +68,8 @@ pub(super) struct RawServer {
     pub(super) max_connections: Option<usize>,
     pub(super) shutdown_grace: Option<RawDuration>,
     pub(super) metrics_listen: Option<String>,
+    /// OAuth 2.0 metadata: list the clients' scopes.
+    pub(super) publish_scopes: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -106,6 +108,12 @@ pub(super) struct RawClient {
     pub(super) refresh_family_ttl: Option<RawDuration>,
     #[serde(default)]
     pub(super) config: Map<String, Value>,
+    // --- OAuth 2.0 (issue 11), checked by `config::oauth`.
+    pub(super) token_format: Option<String>,
+    pub(super) token_prefix: Option<String>,
+    pub(super) jwt_profile: Option<String>,
+    pub(super) jwks_uri: Option<String>,
+    pub(super) jwks: Option<Value>,
 }
 
 /// A duration as written: text (`"5m"`) or a whole number of seconds.

@@ -138,7 +138,12 @@ pub fn verify(token: &str, key: &VerifyingKey) -> Result<Vec<u8>, JoseError> {
 /// The base64url header segment for tokens signed with `alg` and `kid`,
 /// computed once per key and reused for every token it signs.
 pub fn header_segment(alg: Algorithm, kid: &str) -> String {
-    let header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT", "kid": kid });
+    header_segment_typ(alg, kid, "JWT")
+}
+
+/// [`header_segment`] with another `typ` (`at+jwt`, RFC 9068 §2.1).
+pub fn header_segment_typ(alg: Algorithm, kid: &str, typ: &str) -> String {
+    let header = serde_json::json!({ "alg": alg.as_str(), "typ": typ, "kid": kid });
     URL_SAFE_NO_PAD.encode(header.to_string())
 }
 

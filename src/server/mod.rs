@@ -22,6 +22,8 @@ pub mod fdlimit;
 pub mod listener;
 mod logthrottle;
 pub mod metrics;
+// OAuth 2.0 (issue 11).
+mod oauth;
 mod sdk;
 mod tokens;
 mod verify;
@@ -126,9 +128,9 @@ impl AppState {
         clock: SharedClock,
     ) -> Result<AppState, StateError> {
         let snapshot = ring.snapshot()?;
-        let discovery = Discovery::from_snapshot(&config.issuer, &snapshot);
         let keys: SharedKeys = Arc::new(ArcSwap::from_pointee(snapshot));
         let authority = Authority::new(&config, Arc::clone(&keys), clients, store, clock)?;
+        let discovery = Discovery::from_snapshot(&config, &keys.load(), authority.clients());
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let policy = RingPolicy {
             publish_ahead: secs(config.keys.publish_ahead),
@@ -153,8 +155,11 @@ impl AppState {
     /// Publishes a new key ring: the snapshot and the discovery document.
     pub fn install(&self, ring: &KeyRing) -> Result<(), KeyError> {
         let snapshot = ring.snapshot()?;
-        self.discovery
-            .store(Arc::new(Discovery::from_snapshot(&self.config.issuer, &snapshot)));
+        self.discovery.store(Arc::new(Discovery::from_snapshot(
+            &self.config,
+            &snapshot,
+            self.authority.clients(),
+        )));
         self.keys.store(Arc::new(snapshot));
         self.metrics
             .next_rotation_at
@@ -170,6 +175,14 @@ pub fn app(state: Arc<AppState>) -> Router {
     let router = Router::new()
         .route("/.well-known/jwks.json", get(wellknown::jwks_get))
         .route("/.well-known/openid-configuration", get(wellknown::discovery_get))
+        // OAuth 2.0 (issue 11).
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(wellknown::oauth_metadata_get),
+        )
+        .route("/oauth2/token", post(oauth::oauth_token_create))
+        .route("/oauth2/introspect", post(oauth::oauth_introspect))
+        .route("/oauth2/revoke", post(oauth::oauth_revoke))
         .route("/v1/tokens", post(tokens::tokens_create))
         .route("/v1/verify", post(verify::tokens_verify))
         .route("/v1/revoke", post(verify::tokens_revoke))

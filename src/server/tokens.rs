@@ -63,7 +63,7 @@ pub(crate) async fn tokens_create(
     ApiClient(client): ApiClient,
     JsonBody(req): JsonBody<TokenRequest>,
 ) -> Result<TokenResponse, ApiError> {
-    let token = state.authority.issue(&client, req)?;
+    let token = state.authority.issue(&client, req).await?;
     Ok(state.respond(Grant {
         token,
         refresh_token: None,

@@ -1,8 +1,10 @@
-//! `/.well-known/jwks.json` and `/.well-known/openid-configuration`: bytes
-//! computed once per key-ring snapshot, served with a strong `ETag`,
+//! `/.well-known/jwks.json`, `/.well-known/openid-configuration` and
+//! `/.well-known/oauth-authorization-server`: bytes computed once per
+//! key-ring snapshot (and client set), served with a strong `ETag`,
 //! `Cache-Control: public, max-age=N` (N at most half of `publish_ahead`,
 //! so a verifier's cache always holds a `next` key before it signs), and
-//! 304 on a matching `If-None-Match`.
+//! 304 on a matching `If-None-Match`. All three are public:
+//! `Access-Control-Allow-Origin: *`.
 
 use std::sync::Arc;
 
@@ -12,18 +14,35 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::AppState;
+use crate::clients::ClientRegistry;
+use crate::config::Config;
 use crate::keys::KeySnapshot;
+use crate::oauth::metadata;
 
-/// The discovery document of one snapshot, with its ETag.
+/// The metadata documents of one key-ring snapshot and client set, with
+/// their ETags: OpenID discovery and RFC 8414 (`crate::oauth::metadata`).
 pub struct Discovery {
     pub json: Bytes,
     pub etag: String,
+    /// `/.well-known/oauth-authorization-server`.
+    pub oauth_json: Bytes,
+    pub oauth_etag: String,
+    /// The clients whose scopes the documents list: when the authority's
+    /// set is another (a reload), the documents are rebuilt.
+    clients: Arc<ClientRegistry>,
+}
+
+fn etag_of(json: &[u8]) -> String {
+    let digest = crate::jose::alg::sha256(json);
+    format!(
+        "\"{}\"",
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 impl Discovery {
-    /// The OpenID Provider Metadata this service can honestly claim.
-    pub fn from_snapshot(issuer: &str, snapshot: &KeySnapshot) -> Discovery {
-        let base = issuer.trim_end_matches('/');
+    /// The documents this service can honestly publish for `snapshot` and `clients`.
+    pub fn from_snapshot(config: &Config, snapshot: &KeySnapshot, clients: Arc<ClientRegistry>) -> Discovery {
         let mut algs: Vec<&str> = Vec::new();
         for k in &snapshot.jwks.keys {
             if let Some(a) = k.alg.as_deref() {
@@ -32,22 +51,24 @@ impl Discovery {
                 }
             }
         }
-        let doc = serde_json::json!({
-            "issuer": issuer,
-            "jwks_uri": format!("{base}/.well-known/jwks.json"),
-            "token_endpoint": format!("{base}/v1/tokens"),
-            "revocation_endpoint": format!("{base}/v1/revoke"),
-            "response_types_supported": ["token"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": algs,
-        });
-        let json = Bytes::from(doc.to_string());
-        let digest = crate::jose::alg::sha256(&json);
-        let etag = format!(
-            "\"{}\"",
-            digest[..16].iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
-        Discovery { json, etag }
+        let scopes = config
+            .server
+            .publish_scopes
+            .then(|| metadata::union_of_scopes(clients.iter().flat_map(|c| c.scopes.iter())));
+        let input = metadata::MetadataInput {
+            issuer: &config.issuer,
+            signing_algs: algs,
+            scopes,
+        };
+        let json = Bytes::from(serde_json::Value::Object(metadata::openid_configuration(&input)).to_string());
+        let oauth_json = Bytes::from(serde_json::Value::Object(metadata::authorization_server(&input)).to_string());
+        Discovery {
+            etag: etag_of(&json),
+            json,
+            oauth_etag: etag_of(&oauth_json),
+            oauth_json,
+            clients,
+        }
     }
 }
 
@@ -83,6 +104,8 @@ fn cached(headers: &HeaderMap, body: Bytes, etag: &str, max_age: u64) -> Respons
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, cache);
     h.insert(header::ETAG, etag_value);
+    // Public documents: browsers and agents fetch them from any origin.
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     resp
 }
 
@@ -91,9 +114,28 @@ pub async fn jwks_get(State(state): State<Arc<AppState>>, headers: HeaderMap) ->
     cached(&headers, snap.jwks_json.clone(), &snap.etag, state.jwks_max_age)
 }
 
+/// The documents for the current keys and clients, rebuilt when the
+/// clients were reloaded since they were made.
+fn current(state: &AppState) -> Arc<Discovery> {
+    let doc = state.discovery.load_full();
+    let clients = state.authority.clients();
+    if Arc::ptr_eq(&doc.clients, &clients) {
+        return doc;
+    }
+    let fresh = Arc::new(Discovery::from_snapshot(&state.config, &state.keys.load(), clients));
+    state.discovery.store(Arc::clone(&fresh));
+    fresh
+}
+
 pub async fn discovery_get(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let doc = state.discovery.load();
+    let doc = current(&state);
     cached(&headers, doc.json.clone(), &doc.etag, state.jwks_max_age)
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414).
+pub async fn oauth_metadata_get(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let doc = current(&state);
+    cached(&headers, doc.oauth_json.clone(), &doc.oauth_etag, state.jwks_max_age)
 }
 
 #[cfg(test)]

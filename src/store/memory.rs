@@ -96,6 +96,9 @@ fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// An opaque access token's stored claims, and the second it is forgotten.
+type OpaqueEntry = (Box<[u8]>, i64);
+
 /// The in-memory [`Store`].
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -144,6 +147,8 @@ struct Inner {
     revocations: RwLock<Revocations>,
     rates: Mutex<HashMap<Compact, RateCounter>>,
     refresh: Mutex<RefreshTokens>,
+    /// OAuth 2.0 opaque access tokens.
+    opaque: Mutex<HashMap<Compact, OpaqueEntry>>,
     /// The latest `now` any caller has passed: the only time the sweeper
     /// knows, so that reclaiming memory never needs the system clock.
     latest_now: AtomicI64,
@@ -299,6 +304,7 @@ impl MemoryStore {
             revocations: RwLock::new(Revocations::default()),
             rates: Mutex::new(HashMap::new()),
             refresh: Mutex::new(RefreshTokens::default()),
+            opaque: Mutex::new(HashMap::new()),
             latest_now: AtomicI64::new(i64::MIN),
             epoch: AtomicI64::new(i64::MIN),
             shutdown: AtomicBool::new(false),
@@ -434,6 +440,7 @@ impl Inner {
         write(&self.revocations).sweep(horizon);
         lock(&self.rates).retain(|_, c| c.end > horizon);
         lock(&self.refresh).sweep(horizon);
+        lock(&self.opaque).retain(|_, (_, until)| *until > horizon);
     }
 
     fn mark_once(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
@@ -731,5 +738,67 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ready()
+    }
+
+    // --- OAuth 2.0 (issue 11) ---
+
+    async fn refresh_revoke_family(&self, family: &str, until: i64, now: i64) -> Result<(), StoreError> {
+        self.inner.observe(now);
+        if until <= now {
+            // Every token of the family has expired: nothing to keep.
+            return Ok(());
+        }
+        let mut r = lock(&self.inner.refresh);
+        if let Some(old) = r.revoked_families.get_mut(family) {
+            *old = (*old).max(until);
+            return Ok(());
+        }
+        if r.revoked_families.len() >= self.inner.capacity {
+            r.sweep(self.inner.horizon());
+            if r.revoked_families.len() >= self.inner.capacity {
+                return Err(StoreError::Full {
+                    capacity: self.inner.capacity,
+                });
+            }
+        }
+        r.revoked_families.insert(family.to_owned(), until);
+        Ok(())
+    }
+
+    async fn opaque_insert(&self, hash: &str, value: &[u8], expires_at: i64, now: i64) -> Result<(), StoreError> {
+        self.inner.observe(now);
+        if expires_at <= now {
+            return Ok(());
+        }
+        let key = compact(hash);
+        let mut o = lock(&self.inner.opaque);
+        if o.contains_key(&key) {
+            return Err(StoreError::Unavailable("opaque token hash is already stored".into()));
+        }
+        if o.len() >= self.inner.capacity {
+            let horizon = self.inner.horizon();
+            o.retain(|_, (_, until)| *until > horizon);
+            if o.len() >= self.inner.capacity {
+                return Err(StoreError::Full {
+                    capacity: self.inner.capacity,
+                });
+            }
+        }
+        o.insert(key, (value.into(), expires_at));
+        Ok(())
+    }
+
+    async fn opaque_get(&self, hash: &str, now: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.observe(now);
+        let o = lock(&self.inner.opaque);
+        Ok(o.get(&compact(hash))
+            .filter(|(_, until)| *until > now)
+            .map(|(v, _)| v.to_vec()))
+    }
+
+    async fn opaque_remove(&self, hash: &str, now: i64) -> Result<(), StoreError> {
+        self.inner.observe(now);
+        lock(&self.inner.opaque).remove(&compact(hash));
+        Ok(())
     }
 }

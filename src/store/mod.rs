@@ -307,6 +307,37 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store can serve, for `/readyz`: reachable (Redis), and
     /// not so full that a first use would be refused (memory).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    // --- OAuth 2.0 (issue 11) ---
+
+    /// Revokes the refresh-token family `family` until `until` (its
+    /// `family_expires_at`): every token of it, spent or live, answers
+    /// [`SpendOutcome::Revoked`] from now on. Revoking again keeps the
+    /// later `until`. RFC 7009 revocation of a refresh token.
+    fn refresh_revoke_family(
+        &self,
+        family: &str,
+        until: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores an opaque access token's claims (`value`, JSON) under the
+    /// hash of the token (never the token) until `expires_at`. A hash that
+    /// is already stored is an error: two tokens never share one.
+    fn opaque_insert(
+        &self,
+        hash: &str,
+        value: &[u8],
+        expires_at: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The claims stored under `hash`, while `now < expires_at`; `None`
+    /// when nothing is stored (never issued, expired, or removed).
+    fn opaque_get(&self, hash: &str, now: i64) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// Forgets the opaque token stored under `hash`, on every instance at once.
+    fn opaque_remove(&self, hash: &str, now: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The configured store, as one concrete type for the server to hold.
@@ -463,6 +494,36 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.ping().await,
             AnyStore::Redis(s) => s.ping().await,
+        }
+    }
+
+    // --- OAuth 2.0 (issue 11) ---
+
+    async fn refresh_revoke_family(&self, family: &str, until: i64, now: i64) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.refresh_revoke_family(family, until, now).await,
+            AnyStore::Redis(s) => s.refresh_revoke_family(family, until, now).await,
+        }
+    }
+
+    async fn opaque_insert(&self, hash: &str, value: &[u8], expires_at: i64, now: i64) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.opaque_insert(hash, value, expires_at, now).await,
+            AnyStore::Redis(s) => s.opaque_insert(hash, value, expires_at, now).await,
+        }
+    }
+
+    async fn opaque_get(&self, hash: &str, now: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.opaque_get(hash, now).await,
+            AnyStore::Redis(s) => s.opaque_get(hash, now).await,
+        }
+    }
+
+    async fn opaque_remove(&self, hash: &str, now: i64) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.opaque_remove(hash, now).await,
+            AnyStore::Redis(s) => s.opaque_remove(hash, now).await,
         }
     }
 }

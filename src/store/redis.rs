@@ -20,6 +20,7 @@
 //! | `rate:<key>:<window start>` | counter | hits | window end |
 //! | `refresh:<hash>` | hash | `rec` (JSON), `fam`, `exp`, `fexp`, `ttl`, `spent` | `family_expires_at` |
 //! | `family:<family>` | string | `1`: the family is revoked | `family_expires_at` |
+//! | `opaque:<hash>` | string | an opaque access token's claims (JSON) | the token's `exp` + leeway |
 //!
 //! A replay mark is one `SET key 1 NX PXAT <ms>`: one round trip, atomic
 //! across every instance. A consume (revocation check, epoch check, then
@@ -123,6 +124,13 @@ const MAX_UNIX_SECS: i64 = 253_402_300_799;
 /// few connection attempts per second.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_millis(250);
+
+/// KEYS: the family key. ARGV: PXAT ms. OAuth 2.0 (issue 11).
+const REVOKE_FAMILY_LUA: &str = r#"
+redis.call('SET', KEYS[1], '1', 'NX', 'PXAT', ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1], 'GT')
+return 1
+"#;
 
 /// The Redis [`Store`].
 pub struct RedisStore {
@@ -547,6 +555,54 @@ impl Store for RedisStore {
         let record: RefreshRecord = serde_json::from_str(&json)
             .map_err(|e| StoreError::Unavailable(format!("redis refresh_peek: unreadable refresh record: {e}")))?;
         Ok(Some(RefreshRecord { expires_at, ..record }))
+    }
+
+    // --- OAuth 2.0 (issue 11) ---
+
+    async fn refresh_revoke_family(&self, family: &str, until: i64, now: i64) -> Result<(), StoreError> {
+        if until <= now {
+            return Ok(());
+        }
+        // Sent as text (a rare call): set, or move the expiry later only
+        // (GT), so a second revocation never shortens the first.
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(REVOKE_FAMILY_LUA)
+            .arg(1)
+            .arg(self.key("family", family))
+            .arg(pxat(until.min(MAX_UNIX_SECS)));
+        self.query::<Value>("refresh_revoke_family", cmd).await.map(|_| ())
+    }
+
+    async fn opaque_insert(&self, hash: &str, value: &[u8], expires_at: i64, now: i64) -> Result<(), StoreError> {
+        if expires_at <= now {
+            return Ok(());
+        }
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(self.key("opaque", hash))
+            .arg(value)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(pxat(expires_at.min(MAX_UNIX_SECS)));
+        match self.query::<Value>("opaque_insert", cmd).await? {
+            Value::Okay => Ok(()),
+            Value::Nil => Err(StoreError::Unavailable(
+                "redis opaque_insert: the token hash is already stored".into(),
+            )),
+            other => Err(bad_reply("opaque_insert", other)),
+        }
+    }
+
+    async fn opaque_get(&self, hash: &str, _now: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        // Redis expires the key at `expires_at` by its own clock.
+        let mut cmd = ::redis::cmd("GET");
+        cmd.arg(self.key("opaque", hash));
+        self.query("opaque_get", cmd).await
+    }
+
+    async fn opaque_remove(&self, hash: &str, _now: i64) -> Result<(), StoreError> {
+        let mut cmd = ::redis::cmd("DEL");
+        cmd.arg(self.key("opaque", hash));
+        self.query::<Value>("opaque_remove", cmd).await.map(|_| ())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1071,7 +1071,8 @@ async fn the_discovery_document_names_the_endpoints_and_caches() {
     let doc = assert_ok(&r);
     assert_eq!(doc["issuer"], ISSUER);
     assert_eq!(doc["jwks_uri"], "https://issuer.test/.well-known/jwks.json");
-    assert_eq!(doc["token_endpoint"], "https://issuer.test/v1/tokens");
+    // The OAuth 2.0 token endpoint (issue 11), not /v1/tokens, which speaks JSON.
+    assert_eq!(doc["token_endpoint"], "https://issuer.test/oauth2/token");
     assert_eq!(doc["id_token_signing_alg_values_supported"], json!(["RS256"]));
     assert_eq!(r.header("cache-control"), Some("public, max-age=1800"));
     let etag = r.header("etag").unwrap().to_owned();

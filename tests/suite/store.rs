@@ -76,7 +76,63 @@ both_backends!(
     consume_concurrent_exactly_one_first_use,
     consume_races_with_revocations_never_marks_a_revoked_token,
     consume_with_a_retry_key_answers_retried_to_that_key_only,
+    // OAuth 2.0 (issue 11)
+    refresh_revoke_family_ends_every_token_of_it,
+    opaque_tokens_kept_until_expiry_removed_at_once,
 );
+
+// --- OAuth 2.0 (issue 11) ---
+
+async fn opaque_tokens_kept_until_expiry_removed_at_once<S: Store>(s: Arc<S>) {
+    let t = now();
+    assert_eq!(s.opaque_get("op-none", t).await, Ok(None));
+    s.opaque_insert("op-1", b"[\"claims\"]", t + 2, t).await.unwrap();
+    s.opaque_insert("op-2", b"two", t + 100, t).await.unwrap();
+    // A hash is stored once.
+    assert!(s.opaque_insert("op-1", b"other", t + 100, t).await.is_err());
+    assert_eq!(s.opaque_get("op-1", t + 1).await, Ok(Some(b"[\"claims\"]".to_vec())));
+    // Already expired on arrival: nothing kept.
+    s.opaque_insert("op-3", b"x", t, t).await.unwrap();
+    assert_eq!(s.opaque_get("op-3", t).await, Ok(None));
+    // Removed: gone at once; the other stays.
+    s.opaque_remove("op-2", t + 1).await.unwrap();
+    assert_eq!(s.opaque_get("op-2", t + 1).await, Ok(None));
+    s.opaque_remove("op-none", t + 1).await.unwrap();
+    // Past its expiry (Redis expires it by its own clock: wait for it).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.opaque_get("op-1", t + 2).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "an opaque token outlived its expiry");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn refresh_revoke_family_ends_every_token_of_it<S: Store>(s: Arc<S>) {
+    let t = now();
+    chain(&*s, "rv", t, 2).await; // tokens 0, 1 spent; token 2 live
+    chain(&*s, "rv-other", t, 1).await;
+    // An expiry already past keeps nothing and changes nothing.
+    s.refresh_revoke_family("rv", t - 1, t).await.unwrap();
+    let out = s
+        .refresh_spend(&h("rv-other", 1), &h("rv-other", 2), t + 30)
+        .await
+        .unwrap();
+    assert!(matches!(out, SpendOutcome::Spent(_)), "{out:?}");
+    s.refresh_revoke_family("rv", t + 1000, t + 30).await.unwrap();
+    // Revoking again with an earlier end never shortens it.
+    s.refresh_revoke_family("rv", t + 50, t + 30).await.unwrap();
+    for n in [0, 2] {
+        let out = s.refresh_spend(&h("rv", n), &format!("rv-again-{n}"), t + 31).await;
+        assert_eq!(out, Ok(SpendOutcome::Revoked), "token {n}");
+    }
+    let out = s.refresh_spend(&h("rv", 2), "rv-late", t + 60).await;
+    assert_eq!(out, Ok(SpendOutcome::Revoked), "after the earlier end");
+    // Another family is untouched.
+    let out = s
+        .refresh_spend(&h("rv-other", 2), &h("rv-other", 3), t + 32)
+        .await
+        .unwrap();
+    assert!(matches!(out, SpendOutcome::Spent(_)), "{out:?}");
+}
 
 async fn mark_once_first_then_refused<S: Store>(s: Arc<S>) {
     let t = now();
