@@ -856,7 +856,13 @@ fn a_closed_stdout_is_an_error_line_not_a_panic() {
 #[test]
 fn serve_refuses_to_make_a_ring_in_a_missing_or_foreign_folder() {
     let t = tempfile::tempdir().unwrap();
-    let serve = |keys: &Path| run(t.path(), &["serve", "--listen", "127.0.0.1:0", "--keys", s(keys)]);
+    let serve = |keys: &Path| {
+        run_env(
+            t.path(),
+            &["serve", "--listen", "127.0.0.1:0", "--keys", s(keys)],
+            &[("TOKENSMITH_LOG", "error")],
+        )
+    };
     let missing = t.path().join("missing/path");
     let line = serve(&missing).fails("no_keys").to_owned();
     assert!(line.contains("missing/path") && line.contains("keys init"), "{line}");

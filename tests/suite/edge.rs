@@ -57,6 +57,8 @@ impl Server {
         let port = harness::free_port();
         let config = dir.path().join("server.toml");
         std::fs::write(&config, config_text(dir.path(), port)).unwrap();
+        // An empty folder that exists: serve makes the ring there.
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
         let args = [
             "--config".to_owned(),
             config.display().to_string(),
