@@ -18,7 +18,7 @@
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = std::env::temp_dir().join(format!("tokensmith-doc-issue-{}", std::process::id()));
-//! # tokensmith::KeyDir::new(&dir).ensure(tokensmith::Algorithm::EdDSA, 0, 0)?;
+//! # tokensmith::KeyDir::new(&dir).ensure(tokensmith::Algorithm::EdDSA, 0, 0)?.0;
 //! use tokensmith::{Issuer, TokenSpec};
 //! let issuer = Issuer::from_dir(&dir, "https://auth.example.com")?;
 //! let spec = TokenSpec { sub: "alice".into(), aud: vec!["chatbot".into()], ttl: 300, ..Default::default() };
@@ -59,7 +59,7 @@
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = std::env::temp_dir().join(format!("tokensmith-doc-offline-{}", std::process::id()));
-//! # let ring = tokensmith::KeyDir::new(&dir).ensure(tokensmith::Algorithm::EdDSA, 0, 0)?;
+//! # let ring = tokensmith::KeyDir::new(&dir).ensure(tokensmith::Algorithm::EdDSA, 0, 0)?.0;
 //! # let path = dir.join("jwks.json");
 //! # std::fs::write(&path, &ring.snapshot()?.jwks_json)?;
 //! # let spec = tokensmith::TokenSpec { sub: "alice".into(), aud: vec!["chatbot".into()], ttl: 300, ..Default::default() };

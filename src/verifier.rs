@@ -171,7 +171,7 @@ impl KeySource for StaticKeys {
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let dir = std::env::temp_dir().join(format!("tokensmith-doc-verifier-{}", std::process::id()));
-/// # let ring = tokensmith::KeyDir::new(&dir).ensure(tokensmith::Algorithm::EdDSA, 0, 0)?;
+/// # let ring = tokensmith::KeyDir::new(&dir).ensure(tokensmith::Algorithm::EdDSA, 0, 0)?.0;
 /// # std::fs::write(dir.join("jwks.json"), &ring.snapshot()?.jwks_json)?;
 /// # let spec = tokensmith::TokenSpec { sub: "alice".into(), aud: vec!["chatbot".into()], ttl: 300, ..Default::default() };
 /// # let token = tokensmith::Issuer::from_ring(&ring, "https://auth.example.com")?.issue(spec)?.token;

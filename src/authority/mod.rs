@@ -104,13 +104,13 @@ pub enum Revocation {
 /// use tokensmith::{Algorithm, Authority, Client, ClientRegistry, Config, KeyDir, MemoryStore, SystemClock};
 /// use tokensmith::{TokenRequest, VerifyOptions};
 /// let cfg = Config::from_toml_str(r#"issuer = "https://auth.example.com""#, [])?;
-/// let ring = KeyDir::new(&dir).ensure(Algorithm::EdDSA, 0, 0)?;
+/// let ring = KeyDir::new(&dir).ensure(Algorithm::EdDSA, 0, 0)?.0;
 /// let clients = ClientRegistry::from_clients(&[Client::new("shop", "chatbot")])?;
 /// let store = MemoryStore::new(100_000).into();
 /// let authority = Authority::new(&cfg, ring.shared()?, clients, store, SystemClock::shared())?;
 ///
 /// let shop = authority.clients().by_id("shop").ok_or("no client shop")?;
-/// let issued = authority.issue(&shop, TokenRequest { sub: "alice".into(), ..Default::default() })?;
+/// let issued = authority.issue(&shop, TokenRequest { sub: "alice".into(), ..Default::default() }).await?;
 /// let once = VerifyOptions { consume: true, ..Default::default() };
 /// assert_eq!(authority.verify(&shop, &issued.token, &once).await?.sub, "alice");
 /// let again = authority.verify(&shop, &issued.token, &once).await.unwrap_err();

@@ -208,7 +208,8 @@ impl<S: Store> Admit for S {
 ///
 /// let jwks = Arc::new(RemoteJwks::from_url("https://auth.example.com/.well-known/jwks.json")?);
 /// let validation = Validation::new("https://auth.example.com").audience("orders-api");
-/// let store = RedisStore::connect("redis://127.0.0.1:6379", "https://auth.example.com", Duration::from_secs(2)).await?;
+/// // The last argument is the store's epoch: see `RedisStore::connect`.
+/// let store = RedisStore::connect("redis://127.0.0.1:6379", "https://auth.example.com", Duration::from_secs(2), 0).await?;
 /// let bearer = BearerConfig::from_remote(jwks, validation)?.with_store(Arc::new(store));
 /// let app: Router = Router::new().route("/orders", post(place_order)).with_state(bearer);
 /// # let _ = app; Ok(()) }
