@@ -6,6 +6,7 @@ mod common;
 mod e2e;
 mod examples;
 mod fleet;
+mod fuzz_found;
 mod harness;
 mod http;
 mod interop;
