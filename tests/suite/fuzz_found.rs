@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use tokensmith::config::Config;
 use tokensmith::{Claims, Rejection, Validation};
 
 /// `claims`: a token with `"exp": -9223372036854775808` made the description
@@ -21,4 +22,33 @@ fn descriptions_of_extreme_dates_do_not_overflow() {
     assert_eq!(not_yet.to_string(), format!("not valid for another {}s", i64::MAX));
     let future = Rejection::IssuedInFuture { iat: i64::MAX, now: -1 };
     assert_eq!(future.to_string(), format!("issued {}s in the future", i64::MAX));
+}
+
+/// `config`: the redis client reads a Unix socket's password from the
+/// query (`redis+unix:///path?pass=…`, `unix:///path?pass=…`), and `Debug`
+/// masked only `user:password@`, so the password showed in the config's
+/// `Debug`. The query of a session check URL may carry a secret as well.
+#[test]
+fn debug_masks_credentials_in_a_url_query() {
+    for url in [
+        "redis+unix:///run/redis/redis.sock?db=2&pass=hunter2",
+        "unix:///run/redis/redis.sock?user=app&pass=hunter2",
+        "rediss://:hunter2@redis.internal:6380/0?protocol=resp3",
+    ] {
+        let text = format!("[store]\nbackend = \"redis\"\nredis_url = \"{url}\"\n");
+        let config = Config::from_toml_str(&text, Vec::new()).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let store = format!("{:?}", config.store);
+        assert!(!store.contains("hunter2"), "{store}");
+    }
+    let config = Config::from_toml_str(
+        "[session]\ncheck_url = \"https://app.example.com/api/whoami?token=hunter3\"\nclient = \"a\"\n\
+         [[clients]]\nid = \"a\"\naudience = \"chatbot\"\n",
+        Vec::new(),
+    )
+    .unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("hunter3"), "{shown}");
+    assert!(shown.contains("https://app.example.com/api/whoami?***"), "{shown}");
 }
