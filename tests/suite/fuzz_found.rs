@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use tokensmith::config::Config;
+use tokensmith::jose::{JoseError, JwkSet};
+use tokensmith::verifier::{KeySource, StaticKeys};
 use tokensmith::{Claims, Rejection, Validation};
 
 /// `claims`: a token with `"exp": -9223372036854775808` made the description
@@ -51,4 +53,37 @@ fn debug_masks_credentials_in_a_url_query() {
     let shown = format!("{config:?}");
     assert!(!shown.contains("hunter3"), "{shown}");
     assert!(shown.contains("https://app.example.com/api/whoami?***"), "{shown}");
+}
+
+/// The RFC 7515 A.3 key, without `kid`.
+const A3_JWK: &str = concat!(
+    r#"{"kty":"EC","crv":"P-256","#,
+    r#""x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#,
+);
+/// The RFC 7638 key, its `kid` renamed `kid0` by the fuzzer.
+const RSA_JWK_KID0: &str = concat!(
+    r#"{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjB"#,
+    "ZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8",
+    "KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_",
+    "xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+    r#"","e":"AQAB","alg":"RS256","kid0":"2011-04-29"}"#,
+);
+
+/// `jwks`: `{"keys":[A3_JWK, RSA_JWK_KID0]}`, two usable keys and no `kid`,
+/// gave a `StaticKeys` that held no key at all: every token then failed with
+/// `unknown_kid`, and `verify --jwks` or `RemoteJwks` never said why. Such a
+/// set is refused, as a set with no usable key is; one key without `kid` is
+/// still the key for every token.
+#[test]
+fn a_jwks_of_keys_without_kid_holds_its_one_key_or_is_refused() {
+    let set: JwkSet = serde_json::from_str(&format!(r#"{{"keys":[{A3_JWK},{RSA_JWK_KID0}]}}"#)).unwrap();
+    let refused = StaticKeys::from_jwks(&set).unwrap_err();
+    assert!(matches!(refused, JoseError::InvalidKey(_)), "{refused:?}");
+    assert!(refused.to_string().contains("none has a kid"), "{refused}");
+
+    let one: JwkSet = serde_json::from_str(&format!(r#"{{"keys":[{A3_JWK}]}}"#)).unwrap();
+    let keys = StaticKeys::from_jwks(&one).unwrap();
+    assert_eq!(keys.len(), 1);
+    assert!(keys.key_for(Some("any kid")).is_ok());
+    assert!(keys.key_for(None).is_ok());
 }
