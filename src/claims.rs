@@ -156,9 +156,10 @@ impl fmt::Display for Rejection {
             Rejection::UnknownKid(Some(kid)) => write!(f, "no published key has kid {kid:?}"),
             Rejection::UnknownKid(None) => f.write_str("the token names no kid"),
             Rejection::AlgNotAllowed { alg } => write!(f, "alg {alg:?} is not the algorithm of the key"),
-            Rejection::Expired { exp, now } => write!(f, "expired {}s ago", now - exp),
-            Rejection::NotYetValid { nbf, now } => write!(f, "not valid for another {}s", nbf - now),
-            Rejection::IssuedInFuture { iat, now } => write!(f, "issued {}s in the future", iat - now),
+            // Dates come from the token, so the difference saturates.
+            Rejection::Expired { exp, now } => write!(f, "expired {}s ago", now.saturating_sub(*exp)),
+            Rejection::NotYetValid { nbf, now } => write!(f, "not valid for another {}s", nbf.saturating_sub(*now)),
+            Rejection::IssuedInFuture { iat, now } => write!(f, "issued {}s in the future", iat.saturating_sub(*now)),
             Rejection::TtlTooLong { ttl, max } => write!(f, "lifetime of {ttl}s exceeds the maximum of {max}s"),
             Rejection::WrongIssuer { found } => write!(f, "issuer {found:?} is not the expected issuer"),
             Rejection::WrongAudience { expected } => write!(f, "the audience does not include {expected:?}"),

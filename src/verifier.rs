@@ -78,7 +78,8 @@ impl StaticKeys {
     /// uses (`use: enc`) and of types or algorithms this crate does not
     /// implement are skipped, as other verifiers do; a key that carries
     /// private members makes the whole set an error (a leak elsewhere that
-    /// must not be used), as does a set with no usable key.
+    /// must not be used), as does a set with no usable key, or with several
+    /// and not one `kid` (no token could name its key).
     pub fn from_jwks(set: &JwkSet) -> Result<StaticKeys, JoseError> {
         let mut by_kid = HashMap::new();
         let mut unnamed = Vec::new();
@@ -102,6 +103,12 @@ impl StaticKeys {
         let single = match (by_kid.len(), unnamed.len()) {
             (0, 0) => return Err(JoseError::InvalidKey("the JWKS has no usable signing key".into())),
             (0, 1) => unnamed.pop(),
+            // No kid anywhere: a token cannot name the key that signed it.
+            (0, n) => {
+                return Err(JoseError::InvalidKey(format!(
+                    "the JWKS has {n} signing keys and none has a kid: a token cannot name the one that signed it"
+                )))
+            }
             _ => None,
         };
         Ok(StaticKeys { by_kid, single })

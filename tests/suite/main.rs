@@ -7,6 +7,7 @@ mod e2e;
 mod edge;
 mod examples;
 mod fleet;
+mod fuzz_found;
 mod harness;
 mod http;
 mod interop;
