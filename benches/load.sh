@@ -34,6 +34,9 @@ wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 
 export API_KEY="sk_bench_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
 HASH="sha256:$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)"
+# OAuth 2.0 (issue 11): a second client, bench-op, with opaque tokens.
+export API_KEY2="sk_bench_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+HASH2="sha256:$(printf %s "$API_KEY2" | sha256sum | cut -d' ' -f1)"
 
 # start_instance NAME ALG BACKEND [REDIS_URL] -> sets ${NAME}_PORT
 start_instance() {
@@ -56,6 +59,13 @@ audience = "chatbot"
 api_keys = ["$HASH"]
 scopes = ["read:orders"]
 max_ttl = "30m"
+[[clients]]
+id = "bench-op"
+audience = "chatbot-op"
+api_keys = ["$HASH2"]
+scopes = ["read:orders"]
+max_ttl = "30m"
+token_format = "opaque"
 TOML
   (cd "$W/$name" && TOKENSMITH_LOG=warn "$BIN" serve >/dev/null 2>"$W/$name/log") &
   PIDS+=($!)
@@ -108,6 +118,12 @@ wrk_line "GET jwks.json   tokensmith" "http://127.0.0.1:$rs_PORT/.well-known/jwk
 wrk_line "POST /v1/tokens RS256" -s benches/load/tokens.lua "http://127.0.0.1:$rs_PORT/v1/tokens"
 wrk_line "POST /v1/tokens ES256" -s benches/load/tokens.lua "http://127.0.0.1:$es_PORT/v1/tokens"
 target/release/examples/sign_rate 2 "$DUR"
+# OAuth 2.0 (issue 11): the token endpoint, JWT and opaque.
+BASIC1=$(printf '%s' "bench:$API_KEY" | base64 -w0)
+BASIC2=$(printf '%s' "bench-op:$API_KEY2" | base64 -w0)
+OAUTH_BASIC=$BASIC1 wrk_line "POST /oauth2/token cc RS256" -s benches/load/oauth_token.lua "http://127.0.0.1:$rs_PORT/oauth2/token"
+OAUTH_BASIC=$BASIC2 wrk_line "POST /oauth2/token cc opaque mem" -s benches/load/oauth_token.lua "http://127.0.0.1:$rs_PORT/oauth2/token"
+OAUTH_BASIC=$BASIC2 wrk_line "POST /oauth2/token cc opaque redis" -s benches/load/oauth_token.lua "http://127.0.0.1:$rd_PORT/oauth2/token"
 
 TOKEN=$(curl -s "http://127.0.0.1:$rs_PORT/v1/tokens" -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
   -d '{"sub":"user-1","scopes":["read:orders"],"ttl":"30m"}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
@@ -134,5 +150,12 @@ redis-cli -p "$RPORT" CONFIG RESETSTAT >/dev/null
 printf '%-34s ' "verify + consume  redis"; $LG "http://127.0.0.1:$rd_PORT/v1/verify" "$API_KEY" "$W/rd.tokens" "$RATE" "$DUR" true
 echo "== redis commands per consume ($NEED consumes):"
 redis-cli -p "$RPORT" INFO commandstats | grep -E '^cmdstat_(set|mget|evalsha|eval|get):' | sed 's/^/   /'
+# OAuth 2.0 (issue 11): introspection of opaque tokens, on Redis.
+for _ in $(seq 1 200); do
+  curl -s "http://127.0.0.1:$rd_PORT/oauth2/token" -u "bench-op:$API_KEY2" -d grant_type=client_credentials |
+    grep -o '"access_token":"[^"]*"' | cut -d'"' -f4
+done > "$W/op.tokens"
+printf '%-34s ' "introspect opaque redis"
+LOADGEN_INTROSPECT=bench-op $LG "http://127.0.0.1:$rd_PORT/oauth2/introspect" "$API_KEY2" "$W/op.tokens" "$RATE" "$DUR" false
 echo "== redis ceiling"
 redis-benchmark -p "$RPORT" -t set -n 200000 -c 32 -q | tr '\r' '\n' | grep -v '^$' | tail -1

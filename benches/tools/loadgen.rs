@@ -6,6 +6,10 @@
 //! hide queueing (no coordinated omission).
 //!
 //! `cargo run --release --example loadgen -- URL API_KEY TOKENS_FILE RATE SECONDS CONSUME(true|false)`
+//!
+//! With `LOADGEN_INTROSPECT=CLIENT_ID` it drives `POST /oauth2/introspect`
+//! instead: a form `token=T`, authenticated as `CLIENT_ID` with `API_KEY`
+//! as its secret (`client_secret_basic`); CONSUME is then ignored.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,9 +35,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{total} requests need as many tokens; {file} has {}", tokens.len()).into());
     }
     let client = tokensmith::client::jwks::http_client(Duration::from_secs(10))?;
+    let introspect = std::env::var("LOADGEN_INTROSPECT").ok();
+    let (authorization, content_type) = match &introspect {
+        None => (format!("Bearer {key}"), "application/json"),
+        Some(id) => {
+            use base64::Engine as _;
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{key}"));
+            (format!("Basic {basic}"), "application/x-www-form-urlencoded")
+        }
+    };
     let bodies: Arc<Vec<String>> = Arc::new(
         (0..total)
-            .map(|i| format!("{{\"token\":\"{}\",\"consume\":{consume}}}", tokens[i % tokens.len()]))
+            .map(|i| {
+                let t = &tokens[i % tokens.len()];
+                match introspect {
+                    None => format!("{{\"token\":\"{t}\",\"consume\":{consume}}}"),
+                    Some(_) => format!("token={t}"),
+                }
+            })
             .collect(),
     );
     let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
@@ -42,12 +61,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..total {
         let due = start + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
-        let (client, url, key, bodies) = (client.clone(), url.clone(), key.clone(), Arc::clone(&bodies));
+        let (client, url, authorization, bodies) =
+            (client.clone(), url.clone(), authorization.clone(), Arc::clone(&bodies));
         handles.push(tokio::spawn(async move {
             let r = client
                 .post(&url)
-                .header("authorization", format!("Bearer {key}"))
-                .header("content-type", "application/json")
+                .header("authorization", authorization)
+                .header("content-type", content_type)
                 .body(bodies[i].clone())
                 .send()
                 .await;

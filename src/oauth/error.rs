@@ -1,5 +1,6 @@
 //! [`OAuthError`]: why an OAuth 2.0 endpoint said no, in the words of RFC
-//! 6749 §5.2 (and RFC 7009, RFC 8693, RFC 8707 where they add a code).
+//! 6749 §5.2 (and RFC 8693, RFC 8707 where they add a code). RFC 7009's
+//! `unsupported_token_type` never arises: every kind of token is revocable.
 //!
 //! The HTTP side (status, `WWW-Authenticate`, the JSON body) is written in
 //! exactly one place, `server::oauth`. The authority's own refusals
@@ -31,8 +32,6 @@ pub enum OAuthError {
     InvalidTarget(String),
     /// `unsupported_grant_type`.
     UnsupportedGrantType(String),
-    /// `unsupported_token_type` (RFC 7009 §2.2.1).
-    UnsupportedTokenType(String),
     /// Not the client's doing: the store cannot be reached (503
     /// `temporarily_unavailable`), a rate limit (429), an internal failure
     /// (500 `server_error`). The cause is kept for the log.
@@ -49,7 +48,6 @@ impl OAuthError {
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::InvalidTarget(_) => "invalid_target",
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
-            OAuthError::UnsupportedTokenType(_) => "unsupported_token_type",
             OAuthError::Service(AuthorityError::Store(_)) => "temporarily_unavailable",
             OAuthError::Service(AuthorityError::RateLimited { .. }) => "temporarily_unavailable",
             OAuthError::Service(_) => "server_error",
@@ -86,8 +84,7 @@ impl fmt::Display for OAuthError {
             | OAuthError::InvalidGrant(why)
             | OAuthError::InvalidScope(why)
             | OAuthError::InvalidTarget(why)
-            | OAuthError::UnsupportedGrantType(why)
-            | OAuthError::UnsupportedTokenType(why) => f.write_str(why),
+            | OAuthError::UnsupportedGrantType(why) => f.write_str(why),
             OAuthError::Service(e) => write!(f, "{e}"),
         }
     }

@@ -20,6 +20,7 @@ mod oauth;
 mod oauth_flows;
 mod oauth_opaque;
 mod oauth_profile;
+mod oauth_rust_client;
 mod readme;
 mod redis_harness;
 mod remote_jwks;

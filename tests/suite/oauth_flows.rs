@@ -195,6 +195,14 @@ async fn token_exchange_of_a_visitor_token_is_v1_exchange() {
     );
     let r = app.post("/v1/exchange", None, &json!({ "token": visitor })).await;
     assert_eq!(r.error(), "token_replayed");
+    // Only for the client's own audience.
+    let visitor = app.token(&json!({ "sub": "v3", "purpose": "exchange" })).await;
+    refused(
+        &exchange(&app, shop(), &visitor, "&audience=chatbot-admin").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_target",
+    );
+    ok(&exchange(&app, shop(), &visitor, "&audience=chatbot").await);
     // Presented by another client: refused, and burned.
     let visitor = app.token(&json!({ "sub": "v2", "purpose": "exchange" })).await;
     refused(
@@ -468,6 +476,7 @@ async fn private_key_jwt_with_inline_keys() {
             "",
         ),
         (assertion(&key, &kid, json!({ "jti": null })), ""),
+        (assertion(&key, &kid, json!({ "jti": "j".repeat(257) })), ""),
         (assertion(&key, &kid, json!({})), "&client_id=shop_123"),
         (assertion(&other_key, &kid, json!({})), ""),
         ("not.a.jwt".to_owned(), ""),
