@@ -5,7 +5,7 @@
 
 use tokensmith::config::Config;
 use tokensmith::jose::{JoseError, JwkSet};
-use tokensmith::verifier::{KeySource, StaticKeys};
+use tokensmith::{KeySource, StaticKeys};
 use tokensmith::{Claims, Rejection, Validation};
 
 /// `claims`: a token with `"exp": -9223372036854775808` made the description
