@@ -426,9 +426,7 @@ impl Authority {
     /// for as long as any of them can verify).
     async fn revoke_family(&self, client_id: &str, family: &str, family_expires_at: i64) -> Result<(), AuthorityError> {
         let now = self.clock.now();
-        self.store
-            .refresh_revoke_family(family, family_expires_at, now)
-            .await?;
+        self.store.refresh_revoke_family(family, family_expires_at, now).await?;
         self.revoke_family_tokens(client_id, family).await
     }
 

@@ -147,15 +147,16 @@ mod tests {
             client(jwk).unwrap().clients[0].oauth.jwks,
             Some(ClientJwks::Inline(_))
         ));
-        let c = client(
-            "grant_types = [\"urn:ietf:params:oauth:grant-type:token-exchange\", \"client_credentials\"]",
-        )
-        .unwrap();
+        let c = client("grant_types = [\"urn:ietf:params:oauth:grant-type:token-exchange\", \"client_credentials\"]")
+            .unwrap();
         assert_eq!(
             c.clients[0].oauth.grant_types,
             [GrantType::TokenExchange, GrantType::ClientCredentials]
         );
-        assert!(client("grant_types = []").unwrap().clients[0].oauth.grant_types.is_empty());
+        assert!(client("grant_types = []").unwrap().clients[0]
+            .oauth
+            .grant_types
+            .is_empty());
         let off = Config::from_toml_str("[server]\npublish_scopes = false\n", Vec::<(String, String)>::new()).unwrap();
         assert!(!off.server.publish_scopes);
     }
@@ -184,7 +185,11 @@ mod tests {
             assert!(!e.contains("nWGxne"), "{e}");
         }
         for (extra, key, why) in [
-            ("grant_types = [\"password\"]", "grant_types[0]", "is not one of client_credentials"),
+            (
+                "grant_types = [\"password\"]",
+                "grant_types[0]",
+                "is not one of client_credentials",
+            ),
             (
                 "grant_types = [\"refresh_token\", \"refresh_token\"]",
                 "grant_types[1]",
@@ -193,7 +198,10 @@ mod tests {
             ("grant_types = \"client_credentials\"", "", "grant_types"),
         ] {
             let e = client(extra).unwrap_err();
-            assert!(e.starts_with(&format!("clients[0] (c).{key}")) || key.is_empty(), "{extra}: {e}");
+            assert!(
+                e.starts_with(&format!("clients[0] (c).{key}")) || key.is_empty(),
+                "{extra}: {e}"
+            );
             assert!(e.contains(why), "{extra}: {e}");
         }
         // Exactly 16 characters is the longest prefix.

@@ -626,7 +626,10 @@ impl Store for RedisStore {
         let mut cmd = ::redis::cmd("EXISTS");
         cmd.arg(self.key("family", &record.family));
         let revoked: i64 = self.query("refresh_live", cmd).await?;
-        Ok((revoked == 0).then_some(RefreshRecord { expires_at: exp, ..record }))
+        Ok((revoked == 0).then_some(RefreshRecord {
+            expires_at: exp,
+            ..record
+        }))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -130,7 +130,10 @@ async fn a_refresh_token_is_active_to_its_client_while_a_refresh_would_accept_it
     let (_, second) = rotate(&app, &first).await;
     assert_eq!(introspect(&app, shop(), &first).await, inactive());
     let v = introspect(&app, shop(), &second).await;
-    assert_eq!((v["active"].clone(), v["exp"].clone()), (json!(true), json!(NOW + 600 + 3600)));
+    assert_eq!(
+        (v["active"].clone(), v["exp"].clone()),
+        (json!(true), json!(NOW + 600 + 3600))
+    );
     // A reuse of the spent one ends the family: the successor too.
     refused(&refresh(&app, &first).await, StatusCode::BAD_REQUEST, "invalid_grant");
     assert_eq!(introspect(&app, shop(), &second).await, inactive());
@@ -145,7 +148,10 @@ async fn a_refresh_token_is_inactive_once_revoked_or_expired() {
     assert_eq!(introspect(&app, shop(), &revoked).await, inactive());
     // Its subject revoked through /v1/revoke.
     let (_, by_sub) = guest(&app).await;
-    let sub = introspect(&app, shop(), &by_sub).await["sub"].as_str().unwrap().to_owned();
+    let sub = introspect(&app, shop(), &by_sub).await["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r = app.post("/v1/revoke", Some(SHOP_KEY), &json!({ "sub": sub })).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(introspect(&app, shop(), &by_sub).await, inactive());
@@ -208,9 +214,10 @@ async fn revoking_a_refresh_token_ends_the_access_tokens_of_its_family() {
         let e = bearer.check::<AnyToken>(token).await.unwrap_err();
         assert_eq!(e.status_code().1, "token_revoked");
     }
-    assert_eq!(bearer.check::<AnyToken>(&unrelated).await.unwrap().sid(), Some(
-        introspect(&app, shop(), &unrelated).await["sid"].as_str().unwrap()
-    ));
+    assert_eq!(
+        bearer.check::<AnyToken>(&unrelated).await.unwrap().sid(),
+        Some(introspect(&app, shop(), &unrelated).await["sid"].as_str().unwrap())
+    );
 }
 
 #[tokio::test]
@@ -221,6 +228,15 @@ async fn a_reused_refresh_token_ends_the_access_tokens_of_its_family() {
     refused(&refresh(&app, &r1).await, StatusCode::BAD_REQUEST, "invalid_grant");
     for token in [&a1, &a2] {
         assert_eq!(verify_error(&app, token).await.as_deref(), Some("token_revoked"));
+        // A consume is refused too, and marks nothing.
+        let r = app
+            .post(
+                "/v1/verify",
+                Some(SHOP_KEY),
+                &json!({ "token": token, "consume": true }),
+            )
+            .await;
+        assert_eq!(r.error(), "token_revoked");
     }
     // Also through /v1/refresh, which shares the code.
     let (a3, r3) = guest(&app).await;
@@ -241,6 +257,18 @@ async fn a_reused_refresh_token_ends_the_access_tokens_of_its_family() {
 #[tokio::test]
 async fn sid_is_the_services_own_claim() {
     let app = app();
+    // An operator's token (no client) with an oversized sid is not looked up.
+    let mut extra = serde_json::Map::new();
+    extra.insert("sid".into(), json!("s".repeat(257)));
+    let spec = tokensmith::TokenSpec {
+        sub: "u1".into(),
+        aud: vec!["chatbot".into()],
+        scopes: vec![],
+        ttl: 60,
+        extra,
+    };
+    let long = app.state.authority.sign(None, spec).unwrap().token;
+    assert_eq!(verify_error(&app, &long).await.as_deref(), Some("malformed_token"));
     let r = app
         .post(
             "/v1/tokens",
@@ -266,7 +294,10 @@ async fn a_grant_type_the_client_is_not_allowed_is_unauthorized_client() {
     let app = TestApp::new(&cfg);
     let r = form(&app, "/oauth2/token", shop(), "grant_type=client_credentials").await;
     refused(&r, StatusCode::BAD_REQUEST, "unauthorized_client");
-    assert!(r.json()["error_description"].as_str().unwrap().contains("client_credentials"));
+    assert!(r.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("client_credentials"));
     let x = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=x\
              &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token";
     refused(
@@ -279,7 +310,13 @@ async fn a_grant_type_the_client_is_not_allowed_is_unauthorized_client() {
     let (_, r1) = guest(&app).await;
     ok(&refresh(&app, &r1).await);
     refused(
-        &form(&app, "/oauth2/token", Auth::Basic("shop_123", OTHER_KEY), "grant_type=client_credentials").await,
+        &form(
+            &app,
+            "/oauth2/token",
+            Auth::Basic("shop_123", OTHER_KEY),
+            "grant_type=client_credentials",
+        )
+        .await,
         StatusCode::UNAUTHORIZED,
         "invalid_client",
     );

@@ -322,8 +322,14 @@ async fn introspection_shows_only_the_callers_tokens() {
     }
     // A refresh token is active to its own client only (oauth_family.rs).
     let refresh_token = guest_refresh(&app).await;
-    assert_eq!(introspect(&app, shop(), &refresh_token).await["token_type"], "refresh_token");
-    assert_eq!(introspect(&app, bot(), &refresh_token).await, json!({ "active": false }));
+    assert_eq!(
+        introspect(&app, shop(), &refresh_token).await["token_type"],
+        "refresh_token"
+    );
+    assert_eq!(
+        introspect(&app, bot(), &refresh_token).await,
+        json!({ "active": false })
+    );
     // Bad credentials are not an inactive token.
     let r = form(
         &app,

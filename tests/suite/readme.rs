@@ -144,13 +144,21 @@ fn the_oauth_section_runs_as_written() {
         panic!("three answers expected: {stdout}");
     };
     assert_eq!(
-        (token["token_type"].as_str(), token["scope"].as_str(), token["expires_in"].as_i64()),
+        (
+            token["token_type"].as_str(),
+            token["scope"].as_str(),
+            token["expires_in"].as_i64()
+        ),
         (Some("Bearer"), Some("read:orders"), Some(300)),
         "{token}"
     );
     assert_eq!(active["active"], true, "{active}");
     assert_eq!(
-        (active["client_id"].as_str(), active["sub"].as_str(), active["scope"].as_str()),
+        (
+            active["client_id"].as_str(),
+            active["sub"].as_str(),
+            active["scope"].as_str()
+        ),
         (Some("dev"), Some("dev"), Some("read:orders")),
         "{active}"
     );
