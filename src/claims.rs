@@ -24,10 +24,15 @@ const SLOT_NAMES: [&str; 8] = ["iss", "sub", "aud", "iat", "exp", "nbf", "jti", 
 /// on every token it issues; it travels among the extra claims.
 pub const CLIENT_ID: &str = "client_id";
 
+/// The refresh-token family a token was issued from (the OpenID Connect
+/// session id): the service stamps it on tokens of guest, exchange and
+/// refresh flows, so that revoking the family revokes them too.
+pub const SID: &str = "sid";
+
 /// True for a claim no request, session answer or client config may set:
-/// the registered claims and [`CLIENT_ID`].
+/// the registered claims, [`CLIENT_ID`] and [`SID`].
 pub fn is_reserved(name: &str) -> bool {
-    name == CLIENT_ID || REGISTERED.contains(&name)
+    name == CLIENT_ID || name == SID || REGISTERED.contains(&name)
 }
 
 /// The claims of a token.
@@ -351,6 +356,11 @@ impl Claims {
     /// The client the token was issued to, when it says.
     pub fn client_id(&self) -> Option<&str> {
         self.extra.get(CLIENT_ID).and_then(Value::as_str)
+    }
+
+    /// The refresh family the token was issued from ([`SID`]), if any.
+    pub fn sid(&self) -> Option<&str> {
+        self.extra.get(SID).and_then(Value::as_str)
     }
 
     /// Whether the token carries `scope`.

@@ -188,6 +188,16 @@ pub async fn peek(store: &impl Store, presented: &str) -> Result<RefreshRecord, 
         .ok_or(RefreshError::Invalid(InvalidReason::Unknown))
 }
 
+/// The record of `presented` if it could be spent now (unspent, its family
+/// neither revoked nor expired, itself not expired), without spending it;
+/// `None` for anything else, a string that is not one of ours included.
+pub async fn live(store: &impl Store, presented: &str, now: i64) -> Result<Option<RefreshRecord>, StoreError> {
+    if !well_formed(presented) {
+        return Ok(None);
+    }
+    store.refresh_live(&refresh_hash(presented), now).await
+}
+
 /// Spends `presented` and returns its successor, with the record the store
 /// now keeps for the successor. A token spent before makes the store revoke
 /// the family, the holder's live successor included: of two parties holding

@@ -16,7 +16,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use super::{mark_key, revocation_keys, AuthorityError, MAX_ID_LEN};
+use super::{client_key, family_key, mark_key, revocation_keys, AuthorityError, MAX_ID_LEN};
 use crate::claims::{Claims, Rejection};
 use crate::jose::alg::sha256;
 use crate::store::{Consume, ConsumeOutcome, Store, StoreError};
@@ -46,6 +46,20 @@ pub(super) fn retry_key(client_id: &str, idempotency_key: &str) -> Result<String
     Ok(URL_SAFE_NO_PAD.encode(&digest[..16]))
 }
 
+/// The keys that say whether the refresh family of a token with a `sid`
+/// was revoked: its family key as the `jti` key, and a `sub` key that no
+/// revocation uses (the empty subject within the client).
+fn family_keys(claims: &Claims) -> Result<Option<(String, String)>, AuthorityError> {
+    let Some(sid) = claims.sid() else {
+        return Ok(None);
+    };
+    if sid.len() > MAX_ID_LEN {
+        return Err(Rejection::Malformed(format!("sid must be at most {MAX_ID_LEN} bytes")).into());
+    }
+    let client = claims.client_id().unwrap_or_default();
+    Ok(Some((family_key(client, sid), client_key(client, ""))))
+}
+
 /// [`Authority::admit`](super::Authority::admit), with the retry key of the
 /// caller's consume when it sent one.
 pub(super) async fn admit<S: Store>(
@@ -60,11 +74,28 @@ pub(super) async fn admit<S: Store>(
         return Err(Rejection::Malformed(format!("sub and jti must be at most {MAX_ID_LEN} bytes")).into());
     }
     let (jti_key, sub_key) = revocation_keys(claims);
+    let family = family_keys(claims)?;
     if !consume {
-        return match store.is_revoked(&jti_key, &sub_key, claims.iat, now).await? {
+        let own = store.is_revoked(&jti_key, &sub_key, claims.iat, now);
+        let revoked = match &family {
+            None => own.await?,
+            // Both asked at once: a remote store answers in one round trip's time.
+            Some((fam, none)) => {
+                let (own, fam) = tokio::try_join!(own, store.is_revoked(fam, none, claims.iat, now))?;
+                own || fam
+            }
+        };
+        return match revoked {
             true => Err(Rejection::Revoked.into()),
             false => Ok(()),
         };
+    }
+    // A family revoked after this check and before the mark lands is as
+    // if revoked just after the use.
+    if let Some((fam, none)) = &family {
+        if store.is_revoked(fam, none, claims.iat, now).await? {
+            return Err(Rejection::Revoked.into());
+        }
     }
     let until = claims.exp.saturating_add(leeway);
     let mark = mark_key(claims);

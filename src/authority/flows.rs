@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 
 use super::{Authority, AuthorityError};
-use crate::claims::{Rejection, CLIENT_ID};
+use crate::claims::{Rejection, CLIENT_ID, SID};
 use crate::clients::Client;
 use crate::issuer::IssuedToken;
 use crate::refresh::{self, InvalidReason, RefreshError};
@@ -215,14 +215,20 @@ impl Authority {
         Ok(client.config.clone())
     }
 
-    /// A token for `identity`, cut to `client`'s policy, in its format.
+    /// A token for `identity`, cut to `client`'s policy, in its format;
+    /// stamped with the refresh family it comes from (`sid`), if any, so
+    /// that it dies with the family.
     async fn grant(
         &self,
         client: &Client,
         identity: &Identity,
+        family: Option<&str>,
         refresh_token: Option<String>,
     ) -> Result<Grant, AuthorityError> {
-        let spec = identity.token_spec(client, self.limits);
+        let mut spec = identity.token_spec(client, self.limits);
+        if let Some(family) = family {
+            spec.extra.insert(SID.to_owned(), Value::String(family.to_owned()));
+        }
         Ok(Grant {
             token: self.mint(client, spec).await?,
             refresh_token,
@@ -236,7 +242,8 @@ impl Authority {
         let now = self.clock.now();
         let family = refresh::issue_family(&self.store, client, &cut.sub, &cut.scopes, &cut.claims, now).await?;
         tracing::debug!(client = %client.id, family = %family.record.family, "refresh family started");
-        self.grant(client, &cut, Some(family.token)).await
+        self.grant(client, &cut, Some(&family.record.family), Some(family.token))
+            .await
     }
 
     /// `POST /v1/guest`: an anonymous visitor of the client whose public key
@@ -349,10 +356,19 @@ impl Authority {
         // Checked before the spend: a narrowing that cannot be granted
         // burns nothing.
         narrowed(Identity::from_refresh(&record).cut_to(&client), narrow)?;
-        let next = refresh::rotate(&self.store, presented, self.clock.now()).await?;
+        let next = match refresh::rotate(&self.store, presented, self.clock.now()).await {
+            Ok(next) => next,
+            Err(e @ RefreshError::Invalid(InvalidReason::Reused)) => {
+                // The store has ended the family; its access tokens go too.
+                self.revoke_family_tokens(&client.id, &record.family).await?;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         presenter.check(&client)?;
         let identity = narrowed(Identity::from_refresh(&next.record).cut_to(&client), narrow)?;
-        self.grant(&client, &identity, Some(next.token)).await
+        self.grant(&client, &identity, Some(&next.record.family), Some(next.token))
+            .await
     }
 
     /// `POST /v1/session/token`: the app's session check vouches for the
@@ -370,7 +386,7 @@ impl Authority {
         self.charge_ip(&client, Flow::Session, ip).await?;
         let identity = checker.check(headers, self.clock.now()).await?;
         self.charge_client(&client, Flow::Session).await?;
-        self.grant(&client, &identity, None).await
+        self.grant(&client, &identity, None, None).await
     }
 }
 

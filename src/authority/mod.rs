@@ -167,6 +167,13 @@ fn client_key(client_id: &str, id: &str) -> String {
     format!("{client_id}:{id}")
 }
 
+/// The key under which the access tokens of a refresh family are revoked
+/// (a revocation by `jti`, in the family's client): `fam:` cannot start a
+/// `jti` of ours, which has no `:`.
+fn family_key(client_id: &str, family: &str) -> String {
+    client_key(client_id, &format!("fam:{family}"))
+}
+
 /// The revocation keys of a verified token: by `jti`, by `sub`.
 fn revocation_keys(claims: &Claims) -> (String, String) {
     let client = claims.client_id().unwrap_or_default();
@@ -368,7 +375,8 @@ impl Authority {
     /// authority, the `Bearer` extractor of plugin backends):
     ///
     /// - revoked by `jti`, or by `sub` for tokens issued up to the
-    ///   revocation, within the client the token names → `token_revoked`;
+    ///   revocation, or (a token with a `sid`) with its refresh family,
+    ///   within the client the token names → `token_revoked`;
     /// - with `consume`, the `jti` is marked used until `exp + leeway`, in
     ///   the same atomic store step as the revocation check; a second
     ///   consume → `token_replayed`; a token issued before the store's
@@ -409,6 +417,27 @@ impl Authority {
                     .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Ends the refresh family `record` of `client_id` at once: its refresh
+    /// tokens (spent or live) and the access tokens issued from it (they
+    /// carry its id as `sid`, and [`admit`](Authority::admit) refuses them
+    /// for as long as any of them can verify).
+    async fn revoke_family(&self, client_id: &str, family: &str, family_expires_at: i64) -> Result<(), AuthorityError> {
+        let now = self.clock.now();
+        self.store.refresh_revoke_family(family, family_expires_at, now).await?;
+        self.revoke_family_tokens(client_id, family).await
+    }
+
+    /// Revokes the access tokens issued from the refresh family `family`.
+    async fn revoke_family_tokens(&self, client_id: &str, family: &str) -> Result<(), AuthorityError> {
+        let now = self.clock.now();
+        let until = now.saturating_add(self.retire_after);
+        self.store
+            .revoke_jti(&family_key(client_id, family), until, now)
+            .await?;
+        tracing::info!(client = %client_id, family = %family, "refresh family and its access tokens revoked");
         Ok(())
     }
 

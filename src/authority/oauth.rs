@@ -171,6 +171,13 @@ impl Authority {
         ip: Option<IpAddr>,
     ) -> Result<OAuthGrant, OAuthError> {
         let client = self.oauth_client(auth).await?;
+        let grant_type = grant.grant_type();
+        if !client.oauth.grant_types.contains(&grant_type) {
+            return Err(OAuthError::UnauthorizedClient(format!(
+                "this client may not use the grant type {} (its grant_types)",
+                grant_type.as_str()
+            )));
+        }
         match grant {
             TokenGrant::ClientCredentials { scope, audience } => {
                 let aud = match audience.len() {
@@ -307,11 +314,18 @@ impl Authority {
     }
 
     /// `POST /oauth2/introspect` (RFC 7662): active only for a token this
-    /// service issued, valid now, not revoked, that the caller may see.
-    /// Refresh tokens are never reported active. An unreachable store is an
-    /// error, never a guess either way.
+    /// service issued, valid now, not revoked, that the caller may see. A
+    /// refresh token is active to the client it was issued to only, while
+    /// it could be spent (see [`introspect_refresh`](Self::introspect_refresh)).
+    /// An unreachable store is an error, never a guess either way.
+    ///
+    /// `token_type_hint` is not needed: a refresh token and an access token
+    /// cannot be mistaken for each other.
     pub async fn introspect(&self, auth: &ClientAuth, token: &str) -> Result<Introspection, OAuthError> {
         let caller = self.oauth_client(auth).await?;
+        if token.len() == REFRESH_TOKEN_LEN {
+            return self.introspect_refresh(&caller, token).await;
+        }
         let claims = match self.claims_of(token, None, &[]).await {
             Ok(claims) => claims,
             Err(AuthorityError::Rejected(_)) => return Ok(Introspection::inactive()),
@@ -327,8 +341,36 @@ impl Authority {
         }
     }
 
+    /// Introspection of a refresh token for `caller`: active while
+    /// [`refresh_as`](Authority::refresh_as) would accept it from `caller`
+    /// (issued to it, unspent, neither it nor its family expired or
+    /// revoked, its subject not revoked since the family started), with
+    /// the scopes a refresh would renew now. Nothing is spent.
+    async fn introspect_refresh(&self, caller: &Client, token: &str) -> Result<Introspection, OAuthError> {
+        let now = self.clock.now();
+        let Some(record) = crate::refresh::live(&self.store, token, now)
+            .await
+            .map_err(AuthorityError::from)?
+        else {
+            return Ok(Introspection::inactive());
+        };
+        if record.client != caller.id {
+            return Ok(Introspection::inactive());
+        }
+        if self
+            .family_revoked(&caller.id, &record.sub, record.created_at)
+            .await
+            .map_err(AuthorityError::from)?
+        {
+            return Ok(Introspection::inactive());
+        }
+        let scopes = Identity::from_refresh(&record).cut_to(caller).scopes;
+        Ok(Introspection::refresh(&record, self.issuer(), &scopes))
+    }
+
     /// `POST /oauth2/revoke` (RFC 7009): revokes the caller's own access
-    /// token (by its `jti`) or refresh token (its whole family), at once.
+    /// token (by its `jti`) or refresh token (its whole family, and the
+    /// access tokens issued from it: they carry its id as `sid`), at once.
     /// Anything else (unknown, expired, another client's) is accepted and
     /// changes nothing, as the RFC asks.
     ///
@@ -344,12 +386,8 @@ impl Authority {
             };
             if let Some(record) = found {
                 if record.client == caller.id {
-                    let now = self.clock.now();
-                    self.store
-                        .refresh_revoke_family(&record.family, record.family_expires_at, now)
-                        .await
-                        .map_err(AuthorityError::from)?;
-                    tracing::info!(client = %caller.id, family = %record.family, "refresh family revoked");
+                    self.revoke_family(&caller.id, &record.family, record.family_expires_at)
+                        .await?;
                 }
                 return Ok(());
             }

@@ -508,6 +508,7 @@ fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> 
             jwt_profile: raw.jwt_profile,
             jwks_uri: raw.jwks_uri,
             jwks: raw.jwks,
+            grant_types: raw.grant_types,
         },
     )?;
     Ok(Client {

@@ -26,7 +26,7 @@ enum EnvKind {
 /// Every setting a variable may override: (section, key, kind). Keys contain
 /// underscores, so a variable is matched against these whole names rather
 /// than split at an underscore. `[[clients]]` is deliberately absent.
-const ENV_SETTINGS: [(&str, &str, EnvKind); 24] = [
+const ENV_SETTINGS: [(&str, &str, EnvKind); 25] = [
     ("", "issuer", EnvKind::Text),
     ("", "listen", EnvKind::Text),
     ("keys", "dir", EnvKind::Text),
@@ -46,6 +46,7 @@ const ENV_SETTINGS: [(&str, &str, EnvKind); 24] = [
     ("server", "max_connections", EnvKind::Integer),
     ("server", "shutdown_grace", EnvKind::Duration),
     ("server", "metrics_listen", EnvKind::Text),
+    ("server", "publish_scopes", EnvKind::Bool),
     ("session", "check_url", EnvKind::Text),
     ("session", "client", EnvKind::Text),
     ("session", "timeout", EnvKind::Duration),
@@ -222,7 +223,7 @@ mod tests {
             "header_read_timeout" => "5s",
             "max_connections" => "100",
             "metrics_listen" => "127.0.0.1:9090",
-            "allow_http" => "true",
+            "allow_http" | "publish_scopes" => "true",
             "publish_ahead" => "2h",
             "leeway" => "30s",
             _ => "3h",
@@ -254,6 +255,7 @@ mod tests {
                 ("TOKENSMITH_SERVER_MAX_CONNECTIONS", "64"),
                 ("TOKENSMITH_SERVER_SHUTDOWN_GRACE", "1s"),
                 ("TOKENSMITH_SERVER_METRICS_LISTEN", "127.0.0.1:9464"),
+                ("TOKENSMITH_SERVER_PUBLISH_SCOPES", "false"),
                 ("TOKENSMITH_SESSION_CHECK_URL", "http://app.internal/me"),
                 ("TOKENSMITH_SESSION_CLIENT", "a"),
                 ("TOKENSMITH_SESSION_ALLOW_HTTP", "true"),
@@ -265,7 +267,20 @@ mod tests {
         assert_eq!(c.server.max_connections, Some(64));
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(1));
         assert_eq!(c.server.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(!c.server.publish_scopes);
         assert!(c.session.unwrap().allow_http);
+        // The variable overrides the file, both ways.
+        let on = Config::from_toml_str(
+            "[server]\npublish_scopes = false\n",
+            env(&[("TOKENSMITH_SERVER_PUBLISH_SCOPES", "true")]),
+        )
+        .unwrap();
+        assert!(on.server.publish_scopes);
+        let e = Config::from_toml_str("", env(&[("TOKENSMITH_SERVER_PUBLISH_SCOPES", "no")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "server.publish_scopes (from TOKENSMITH_SERVER_PUBLISH_SCOPES): \"no\" is not true or false"
+        );
 
         let e = Config::from_toml_str(&client(""), env(&[("TOKENSMITH_SESSION_ALLOW_HTTP", "yes")])).unwrap_err();
         assert_eq!(

@@ -1,6 +1,6 @@
 //! The OAuth 2.0 keys of the configuration: `[server] publish_scopes`, and
 //! each `[[clients]]` entry's `token_format`, `token_prefix`, `jwt_profile`,
-//! `jwks` and `jwks_uri`.
+//! `jwks`, `jwks_uri` and `grant_types`.
 //!
 //! This module owns their checks and defaults, each refusing with a message
 //! that names the key; it builds a [`ClientOAuth`]. Like the rest of the
@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{invalid, ConfigError};
 use crate::jose::JwkSet;
-use crate::oauth::{ClientJwks, ClientOAuth, JwtProfile, TokenFormat, DEFAULT_TOKEN_PREFIX};
+use crate::oauth::{ClientJwks, ClientOAuth, GrantType, JwtProfile, TokenFormat, DEFAULT_TOKEN_PREFIX};
 use crate::verifier::StaticKeys;
 
 /// The longest `token_prefix`: a label, not a payload.
@@ -27,6 +27,7 @@ pub(super) struct RawClientOAuth {
     pub(super) jwt_profile: Option<String>,
     pub(super) jwks_uri: Option<String>,
     pub(super) jwks: Option<Value>,
+    pub(super) grant_types: Option<Vec<String>>,
 }
 
 /// Checks the OAuth 2.0 keys of the entry `label`.
@@ -77,19 +78,42 @@ pub(super) fn check_client_oauth(label: &str, raw: RawClientOAuth) -> Result<Cli
             Some(ClientJwks::Inline(set))
         }
     };
+    let grant_types = match raw.grant_types {
+        None => GrantType::ALL.to_vec(),
+        Some(names) => grant_types(&key("grant_types"), &names)?,
+    };
     Ok(ClientOAuth {
         token_format,
         token_prefix,
         jwt_profile,
         jwks,
+        grant_types,
     })
+}
+
+/// `grant_types` as written: names of grants the token endpoint knows, each
+/// once. An empty list is allowed: such a client only introspects and revokes.
+fn grant_types(key: &str, names: &[String]) -> Result<Vec<GrantType>, ConfigError> {
+    let mut out = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let k = format!("{key}[{i}]");
+        let Some(grant) = GrantType::from_name(name) else {
+            let known: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
+            return Err(invalid(k, format!("{name:?} is not one of {}", known.join(", "))));
+        };
+        if out.contains(&grant) {
+            return Err(invalid(k, format!("{name:?} is listed twice")));
+        }
+        out.push(grant);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use crate::config::Config;
-    use crate::oauth::{ClientJwks, JwtProfile, TokenFormat};
+    use crate::oauth::{ClientJwks, GrantType, JwtProfile, TokenFormat};
 
     fn client(extra: &str) -> Result<Config, String> {
         let text = format!("[[clients]]\nid = \"c\"\naudience = \"a\"\n{extra}\n");
@@ -106,6 +130,7 @@ mod tests {
             (TokenFormat::Jwt, JwtProfile::Jwt, "ts_")
         );
         assert!(o.jwks.is_none());
+        assert_eq!(o.grant_types, GrantType::ALL.to_vec());
         let c = client("token_format = \"opaque\"\ntoken_prefix = \"wt_\"\njwt_profile = \"at+jwt\"").unwrap();
         let o = &c.clients[0].oauth;
         assert_eq!(
@@ -122,6 +147,16 @@ mod tests {
             client(jwk).unwrap().clients[0].oauth.jwks,
             Some(ClientJwks::Inline(_))
         ));
+        let c = client("grant_types = [\"urn:ietf:params:oauth:grant-type:token-exchange\", \"client_credentials\"]")
+            .unwrap();
+        assert_eq!(
+            c.clients[0].oauth.grant_types,
+            [GrantType::TokenExchange, GrantType::ClientCredentials]
+        );
+        assert!(client("grant_types = []").unwrap().clients[0]
+            .oauth
+            .grant_types
+            .is_empty());
         let off = Config::from_toml_str("[server]\npublish_scopes = false\n", Vec::<(String, String)>::new()).unwrap();
         assert!(!off.server.publish_scopes);
     }
@@ -148,6 +183,26 @@ mod tests {
             let e = client(extra).unwrap_err();
             assert!(e.starts_with(&format!("clients[0] (c).{key}")), "{extra}: {e}");
             assert!(!e.contains("nWGxne"), "{e}");
+        }
+        for (extra, key, why) in [
+            (
+                "grant_types = [\"password\"]",
+                "grant_types[0]",
+                "is not one of client_credentials",
+            ),
+            (
+                "grant_types = [\"refresh_token\", \"refresh_token\"]",
+                "grant_types[1]",
+                "listed twice",
+            ),
+            ("grant_types = \"client_credentials\"", "", "grant_types"),
+        ] {
+            let e = client(extra).unwrap_err();
+            assert!(
+                e.starts_with(&format!("clients[0] (c).{key}")) || key.is_empty(),
+                "{extra}: {e}"
+            );
+            assert!(e.contains(why), "{extra}: {e}");
         }
         // Exactly 16 characters is the longest prefix.
         assert!(client("token_prefix = \"abcdefghijklmnop\"").is_ok());

@@ -114,6 +114,7 @@ pub(super) struct RawClient {
     pub(super) jwt_profile: Option<String>,
     pub(super) jwks_uri: Option<String>,
     pub(super) jwks: Option<Value>,
+    pub(super) grant_types: Option<Vec<String>>,
 }
 
 /// A duration as written: text (`"5m"`) or a whole number of seconds.

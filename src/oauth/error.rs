@@ -32,6 +32,9 @@ pub enum OAuthError {
     InvalidTarget(String),
     /// `unsupported_grant_type`.
     UnsupportedGrantType(String),
+    /// `unauthorized_client`: the authenticated client may not use this
+    /// grant type (its `grant_types`).
+    UnauthorizedClient(String),
     /// Not the client's doing: the store cannot be reached (503
     /// `temporarily_unavailable`), a rate limit (429), an internal failure
     /// (500 `server_error`). The cause is kept for the log.
@@ -48,6 +51,7 @@ impl OAuthError {
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::InvalidTarget(_) => "invalid_target",
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            OAuthError::UnauthorizedClient(_) => "unauthorized_client",
             OAuthError::Service(AuthorityError::Store(_)) => "temporarily_unavailable",
             OAuthError::Service(AuthorityError::RateLimited { .. }) => "temporarily_unavailable",
             OAuthError::Service(_) => "server_error",
@@ -84,7 +88,8 @@ impl fmt::Display for OAuthError {
             | OAuthError::InvalidGrant(why)
             | OAuthError::InvalidScope(why)
             | OAuthError::InvalidTarget(why)
-            | OAuthError::UnsupportedGrantType(why) => f.write_str(why),
+            | OAuthError::UnsupportedGrantType(why)
+            | OAuthError::UnauthorizedClient(why) => f.write_str(why),
             OAuthError::Service(e) => write!(f, "{e}"),
         }
     }

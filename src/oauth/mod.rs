@@ -28,10 +28,11 @@ pub mod request;
 use serde::Serialize;
 
 use crate::claims::Claims;
+use crate::store::RefreshRecord;
 
 pub use error::OAuthError;
 pub use form::Form;
-pub use options::{ClientJwks, ClientOAuth, JwtProfile, TokenFormat, DEFAULT_TOKEN_PREFIX};
+pub use options::{ClientJwks, ClientOAuth, GrantType, JwtProfile, TokenFormat, DEFAULT_TOKEN_PREFIX};
 pub use request::{ClientAuth, ExchangeRequest, TokenGrant};
 
 /// The token endpoint, below the issuer.
@@ -94,9 +95,13 @@ pub struct Introspection {
     /// The token's id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
-    /// `Bearer`.
+    /// `Bearer` for an access token, `refresh_token` for a refresh token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
+    /// The refresh family the token belongs to (an access token issued from
+    /// one, or a refresh token): the OpenID Connect session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 impl Introspection {
@@ -124,6 +129,25 @@ impl Introspection {
             nbf: c.nbf,
             jti: Some(c.jti.clone()),
             token_type: Some("Bearer"),
+            sid: c.sid().map(str::to_owned),
+        }
+    }
+
+    /// The answer for a live refresh token of the family `record`, issued
+    /// by `iss`, that renews `scopes` (the family's, cut to its client's
+    /// current policy). `exp` is this token's own expiry (never after the
+    /// family's); a refresh token has no `aud`, `jti` or `iat` of its own.
+    pub fn refresh(record: &RefreshRecord, iss: &str, scopes: &[String]) -> Introspection {
+        Introspection {
+            active: true,
+            scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
+            client_id: Some(record.client.clone()),
+            sub: Some(record.sub.clone()),
+            iss: Some(iss.to_owned()),
+            exp: Some(record.expires_at.min(record.family_expires_at)),
+            token_type: Some("refresh_token"),
+            sid: Some(record.family.clone()),
+            ..Introspection::default()
         }
     }
 }

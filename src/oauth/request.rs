@@ -12,6 +12,7 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine as _;
 
 use super::form::Form;
+use super::options::GrantType;
 use super::{
     OAuthError, ASSERTION_TYPE_JWT_BEARER, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE,
 };
@@ -255,6 +256,15 @@ impl fmt::Debug for TokenGrant {
 }
 
 impl TokenGrant {
+    /// Which grant type this is.
+    pub fn grant_type(&self) -> GrantType {
+        match self {
+            TokenGrant::ClientCredentials { .. } => GrantType::ClientCredentials,
+            TokenGrant::RefreshToken { .. } => GrantType::RefreshToken,
+            TokenGrant::TokenExchange(_) => GrantType::TokenExchange,
+        }
+    }
+
     /// Reads the grant of a token request's form.
     pub fn from_form(form: &Form) -> Result<TokenGrant, OAuthError> {
         let grant_type = form.require("grant_type")?;

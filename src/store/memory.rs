@@ -410,6 +410,21 @@ impl Store for MemoryStore {
             .map(|(v, _)| v.to_vec()))
     }
 
+    async fn refresh_live(&self, hash: &str, now: i64) -> Result<Option<RefreshRecord>, StoreError> {
+        let r = lock(&self.inner.refresh);
+        let Some(t) = r.tokens.get(hash) else {
+            return Ok(None);
+        };
+        let live = !t.spent
+            && t.expires_at > now
+            && t.record.family_expires_at > now
+            && !r.revoked_families.contains_key(&t.record.family);
+        Ok(live.then(|| RefreshRecord {
+            expires_at: t.expires_at,
+            ..(*t.record).clone()
+        }))
+    }
+
     async fn opaque_remove(&self, hash: &str, now: i64) -> Result<(), StoreError> {
         self.inner.observe(now);
         lock(&self.inner.opaque).remove(&compact(hash));

@@ -338,6 +338,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets the opaque token stored under `hash`, on every instance at once.
     fn opaque_remove(&self, hash: &str, now: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The record of the refresh token stored under `hash` (with its own
+    /// `expires_at`) if [`refresh_spend`](Store::refresh_spend) would spend
+    /// it at `now`: unspent, its family not revoked, neither it nor its
+    /// family expired. `None` otherwise. Changes nothing: RFC 7662
+    /// introspection of a refresh token. Need not be atomic (a spend or a
+    /// revocation racing it may or may not be seen).
+    fn refresh_live(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<RefreshRecord>, StoreError>> + Send;
 }
 
 /// The configured store, as one concrete type for the server to hold.
@@ -487,6 +499,13 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.refresh_peek(hash).await,
             AnyStore::Redis(s) => s.refresh_peek(hash).await,
+        }
+    }
+
+    async fn refresh_live(&self, hash: &str, now: i64) -> Result<Option<RefreshRecord>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.refresh_live(hash, now).await,
+            AnyStore::Redis(s) => s.refresh_live(hash, now).await,
         }
     }
 

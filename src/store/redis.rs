@@ -605,6 +605,33 @@ impl Store for RedisStore {
         self.query::<Value>("opaque_remove", cmd).await.map(|_| ())
     }
 
+    async fn refresh_live(&self, hash: &str, now: i64) -> Result<Option<RefreshRecord>, StoreError> {
+        // Two single-key reads, no script: introspection need not be atomic.
+        let mut cmd = ::redis::cmd("HMGET");
+        cmd.arg(self.key("refresh", hash))
+            .arg("rec")
+            .arg("exp")
+            .arg("fexp")
+            .arg("spent");
+        let (json, exp, fexp, spent): (Option<String>, Option<i64>, Option<i64>, Option<String>) =
+            self.query("refresh_live", cmd).await?;
+        let (Some(json), Some(exp), Some(fexp)) = (json, exp, fexp) else {
+            return Ok(None);
+        };
+        if spent.is_some() || exp <= now || fexp <= now {
+            return Ok(None);
+        }
+        let record: RefreshRecord = serde_json::from_str(&json)
+            .map_err(|e| StoreError::Unavailable(format!("redis refresh_live: unreadable refresh record: {e}")))?;
+        let mut cmd = ::redis::cmd("EXISTS");
+        cmd.arg(self.key("family", &record.family));
+        let revoked: i64 = self.query("refresh_live", cmd).await?;
+        Ok((revoked == 0).then_some(RefreshRecord {
+            expires_at: exp,
+            ..record
+        }))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let pong: String = self.query("ping", ::redis::cmd("PING")).await?;
         if pong == "PONG" {

@@ -17,6 +17,7 @@ mod jose_vectors;
 mod keys_folder;
 mod malleability;
 mod oauth;
+mod oauth_family;
 mod oauth_flows;
 mod oauth_opaque;
 mod oauth_profile;

@@ -317,9 +317,19 @@ async fn introspection_shows_only_the_callers_tokens() {
     // Meant for bot's audience: visible to bot; not to other.
     assert_eq!(introspect(&app, bot(), &token).await["active"], true);
     assert_eq!(introspect(&app, other(), &token).await, json!({ "active": false }));
-    for junk in ["garbage", "a.b.c", &guest_refresh(&app).await] {
+    for junk in ["garbage", "a.b.c"] {
         assert_eq!(introspect(&app, shop(), junk).await, json!({ "active": false }));
     }
+    // A refresh token is active to its own client only (oauth_family.rs).
+    let refresh_token = guest_refresh(&app).await;
+    assert_eq!(
+        introspect(&app, shop(), &refresh_token).await["token_type"],
+        "refresh_token"
+    );
+    assert_eq!(
+        introspect(&app, bot(), &refresh_token).await,
+        json!({ "active": false })
+    );
     // Bad credentials are not an inactive token.
     let r = form(
         &app,

@@ -129,6 +129,43 @@ fn the_http_section_runs_as_written() {
 }
 
 #[test]
+fn the_oauth_section_runs_as_written() {
+    let t = checkout();
+    let _server = serve_dev(t.path());
+    let dir = t.path().display().to_string();
+    let script = block("oauth").replace("/tmp/", &format!("{dir}/"));
+    let (stdout, _) = bash(t.path(), &script, &[]);
+    // The token, then two introspections; the revocation prints nothing.
+    let answers: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let [token, active, inactive] = answers.as_slice() else {
+        panic!("three answers expected: {stdout}");
+    };
+    assert_eq!(
+        (
+            token["token_type"].as_str(),
+            token["scope"].as_str(),
+            token["expires_in"].as_i64()
+        ),
+        (Some("Bearer"), Some("read:orders"), Some(300)),
+        "{token}"
+    );
+    assert_eq!(active["active"], true, "{active}");
+    assert_eq!(
+        (
+            active["client_id"].as_str(),
+            active["sub"].as_str(),
+            active["scope"].as_str()
+        ),
+        (Some("dev"), Some("dev"), Some("read:orders")),
+        "{active}"
+    );
+    assert_eq!(inactive, &serde_json::json!({ "active": false }));
+}
+
+#[test]
 fn the_examples_start_as_written() {
     let t = checkout();
     let _server = serve_dev(t.path());

@@ -79,9 +79,49 @@ both_backends!(
     // OAuth 2.0 (issue 11)
     refresh_revoke_family_ends_every_token_of_it,
     opaque_tokens_kept_until_expiry_removed_at_once,
+    refresh_live_is_what_a_spend_would_accept,
 );
 
 // --- OAuth 2.0 (issue 11) ---
+
+/// `refresh_live` answers the record exactly while `refresh_spend` would
+/// spend the token, and changes nothing.
+async fn refresh_live_is_what_a_spend_would_accept<S: Store>(s: Arc<S>) {
+    let t = now();
+    assert_eq!(s.refresh_live("live-none", t).await, Ok(None));
+    let first = chain(&*s, "live", t, 1).await; // token 0 spent at t+10; token 1 live until t+110
+    chain(&*s, "live-other", t, 0).await;
+    assert_eq!(s.refresh_live(&h("live", 0), t + 20).await, Ok(None), "spent");
+    let expected = RefreshRecord {
+        expires_at: t + 110,
+        ..first
+    };
+    for _ in 0..2 {
+        assert_eq!(s.refresh_live(&h("live", 1), t + 20).await, Ok(Some(expected.clone())));
+    }
+    // Its own expiry.
+    assert_eq!(s.refresh_live(&h("live", 1), t + 110).await, Ok(None), "expired");
+    // A revoked family.
+    s.refresh_revoke_family("live", t + 1000, t + 20).await.unwrap();
+    assert_eq!(s.refresh_live(&h("live", 1), t + 21).await, Ok(None), "revoked");
+    assert!(s.refresh_live(&h("live-other", 0), t + 21).await.unwrap().is_some());
+    // A reuse ends the family: its live successor is no longer live.
+    let out = s
+        .refresh_spend(&h("live-other", 0), &h("live-other", 1), t + 22)
+        .await
+        .unwrap();
+    assert!(matches!(out, SpendOutcome::Spent(_)), "{out:?}");
+    assert!(s.refresh_live(&h("live-other", 1), t + 23).await.unwrap().is_some());
+    let out = s.refresh_spend(&h("live-other", 0), "live-x", t + 23).await;
+    assert_eq!(out, Ok(SpendOutcome::Reused));
+    assert_eq!(s.refresh_live(&h("live-other", 1), t + 24).await, Ok(None), "reused");
+    // The family's own end, whatever the token's.
+    let mut short = record("live-short", t);
+    short.family_expires_at = t + 50;
+    s.refresh_insert("live-short-0", &short, t).await.unwrap();
+    assert!(s.refresh_live("live-short-0", t + 49).await.unwrap().is_some());
+    assert_eq!(s.refresh_live("live-short-0", t + 50).await, Ok(None), "family expired");
+}
 
 async fn opaque_tokens_kept_until_expiry_removed_at_once<S: Store>(s: Arc<S>) {
     let t = now();
