@@ -308,6 +308,9 @@ mod tests {
             named.key_for(Some("k2")).unwrap_err(),
             Rejection::UnknownKid(Some("k2".into()))
         );
+        // Several keys and no kid: no token could name its key.
+        let err = StaticKeys::from_jwks(&set(&[ed(None), ed(None)])).unwrap_err();
+        assert!(err.to_string().contains("2 signing keys and none has a kid"), "{err}");
         // With named keys, an unnamed one is left out: a token names its key.
         let mixed = StaticKeys::from_jwks(&set(&[ed(Some("k1")), ed(Some("k2")), ed(None)])).unwrap();
         assert_eq!(mixed.len(), 2);
