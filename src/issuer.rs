@@ -176,7 +176,7 @@ impl Issuer {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::clock::Clock;
     use crate::jose::Algorithm;
@@ -200,5 +200,48 @@ mod tests {
         assert_eq!(issued.claims.iss, "https://issuer.test");
         let kid = jws::decode(&issued.token).unwrap().header.kid;
         assert_eq!(kid.as_deref(), ring.active().map(|k| k.record.kid.as_str()));
+    }
+
+    /// The size cap is tested at the cap: a token of exactly
+    /// [`MAX_TOKEN_LEN`] bytes is handed out (its verifier accepts it), and
+    /// one a byte or two longer is not.
+    #[test]
+    fn a_token_at_the_size_cap_is_issued_and_one_over_is_not() {
+        let t = tempfile::tempdir().unwrap();
+        KeyDir::new(t.path()).init(Algorithm::EdDSA, 0, 0).unwrap();
+        let issuer = Issuer::from_dir(t.path(), "https://issuer.test").unwrap();
+        let spec = |pad: usize| {
+            let mut extra = Map::new();
+            extra.insert("pad".into(), Value::String("x".repeat(pad)));
+            TokenSpec {
+                sub: "alice".into(),
+                ttl: 60,
+                extra,
+                ..Default::default()
+            }
+        };
+        // Each byte of padding adds 4/3 characters; the rest of the token
+        // has the same length every time (a jti of 22 characters, 10-digit dates).
+        let base = issuer.issue(spec(0)).unwrap().token.len();
+        let start = (MAX_TOKEN_LEN - base) * 3 / 4 - 3;
+        let (mut at_cap, mut over) = (false, false);
+        for pad in start..start + 8 {
+            match issuer.issue(spec(pad)) {
+                Ok(issued) => {
+                    assert!(issued.token.len() <= MAX_TOKEN_LEN, "{}", issued.token.len());
+                    assert!(jws::decode(&issued.token).is_ok());
+                    at_cap |= issued.token.len() == MAX_TOKEN_LEN;
+                }
+                Err(IssueError::TooLarge { len }) => {
+                    assert!(len > MAX_TOKEN_LEN, "{len}");
+                    over = true;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            at_cap && over,
+            "no token of exactly {MAX_TOKEN_LEN} bytes from a {base}-byte base"
+        );
     }
 }

@@ -263,6 +263,72 @@ mod tests {
     use crate::issuer::{Issuer, TokenSpec};
     use crate::keys::disk::KeyDir;
 
+    const ED_X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+
+    fn set(keys: &[String]) -> JwkSet {
+        serde_json::from_str(&format!(r#"{{"keys":[{}]}}"#, keys.join(","))).unwrap()
+    }
+
+    fn ed(kid: Option<&str>) -> String {
+        let kid = kid.map(|k| format!(r#","kid":"{k}""#)).unwrap_or_default();
+        format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{ED_X}"{kid}}}"#)
+    }
+
+    /// A JWKS with nothing this crate can verify with says so, rather than
+    /// falling through to the "none has a kid" refusal of several keys.
+    #[test]
+    fn a_jwks_with_no_usable_signing_key_says_so() {
+        let unusable = [
+            r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","use":"enc","kid":"e"}"#
+                .to_owned(),
+            r#"{"kty":"EC","crv":"P-521","x":"AA","y":"AA","kid":"p521"}"#.to_owned(),
+        ];
+        for keys in [&[][..], &unusable[..]] {
+            let err = StaticKeys::from_jwks(&set(keys)).unwrap_err();
+            assert!(matches!(err, JoseError::InvalidKey(_)), "{err:?}");
+            assert!(err.to_string().contains("no usable signing key"), "{err}");
+        }
+    }
+
+    /// One key without `kid` verifies every token; one with a `kid` only
+    /// tokens that name it.
+    #[test]
+    fn one_key_without_kid_is_the_key_for_every_token() {
+        let keys = StaticKeys::from_jwks(&set(&[ed(None)])).unwrap();
+        assert_eq!((keys.len(), keys.is_empty()), (1, false));
+        assert_eq!(keys.algorithms(), [Algorithm::EdDSA]);
+        assert!(keys.key_for(None).is_ok());
+        assert!(keys.key_for(Some("anything")).is_ok());
+
+        let named = StaticKeys::from_jwks(&set(&[ed(Some("k1"))])).unwrap();
+        assert_eq!((named.len(), named.is_empty()), (1, false));
+        assert!(named.key_for(Some("k1")).is_ok());
+        assert_eq!(named.key_for(None).unwrap_err(), Rejection::UnknownKid(None));
+        assert_eq!(
+            named.key_for(Some("k2")).unwrap_err(),
+            Rejection::UnknownKid(Some("k2".into()))
+        );
+        // Several keys and no kid: no token could name its key.
+        let err = StaticKeys::from_jwks(&set(&[ed(None), ed(None)])).unwrap_err();
+        assert!(err.to_string().contains("2 signing keys and none has a kid"), "{err}");
+        // With named keys, an unnamed one is left out: a token names its key.
+        let mixed = StaticKeys::from_jwks(&set(&[ed(Some("k1")), ed(Some("k2")), ed(None)])).unwrap();
+        assert_eq!(mixed.len(), 2);
+        assert!(mixed.key_for(None).is_err());
+    }
+
+    #[test]
+    fn len_and_is_empty_count_the_keys_held() {
+        let none = StaticKeys::default();
+        assert_eq!((none.len(), none.is_empty()), (0, true));
+        assert!(none.algorithms().is_empty());
+        let one = StaticKeys::single(VerifyingKey::hmac(&[7u8; 32]).unwrap());
+        assert_eq!((one.len(), one.is_empty()), (1, false));
+        assert_eq!(one.algorithms(), [Algorithm::HS256]);
+        let three = StaticKeys::from_jwks(&set(&[ed(Some("a")), ed(Some("b")), ed(Some("c"))])).unwrap();
+        assert_eq!((three.len(), three.is_empty()), (3, false));
+    }
+
     #[test]
     fn from_file_reads_a_jwks_and_says_why_not() {
         let t = tempfile::tempdir().unwrap();

@@ -201,3 +201,43 @@ fn jti_is_128_bits_of_base64url() {
     assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 16);
     assert_ne!(a, new_jti().unwrap());
 }
+
+/// Each bound is tested at the bound: a lifetime of exactly `max_ttl` is
+/// accepted and one second more is not (cargo-mutants turned `>` into `>=`).
+#[test]
+fn a_lifetime_of_exactly_max_ttl_passes() {
+    let v = validation();
+    assert_eq!(code(&with("exp", json!(NOW + 86_400)), &v, NOW), "ok");
+    assert_eq!(code(&with("exp", json!(NOW + 86_401)), &v, NOW), "ttl_too_long");
+    let short = Validation {
+        max_ttl: 300,
+        ..validation()
+    };
+    assert_eq!(code(&payload(good()), &short, NOW), "ok");
+    assert_eq!(code(&with("exp", json!(NOW + 301)), &short, NOW), "ttl_too_long");
+}
+
+/// A fractional NumericDate is read while its magnitude is under 9e15 (so
+/// that it floors to an exact i64) and refused at 9e15 itself, on either side
+/// of zero (cargo-mutants turned `<` into `<=`).
+#[test]
+fn a_fractional_date_is_refused_from_9e15_on() {
+    let exp = |text: &str| {
+        let p = format!(r#"{{"iss":"https://i","sub":"u","iat":0,"exp":{text},"jti":"j"}}"#);
+        Claims::from_payload(p.as_bytes()).map(|c| c.exp)
+    };
+    // serde_json reads decimals this long to within an ulp or two.
+    for (text, near) in [
+        ("8999999999999999.0", 8_999_999_999_999_999),
+        ("-8.999999999999999e15", -8_999_999_999_999_999),
+    ] {
+        let read = exp(text).unwrap();
+        assert!((read - near).abs() <= 2, "{text}: {read}");
+    }
+    assert_eq!(exp("-0.5"), Ok(-1));
+    for bound in ["9e15", "-9e15", "9.0e15", "1e16"] {
+        assert_eq!(exp(bound).unwrap_err().code(), "malformed_token", "{bound}");
+    }
+    // An integer is read as it is, however large.
+    assert_eq!(exp("9000000000000000"), Ok(9_000_000_000_000_000));
+}

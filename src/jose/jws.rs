@@ -207,6 +207,52 @@ mod tests {
         assert!(matches!(decode(&big), Err(JoseError::TooLarge { .. })));
     }
 
+    /// `Jws::payload` hands the verifier exactly the decoded middle part,
+    /// whatever its length (cargo-mutants replaced it with `[]` and `[0]`).
+    #[test]
+    fn payload_is_the_decoded_middle_part() {
+        let key = ed_key();
+        let hs = header_segment(Algorithm::EdDSA, "k");
+        for payload in [&b""[..], b"\0", b"\x01", br#"{"sub":"a"}"#] {
+            let token = sign(&hs, payload, &key).unwrap();
+            let jws = decode(&token).unwrap();
+            assert_eq!(jws.payload(), payload);
+            assert_eq!(jws.into_payload(), payload);
+        }
+    }
+
+    /// `sign` sizes the token in one allocation from the key's signature
+    /// length: an RSA-2048 signature is 256 bytes, not the 64 of ES256 and
+    /// EdDSA (cargo-mutants deleted the RSA arm and only the growth showed).
+    #[test]
+    fn sign_allocates_the_token_once_for_every_key_type() {
+        let keys = [
+            (
+                Algorithm::RS256,
+                &include_bytes!("../../tests/fixtures/rsa2048.der")[..],
+            ),
+            (Algorithm::ES256, &include_bytes!("../../tests/fixtures/p256.der")[..]),
+            (
+                Algorithm::EdDSA,
+                &include_bytes!("../../tests/fixtures/ed25519.der")[..],
+            ),
+        ];
+        for (alg, der) in keys {
+            let key = SigningKey::from_pkcs8(alg, der).unwrap();
+            let token = sign(&header_segment(alg, "k"), &[b'x'; 300], &key).unwrap();
+            assert!(verify(&token, &key.verifying_key().unwrap()).is_ok(), "{alg:?}");
+            // The estimate rounds up by a few bytes per part; a second
+            // allocation would at least double the capacity.
+            let spare = token.capacity() - token.len();
+            assert!(
+                spare <= 16,
+                "{alg:?}: {} bytes for a {}-byte token",
+                token.capacity(),
+                token.len()
+            );
+        }
+    }
+
     #[test]
     fn crit_and_non_string_members_are_refused() {
         let enc = |s: &str| URL_SAFE_NO_PAD.encode(s);
