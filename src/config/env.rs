@@ -21,12 +21,14 @@ enum EnvKind {
     Duration,
     /// `true` or `false`.
     Bool,
+    /// Comma-separated text (`TOKENSMITH_STORE_REDIS_CLUSTER=redis://a:1,redis://b:2`).
+    List,
 }
 
 /// Every setting a variable may override: (section, key, kind). Keys contain
 /// underscores, so a variable is matched against these whole names rather
 /// than split at an underscore. `[[clients]]` is deliberately absent.
-const ENV_SETTINGS: [(&str, &str, EnvKind); 24] = [
+const ENV_SETTINGS: [(&str, &str, EnvKind); 26] = [
     ("", "issuer", EnvKind::Text),
     ("", "listen", EnvKind::Text),
     ("keys", "dir", EnvKind::Text),
@@ -41,6 +43,8 @@ const ENV_SETTINGS: [(&str, &str, EnvKind); 24] = [
     ("store", "redis_url", EnvKind::Text),
     ("store", "capacity", EnvKind::Integer),
     ("store", "timeout", EnvKind::Duration),
+    ("store", "redis_cluster", EnvKind::List),
+    ("store", "redis_wait_replicas", EnvKind::Integer),
     ("server", "header_read_timeout", EnvKind::Duration),
     ("server", "idle_timeout", EnvKind::Duration),
     ("server", "max_connections", EnvKind::Integer),
@@ -110,6 +114,13 @@ fn env_value(kind: EnvKind, text: &str) -> Result<toml::Value, String> {
     let all_digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     match kind {
         EnvKind::Text => Ok(toml::Value::String(text.to_owned())),
+        EnvKind::List => Ok(toml::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        )),
         EnvKind::Duration if !all_digits => Ok(toml::Value::String(text.to_owned())),
         EnvKind::Bool => match text {
             "true" => Ok(toml::Value::Boolean(true)),

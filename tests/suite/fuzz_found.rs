@@ -5,8 +5,8 @@
 
 use tokensmith::config::Config;
 use tokensmith::jose::{JoseError, JwkSet};
-use tokensmith::{KeySource, StaticKeys};
 use tokensmith::{Claims, Rejection, Validation};
+use tokensmith::{KeySource, StaticKeys};
 
 /// `claims`: a token with `"exp": -9223372036854775808` made the description
 /// of its expiry compute `now - exp` with overflow: a panic where overflow
