@@ -35,7 +35,7 @@ const CLUSTER_RETRIES: u32 = 3;
 
 /// One Redis, or a cluster.
 pub(super) enum Conn {
-    Single(Single),
+    Single(Box<Single>),
     Cluster(ClusterConnection),
 }
 
@@ -116,12 +116,12 @@ impl Conn {
                 )))
             }
         };
-        Ok(Conn::Single(Single {
+        Ok(Conn::Single(Box::new(Single {
             client,
             config,
             conn: ArcSwap::from_pointee(conn),
             reconnecting: AtomicBool::new(false),
-        }))
+        })))
     }
 
     /// Connects to the cluster that `seeds` belong to, within `timeout`:

@@ -111,7 +111,8 @@ async fn a_killed_master_never_lets_a_replay_through() {
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
                 // Every fourth call replays a token accepted earlier.
-                let replay = (i % 4 == 0)
+                let replay = i
+                    .is_multiple_of(4)
                     .then(|| {
                         let l = log.lock().unwrap();
                         l.accepted
@@ -160,6 +161,13 @@ async fn a_killed_master_never_lets_a_replay_through() {
     );
     cluster.node(victim).kill();
     let killed_at = Instant::now();
+    // Not ready while the dead master's slots are unserved (`/readyz`
+    // calls `ping`).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_ok() {
+        assert!(Instant::now() < deadline, "still ready 10 s after a master was killed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Wait (poll) until a survivor names another master for the victim's slots.
     let probe = mark_slot("victim-probe");
@@ -173,6 +181,7 @@ async fn a_killed_master_never_lets_a_replay_through() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let promoted_at = Instant::now();
+
     // The old master comes back empty and becomes the new master's replica:
     // WAIT 1 can be met again on those slots.
     cluster.restart(victim);
@@ -194,7 +203,7 @@ async fn a_killed_master_never_lets_a_replay_through() {
         w.await.unwrap();
     }
 
-    let log = log.lock().unwrap();
+    let log = std::mem::take(&mut *log.lock().unwrap());
     assert!(
         log.replays_accepted.is_empty(),
         "replays accepted: {:?}",
@@ -213,6 +222,12 @@ async fn a_killed_master_never_lets_a_replay_through() {
         .copied()
         .unwrap();
     let last_before = log.served_on_victim.iter().filter(|&&t| t < killed_at).max().copied();
+    // Ready again once every master serves its slots.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = store.ping().await {
+        assert!(Instant::now() < deadline, "not ready 30 s after the failover: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Every token accepted before the kill is refused now, on every slot.
     let t = now();
     for key in &before_kill {
@@ -229,4 +244,49 @@ async fn a_killed_master_never_lets_a_replay_through() {
         first_after.duration_since(killed_at).as_secs_f64(),
         last_before.map_or(0.0, |t| killed_at.duration_since(t).as_secs_f64()),
     );
+}
+
+/// A slot that no master serves makes the store not ready (`/readyz` 503),
+/// and a consume on it fails (503), never answers from a guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unassigned_slot_is_not_ready_and_fails_closed() {
+    let cluster = RedisCluster::start(1000, &[]);
+    let store = RedisStore::connect_cluster(&cluster.seeds(), "unassigned", Duration::from_millis(600), now() - 3600)
+        .await
+        .expect("connect to the cluster");
+    store.ping().await.expect("ready while every slot is served");
+    let key = "jti:unassigned-probe";
+    let slot = mark_slot(key);
+    let master = master_of_slot(cluster.ports()[0], slot);
+    for &p in &cluster.ports() {
+        // Every node forgets who serves the slot.
+        cli(p, &["CLUSTER", "DELSLOTS", &slot.to_string()]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_ok() {
+        assert!(Instant::now() < deadline, "still ready with slot {slot} unassigned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = now();
+    let outcome = store.consume(Consume::new(key, "sub", t - 1, key, t + 60), t).await;
+    assert!(outcome.is_err(), "a consume on an unassigned slot answered {outcome:?}");
+    // Given back, the slot serves again.
+    cli(master, &["CLUSTER", "ADDSLOTS", &slot.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Err(e) = store.ping().await {
+        assert!(Instant::now() < deadline, "not ready after the slot came back: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = now();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match store.consume(Consume::new(key, "sub", t - 1, key, t + 60), t).await {
+            Ok(outcome) => {
+                assert_eq!(outcome, ConsumeOutcome::FirstUse);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "the slot did not serve again: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
