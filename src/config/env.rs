@@ -217,6 +217,32 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_seed_list_from_the_environment() {
+        let vars = env(&[
+            (
+                "TOKENSMITH_STORE_REDIS_CLUSTER",
+                "rediss://a:7000, rediss://:pw@b:7000,",
+            ),
+            ("TOKENSMITH_STORE_REDIS_WAIT_REPLICAS", "1"),
+        ]);
+        let c = Config::from_toml_str("", vars).unwrap();
+        assert_eq!(c.store.redis_cluster, ["rediss://a:7000", "rediss://:pw@b:7000"]);
+        assert_eq!(c.store.redis_wait_replicas, 1);
+        assert!(!format!("{:?}", c.store).contains("pw"), "a seed's password is masked");
+        // Every seed is a TCP URL, and TLS is all or nothing.
+        for (list, why) in [
+            (
+                "redis://a:1,unix:///tmp/r.sock",
+                "seed 2 is not a redis:// or rediss:// URL",
+            ),
+            ("redis://a:1,rediss://b:2", "mixes redis:// and rediss://"),
+        ] {
+            let e = Config::from_toml_str("", env(&[("TOKENSMITH_STORE_REDIS_CLUSTER", list)])).unwrap_err();
+            assert!(e.to_string().contains(why), "{list}: {e}");
+        }
+    }
+
+    #[test]
     fn every_env_setting_is_a_known_key() {
         let value = |key: &str| match key {
             "issuer" => "https://x.example",
@@ -226,6 +252,8 @@ mod tests {
             "rsa_bits" => "3072",
             "backend" => "memory",
             "redis_url" => "redis://r",
+            "redis_cluster" => "redis://a:7000, redis://b:7000",
+            "redis_wait_replicas" => "1",
             "capacity" => "10",
             "check_url" => "https://x.example/me",
             "client" => "a",
