@@ -190,6 +190,25 @@ fn check_store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
             "is not a redis://, rediss://, redis+unix:// or unix:// URL",
         ));
     }
+    let redis_cluster = raw.redis_cluster.unwrap_or_default();
+    for (i, seed) in redis_cluster.iter().enumerate() {
+        // A cluster node is reached over TCP: no unix sockets.
+        let scheme = seed.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("redis" | "rediss")) {
+            return Err(invalid(
+                "store.redis_cluster",
+                format!("seed {} is not a redis:// or rediss:// URL", i + 1),
+            ));
+        }
+    }
+    let tls: Vec<bool> = redis_cluster.iter().map(|s| s.starts_with("rediss://")).collect();
+    if tls.iter().any(|&t| t) && !tls.iter().all(|&t| t) {
+        return Err(invalid(
+            "store.redis_cluster",
+            "mixes redis:// and rediss:// seeds; a cluster is reached with TLS everywhere or nowhere",
+        ));
+    }
+    let redis_wait_replicas = raw.redis_wait_replicas.unwrap_or(0);
     let capacity = raw.capacity.unwrap_or(DEFAULT_STORE_CAPACITY);
     if capacity == 0 {
         return Err(invalid("store.capacity", "must be above zero"));
@@ -203,6 +222,8 @@ fn check_store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
         redis_url,
         capacity,
         timeout: timeout.value,
+        redis_cluster,
+        redis_wait_replicas,
     })
 }
 

@@ -21,12 +21,14 @@ enum EnvKind {
     Duration,
     /// `true` or `false`.
     Bool,
+    /// Comma-separated text (`TOKENSMITH_STORE_REDIS_CLUSTER=redis://a:1,redis://b:2`).
+    List,
 }
 
 /// Every setting a variable may override: (section, key, kind). Keys contain
 /// underscores, so a variable is matched against these whole names rather
 /// than split at an underscore. `[[clients]]` is deliberately absent.
-const ENV_SETTINGS: [(&str, &str, EnvKind); 25] = [
+const ENV_SETTINGS: [(&str, &str, EnvKind); 27] = [
     ("", "issuer", EnvKind::Text),
     ("", "listen", EnvKind::Text),
     ("keys", "dir", EnvKind::Text),
@@ -41,6 +43,8 @@ const ENV_SETTINGS: [(&str, &str, EnvKind); 25] = [
     ("store", "redis_url", EnvKind::Text),
     ("store", "capacity", EnvKind::Integer),
     ("store", "timeout", EnvKind::Duration),
+    ("store", "redis_cluster", EnvKind::List),
+    ("store", "redis_wait_replicas", EnvKind::Integer),
     ("server", "header_read_timeout", EnvKind::Duration),
     ("server", "idle_timeout", EnvKind::Duration),
     ("server", "max_connections", EnvKind::Integer),
@@ -111,6 +115,13 @@ fn env_value(kind: EnvKind, text: &str) -> Result<toml::Value, String> {
     let all_digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     match kind {
         EnvKind::Text => Ok(toml::Value::String(text.to_owned())),
+        EnvKind::List => Ok(toml::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        )),
         EnvKind::Duration if !all_digits => Ok(toml::Value::String(text.to_owned())),
         EnvKind::Bool => match text {
             "true" => Ok(toml::Value::Boolean(true)),
@@ -207,6 +218,32 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_seed_list_from_the_environment() {
+        let vars = env(&[
+            (
+                "TOKENSMITH_STORE_REDIS_CLUSTER",
+                "rediss://a:7000, rediss://:pw@b:7000,",
+            ),
+            ("TOKENSMITH_STORE_REDIS_WAIT_REPLICAS", "1"),
+        ]);
+        let c = Config::from_toml_str("", vars).unwrap();
+        assert_eq!(c.store.redis_cluster, ["rediss://a:7000", "rediss://:pw@b:7000"]);
+        assert_eq!(c.store.redis_wait_replicas, 1);
+        assert!(!format!("{:?}", c.store).contains("pw"), "a seed's password is masked");
+        // Every seed is a TCP URL, and TLS is all or nothing.
+        for (list, why) in [
+            (
+                "redis://a:1,unix:///tmp/r.sock",
+                "seed 2 is not a redis:// or rediss:// URL",
+            ),
+            ("redis://a:1,rediss://b:2", "mixes redis:// and rediss://"),
+        ] {
+            let e = Config::from_toml_str("", env(&[("TOKENSMITH_STORE_REDIS_CLUSTER", list)])).unwrap_err();
+            assert!(e.to_string().contains(why), "{list}: {e}");
+        }
+    }
+
+    #[test]
     fn every_env_setting_is_a_known_key() {
         let value = |key: &str| match key {
             "issuer" => "https://x.example",
@@ -216,6 +253,8 @@ mod tests {
             "rsa_bits" => "3072",
             "backend" => "memory",
             "redis_url" => "redis://r",
+            "redis_cluster" => "redis://a:7000, redis://b:7000",
+            "redis_wait_replicas" => "1",
             "capacity" => "10",
             "check_url" => "https://x.example/me",
             "client" => "a",

@@ -143,6 +143,13 @@ pub struct StoreConfig {
     pub capacity: usize,
     /// Limit on one store call. Default 500ms.
     pub timeout: Duration,
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://` URLs); when
+    /// not empty the Redis store talks to that cluster and `redis_url` is
+    /// not used. Default empty. May carry passwords: `Debug` masks them.
+    pub redis_cluster: Vec<String>,
+    /// Replicas that must confirm (`WAIT`) a single-use decision before it
+    /// is reported; fewer within half the timeout is 503. Default 0.
+    pub redis_wait_replicas: u32,
 }
 
 /// `[server]`: how the HTTP listener treats connections. Every bound here
@@ -319,6 +326,8 @@ impl Config {
                 redis_url: DEFAULT_REDIS_URL.to_owned(),
                 capacity: DEFAULT_STORE_CAPACITY,
                 timeout: DEFAULT_STORE_TIMEOUT.0,
+                redis_cluster: Vec::new(),
+                redis_wait_replicas: 0,
             },
             server: ServerConfig {
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT.0,
@@ -403,6 +412,11 @@ impl fmt::Debug for StoreConfig {
             .field("redis_url", &redact_url(&self.redis_url))
             .field("capacity", &self.capacity)
             .field("timeout", &self.timeout)
+            .field(
+                "redis_cluster",
+                &self.redis_cluster.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
+            .field("redis_wait_replicas", &self.redis_wait_replicas)
             .finish()
     }
 }

@@ -58,6 +58,8 @@ pub(super) struct RawStore {
     pub(super) redis_url: Option<String>,
     pub(super) capacity: Option<usize>,
     pub(super) timeout: Option<RawDuration>,
+    pub(super) redis_cluster: Option<Vec<String>>,
+    pub(super) redis_wait_replicas: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]

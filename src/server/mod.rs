@@ -265,7 +265,11 @@ async fn ready_get(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_get(State(state): State<Arc<AppState>>) -> Response {
-    let mut r = state.metrics.render(state.authority.clock().now()).into_response();
+    let mut text = state.metrics.render(state.authority.clock().now());
+    if let crate::store::AnyStore::Redis(redis) = state.authority.store() {
+        redis.render_metrics(&mut text);
+    }
+    let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

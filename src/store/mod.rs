@@ -381,9 +381,16 @@ impl AnyStore {
             crate::config::StoreBackend::Memory => {
                 AnyStore::Memory(memory::MemoryStore::start(cfg.capacity).with_epoch(epoch))
             }
-            crate::config::StoreBackend::Redis => {
-                AnyStore::Redis(self::redis::RedisStore::connect(&cfg.redis_url, namespace, cfg.timeout, epoch).await?)
-            }
+            crate::config::StoreBackend::Redis if cfg.redis_cluster.is_empty() => AnyStore::Redis(
+                self::redis::RedisStore::connect(&cfg.redis_url, namespace, cfg.timeout, epoch)
+                    .await?
+                    .with_wait_replicas(cfg.redis_wait_replicas),
+            ),
+            crate::config::StoreBackend::Redis => AnyStore::Redis(
+                self::redis::RedisStore::connect_cluster(&cfg.redis_cluster, namespace, cfg.timeout, epoch)
+                    .await?
+                    .with_wait_replicas(cfg.redis_wait_replicas),
+            ),
         };
         store.wait_for_epoch(clock).await;
         Ok(store)

@@ -28,9 +28,9 @@
 //! the epoch in one `MGET` and sets the mark, so neither a revocation nor a
 //! loss of state lands between the checks and the mark. Scripts are sent by
 //! hash; after a Redis restart (`NOSCRIPT`) the client loads the script and
-//! runs it again, under the same timeout. The refresh scripts read the
-//! family key by a name built inside the script, so this store needs a
-//! single Redis (or a primary with replicas), not Redis Cluster.
+//! runs it again, under the same timeout. On one Redis the refresh spend
+//! script reads the family key by a name built inside the script; on a
+//! cluster that name is in the family's slot (see "Redis Cluster").
 //!
 //! Redis expires keys by its own clock.
 //!
@@ -63,21 +63,62 @@
 //! naming every way this Redis can lose marks (see `durability.rs`).
 //! Run Redis with `appendonly yes` and `maxmemory-policy noeviction`.
 //!
-//! **Per shard, for Redis Cluster.** Each master of a cluster can lose its
-//! data alone, so the epoch that vouches for a mark must live and die with
-//! it: on the same master and, for the script to touch one slot, in the
-//! same slot. The layout for a cluster is therefore: every key a consume
-//! reads or writes (the mark, the revocations it checks, and the epoch)
-//! carries one hash tag, `{<namespace>:<bucket>}`, where the bucket is a
-//! function of the mark key (say 1,024 buckets, for an even spread over the
-//! slots), and each bucket has its own epoch key
-//! `tokensmith:{<namespace>:<bucket>}:epoch`, written at connect for every
-//! bucket (`SET NX`, pipelined per node). The script stays as it is (its
-//! KEYS[4] is the bucket's epoch); a master restarted empty loses its
-//! buckets' epochs with their marks, and only tokens hashed to those buckets
-//! are refused. A replica promoted after a failover holds the epoch
-//! (replicated long ago) but may lack the newest marks: the epoch does not
-//! see that, `WAIT` for replicas before answering does.
+//! # Redis Cluster
+//!
+//! [`connect_cluster`](RedisStore::connect_cluster) takes seed nodes (any
+//! that answers gives the slot map). Keys then carry hash tags (see
+//! `layout.rs`): a mark and its bucket's epoch share one slot; a refresh
+//! family's tokens and its revocation share another, `{f:<family>}`.
+//!
+//! **Consume, in two steps.** A mark's slot depends on the mark key; the
+//! revocations it must check are by `jti` and by `sub`, on other slots
+//! (co-locating a `sub`'s revocation with every mark of that `sub` would
+//! mean writing it to every bucket). So a consume on a cluster runs the
+//! mark script (epoch check, then `SET NX`) on the mark's slot first, and
+//! reads both revocations *after* the script has answered. The order keeps
+//! the contract "a revocation that landed before the mark wins": such a
+//! revocation was written before the mark, hence before the reads, which
+//! see it (each read goes to the master of its slot); the answer is then
+//! `Revoked`, whatever the script said, and a mark this call placed is
+//! removed again (compare-and-delete on its value), so a revoked token is
+//! not left marked. A revocation that lands after the reads was not there
+//! when the token was accepted, exactly as on one Redis. Two concurrent
+//! consumes of one token still give one `FirstUse`: the mark's `SET NX` is
+//! the one atomic step. The price is a second round trip (the two reads
+//! run at once).
+//!
+//! **Refresh tokens.** `refresh_spend` is given a token's hash, not its
+//! family, so each hash has an index key (`refresh-of:<hash>` → family id,
+//! written once with `SET NX`, never changed, kept until the family
+//! expires) on the hash's own slot. A spend reads the index, writes the
+//! successor's index (`SET NX`: a hash is never stored twice), then runs the
+//! spend script on the family's slot, which is the same script as on one
+//! Redis. An index whose record was never written (a failure between the
+//! steps) names a family without that token: `Unknown`, never a spend.
+//!
+//! **Lost state, per shard.** Each master can lose its data alone, so the
+//! epoch that vouches for a mark lives and dies with it: every bucket has
+//! its own epoch key in the bucket's slot, written at connect (`SET NX`,
+//! all 1,024 at once). A master restarted empty loses its buckets' epochs
+//! with their marks; the consume script finds its bucket's epoch missing,
+//! writes `now + 1` and refuses the token, so only tokens hashed to that
+//! master's buckets are refused, and only those issued before the loss.
+//! [`epoch`](RedisStore::epoch) is the latest epoch of any bucket.
+//!
+//! **Failover.** A replica promoted after its master died holds the epochs
+//! (replicated long before) but may lack the newest marks: replication is
+//! asynchronous. With `wait_replicas = N` ([`with_wait_replicas`]) a
+//! single-use decision (a consume or `mark_once` that placed a mark, a
+//! refresh spend, a revocation) is sent in one pipeline with `WAIT N
+//! <timeout/2>` on the same connection to the same master, and is
+//! reported only once `WAIT` confirms N replicas have it; fewer is
+//! [`StoreError::Unavailable`] (HTTP 503). The mark stays on the master:
+//! a retry answers `Replayed` (or `Retried` with the same retry key).
+//! A call that fails mid-way (a node killed) is an error: its outcome is
+//! unknown, and the client follows `MOVED`/`ASK` (up to three times, within
+//! the timeout) since a redirection means the command did not run.
+//!
+//! [`with_wait_replicas`]: RedisStore::with_wait_replicas
 //!
 //! # Connection
 //!
@@ -94,21 +135,28 @@
 //! back, the next call uses a connection that has just answered. Only one
 //! such task runs per store, it stops when the store is dropped, and calls
 //! never wait for it: they fail (bounded by the timeout) until the swap.
+//! A cluster connection reconnects to its nodes and refreshes its slot
+//! map by itself; calls fail (bounded) meanwhile.
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Cmd, FromRedisValue, RedisError, RedisResult, Script, ScriptInvocation, Value};
-use arc_swap::ArcSwap;
+use ::redis::aio::ConnectionManager;
+use ::redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use ::redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ScriptInvocation, Value};
 
+mod conn;
 mod durability;
+mod layout;
 mod scripts;
+mod stats;
 
-use scripts::{CONSUME_LUA, RATE_LUA, REFRESH_INSERT_LUA, REFRESH_SPEND_LUA, REVOKE_LUA};
+use conn::{is_connection_error, start_reconnecting, Conn};
+use layout::Layout;
+use scripts::{CONSUME_LUA, CONSUME_MARK_LUA, RATE_LUA, REFRESH_INSERT_LUA, REFRESH_SPEND_LUA, REVOKE_LUA, UNMARK_LUA};
 
 use super::{
     rate_decision, rate_window, Consume, ConsumeOutcome, RateDecision, RefreshRecord, SpendOutcome, Store, StoreError,
@@ -117,13 +165,6 @@ use super::{
 /// 9999-12-31T23:59:59Z: later times are clamped, so a bogus `until` cannot
 /// overflow into a PXAT that Redis rejects.
 const MAX_UNIX_SECS: i64 = 253_402_300_799;
-
-/// The first and the longest pause between reconnection attempts while
-/// Redis is unreachable: short, so a Redis that is back is used within a
-/// quarter second; not shorter, so an outage costs each instance at most a
-/// few connection attempts per second.
-const RECONNECT_FIRST: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_millis(250);
 
 /// KEYS: the family key. ARGV: PXAT ms. OAuth 2.0 (issue 11).
 const REVOKE_FAMILY_LUA: &str = r#"
@@ -138,28 +179,23 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    /// Kept to build a replacement connection manager.
-    client: Client,
-    config: ConnectionManagerConfig,
-    /// Swapped whole when a fresh connection has answered; a call clones
-    /// the manager (an `Arc`) without locking.
-    conn: ArcSwap<ConnectionManager>,
-    /// True from the first connection failure until a fresh connection is
-    /// swapped in: one reconnection task at a time, however many calls fail.
-    reconnecting: AtomicBool,
-    /// `tokensmith:<namespace>:`
-    prefix: String,
-    /// `tokensmith:<namespace>:epoch`
-    epoch_key: String,
-    /// The epoch as last seen (at connect, then in each consume's answer).
+    conn: Conn,
+    keys: Layout,
+    /// The epoch as last seen (at connect, then in each consume's answer);
+    /// on a cluster, the latest of the buckets' epochs seen.
     epoch: AtomicI64,
     namespace: String,
     timeout: Duration,
+    /// Replicas that must have a single-use decision before it is reported.
+    wait_replicas: u32,
     revoke: Script,
     rate: Script,
     refresh_insert: Script,
     refresh_spend: Script,
     consume: Script,
+    consume_mark: Script,
+    unmark: Script,
+    stats: stats::Stats,
 }
 
 impl RedisStore {
@@ -170,58 +206,79 @@ impl RedisStore {
     /// one warning if Redis's configuration lets it lose marks. Every call,
     /// this first connection included, fails with
     /// [`StoreError::Unavailable`] if Redis has not answered within
-    /// `timeout`. Must be called inside a Tokio runtime.
+    /// `timeout`. `rediss://` connects with TLS (rustls, the crate's crypto
+    /// provider, the system's roots). Must be called inside a Tokio runtime.
     pub async fn connect(url: &str, namespace: &str, timeout: Duration, epoch: i64) -> Result<RedisStore, StoreError> {
         in_runtime()?;
-        let client =
-            Client::open(url).map_err(|e| StoreError::Unavailable(format!("redis: invalid redis_url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
-            // No retry loop inside the manager: a call during an outage
-            // fails at once instead of waiting on a backoff that outlasts
-            // Redis's return. Reconnecting is the store's own task.
-            .set_number_of_retries(0);
-        let conn = match tokio::time::timeout(
-            timeout,
-            ConnectionManager::new_with_config(client.clone(), config.clone()),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(StoreError::Unavailable(format!("redis connect: {e}"))),
-            Err(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "redis connect: no answer within {timeout:?}"
-                )))
-            }
+        let conn = Conn::single(url, timeout).await?;
+        RedisStore::start(conn, namespace, timeout, epoch).await
+    }
+
+    /// Connects to the Redis Cluster that `seeds` (`redis://` or
+    /// `rediss://` URLs of some of its nodes) belong to; otherwise as
+    /// [`connect`](RedisStore::connect). Keys are hash-tagged (see the
+    /// module docs) and every bucket gets its own epoch: `epoch` is
+    /// recorded in each bucket that has none.
+    pub async fn connect_cluster(
+        seeds: &[String],
+        namespace: &str,
+        timeout: Duration,
+        epoch: i64,
+    ) -> Result<RedisStore, StoreError> {
+        in_runtime()?;
+        let conn = Conn::cluster(seeds, timeout).await?;
+        RedisStore::start(conn, namespace, timeout, epoch).await
+    }
+
+    async fn start(conn: Conn, namespace: &str, timeout: Duration, epoch: i64) -> Result<RedisStore, StoreError> {
+        let keys = Layout::new(namespace, conn.is_cluster());
+        let first = conn.handle().conn;
+        let epoch = if keys.is_cluster() {
+            durability::init_bucket_epochs(&first, &keys, epoch, timeout).await?
+        } else {
+            durability::init_epoch(&first, &keys.epoch_of(""), epoch, timeout).await?
         };
-        let prefix = format!("tokensmith:{namespace}:");
-        let epoch_key = format!("{prefix}epoch");
-        let epoch = durability::init_epoch(&conn, &epoch_key, epoch, timeout).await?;
-        durability::warn_if_marks_can_be_lost(&conn, namespace, timeout).await;
+        durability::warn_if_marks_can_be_lost(&first, namespace, timeout).await;
         let inner = Inner {
-            client,
-            config,
-            conn: ArcSwap::from_pointee(conn),
-            reconnecting: AtomicBool::new(false),
-            epoch_key,
+            conn,
+            keys,
             epoch: AtomicI64::new(epoch),
-            prefix,
             namespace: namespace.to_owned(),
             timeout,
+            wait_replicas: 0,
             revoke: Script::new(REVOKE_LUA),
             rate: Script::new(RATE_LUA),
             refresh_insert: Script::new(REFRESH_INSERT_LUA),
             refresh_spend: Script::new(REFRESH_SPEND_LUA),
             consume: Script::new(CONSUME_LUA),
+            consume_mark: Script::new(CONSUME_MARK_LUA),
+            unmark: Script::new(UNMARK_LUA),
+            stats: stats::Stats::default(),
         };
         Ok(RedisStore { inner: Arc::new(inner) })
+    }
+
+    /// The same store, reporting a single-use decision (a placed mark, a
+    /// refresh spend, a revocation) only once `WAIT` confirms that `n`
+    /// replicas of its master have it; fewer within half the timeout is
+    /// [`StoreError::Unavailable`]. 0 (the default) waits for none.
+    pub fn with_wait_replicas(mut self, n: u32) -> RedisStore {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.wait_replicas = n,
+            // Unreachable: the store was just built and is not shared yet.
+            None => tracing::error!("redis: wait_replicas set on a shared store; ignored"),
+        }
+        self
     }
 
     /// The namespace every key of this store is under.
     pub fn namespace(&self) -> &str {
         &self.inner.namespace
+    }
+
+    /// Whether this store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.keys.is_cluster()
     }
 
     /// The namespace's epoch as last seen: tokens with an earlier `iat`
@@ -231,19 +288,26 @@ impl RedisStore {
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
-        format!("{}{kind}:{id}", self.inner.prefix)
+        self.inner.keys.key(kind, id)
+    }
+
+    /// Appends this store's call latency and errors, by operation, as
+    /// Prometheus text (`tokensmith_store_duration_seconds`,
+    /// `tokensmith_store_errors_total{kind=timeout|connection|redirect|server|replicas}`).
+    pub fn render_metrics(&self, out: &mut String) {
+        self.inner.stats.render(out);
     }
 
     /// Whether the store is reconnecting: a call failed for want of a
     /// connection and no fresh one has answered since. Calls fail meanwhile.
     pub fn is_reconnecting(&self) -> bool {
-        self.inner.reconnecting.load(Ordering::Acquire)
+        self.inner.conn.is_reconnecting()
     }
 
     async fn query<T: FromRedisValue>(&self, what: &'static str, cmd: Cmd) -> Result<T, StoreError> {
-        let used = self.inner.conn.load_full();
-        let mut conn = ConnectionManager::clone(&used);
-        self.bounded(what, &used, async move { cmd.query_async(&mut conn).await })
+        let h = self.inner.conn.handle();
+        let mut conn = h.conn;
+        self.bounded(what, h.used.as_ref(), async move { cmd.query_async(&mut conn).await })
             .await
     }
 
@@ -251,10 +315,93 @@ impl RedisStore {
     /// scripts) `invoke_async` loads it and runs it again, all under the
     /// one timeout.
     async fn eval<T: FromRedisValue>(&self, what: &'static str, script: ScriptInvocation<'_>) -> Result<T, StoreError> {
-        let used = self.inner.conn.load_full();
-        let mut conn = ConnectionManager::clone(&used);
-        self.bounded(what, &used, async move { script.invoke_async(&mut conn).await })
-            .await
+        let h = self.inner.conn.handle();
+        let mut conn = h.conn;
+        self.bounded(
+            what,
+            h.used.as_ref(),
+            async move { script.invoke_async(&mut conn).await },
+        )
+        .await
+    }
+
+    /// Runs a single-use decision: `cmd` alone when no replica is waited
+    /// for; else `cmd` and `WAIT n` in one pipeline, which goes to the node
+    /// of `cmd`'s key on one connection, so `WAIT` counts the replicas that
+    /// have this very write. Answers `cmd`'s reply and the replicas that
+    /// acknowledged (`u32::MAX` when none was asked for). `script` is
+    /// loaded and the pipeline sent again on `NOSCRIPT`.
+    async fn decide(
+        &self,
+        what: &'static str,
+        cmd: Cmd,
+        script: Option<&Script>,
+        wait: u32,
+    ) -> Result<(Value, u32), StoreError> {
+        if wait == 0 {
+            let value = match script {
+                Some(s) => self.eval_cmd(what, cmd, s).await?,
+                None => self.query(what, cmd).await?,
+            };
+            return Ok((value, u32::MAX));
+        }
+        let wait_ms = (self.inner.timeout / 2).as_millis().max(1);
+        let mut pipe = ::redis::pipe();
+        pipe.add_command(cmd)
+            .cmd("WAIT")
+            .arg(wait)
+            .arg(u64::try_from(wait_ms).unwrap_or(u64::MAX));
+        let h = self.inner.conn.handle();
+        let mut conn = h.conn;
+        let call = async move {
+            let first: RedisResult<(Value, i64)> = pipe.query_async(&mut conn).await;
+            match (first, script) {
+                (Err(e), Some(s)) if e.kind() == ErrorKind::NoScriptError => {
+                    s.prepare_invoke().load_async(&mut conn).await?;
+                    pipe.query_async(&mut conn).await
+                }
+                (other, _) => other,
+            }
+        };
+        let (value, acked) = self.bounded(what, h.used.as_ref(), call).await?;
+        Ok((value, u32::try_from(acked).unwrap_or(0)))
+    }
+
+    /// A script invocation already built as an `EVALSHA` command, with the
+    /// `NOSCRIPT` fallback of [`eval`](RedisStore::eval).
+    async fn eval_cmd(&self, what: &'static str, cmd: Cmd, script: &Script) -> Result<Value, StoreError> {
+        let h = self.inner.conn.handle();
+        let mut conn = h.conn;
+        let call = async move {
+            match cmd.query_async::<Value>(&mut conn).await {
+                Err(e) if e.kind() == ErrorKind::NoScriptError => {
+                    script.prepare_invoke().load_async(&mut conn).await?;
+                    cmd.query_async(&mut conn).await
+                }
+                other => other,
+            }
+        };
+        self.bounded(what, h.used.as_ref(), call).await
+    }
+
+    /// Fails a decision that `WAIT` did not see reach enough replicas.
+    fn replicated(&self, what: &'static str, acked: u32) -> Result<(), StoreError> {
+        let wanted = self.inner.wait_replicas;
+        if acked >= wanted {
+            return Ok(());
+        }
+        self.inner.stats.replicas_short(what);
+        tracing::warn!(
+            namespace = %self.inner.namespace,
+            acked,
+            wanted,
+            "redis: a single-use decision reached too few replicas in time; refused (a failover could forget it)"
+        );
+        Err(StoreError::Unavailable(format!(
+            "redis {what}: written on the master but confirmed by {acked} of {wanted} replicas within {:?}; \
+             a failover now could forget it",
+            self.inner.timeout / 2
+        )))
     }
 
     /// Runs one Redis exchange on `used` under the timeout; every failure
@@ -263,16 +410,25 @@ impl RedisStore {
     async fn bounded<T>(
         &self,
         what: &'static str,
-        used: &Arc<ConnectionManager>,
+        used: Option<&Arc<ConnectionManager>>,
         call: impl Future<Output = RedisResult<T>>,
     ) -> Result<T, StoreError> {
         in_runtime()?;
-        match tokio::time::timeout(self.inner.timeout, call).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.inner.timeout, call).await;
+        let kind = match &result {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(stats::kind_of(e)),
+            Err(_) => Some("timeout"),
+        };
+        self.inner.stats.observe(what, started.elapsed(), kind);
+        match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 if is_connection_error(&e) {
                     start_reconnecting(&self.inner, used);
                 }
+                tracing::debug!(namespace = %self.inner.namespace, op = what, kind, error = %e, "redis: call failed");
                 Err(StoreError::Unavailable(format!("redis {what}: {e}")))
             }
             Err(_) => {
@@ -293,9 +449,176 @@ impl RedisStore {
             // Every token it could cover has expired: nothing to keep.
             return Ok(());
         }
-        let mut script = self.inner.revoke.prepare_invoke();
-        script.key(key).arg(revoked_at).arg(until.min(MAX_UNIX_SECS));
-        self.eval::<Value>("revoke", script).await.map(|_| ())
+        let mut cmd = evalsha(&self.inner.revoke, &[&key]);
+        cmd.arg(revoked_at).arg(until.min(MAX_UNIX_SECS));
+        let (_, acked) = self
+            .decide("revoke", cmd, Some(&self.inner.revoke), self.inner.wait_replicas)
+            .await?;
+        self.replicated("revoke", acked)
+    }
+
+    /// The revocation entries of `jti` and `sub`: one `MGET` on one Redis,
+    /// two `GET`s at once on a cluster (their slots differ).
+    async fn revocations(&self, jti: &str, sub: &str) -> Result<(Option<String>, Option<String>), StoreError> {
+        let (jti_key, sub_key) = (self.key("revoked-jti", jti), self.key("revoked-sub", sub));
+        if !self.is_cluster() {
+            let mut cmd = ::redis::cmd("MGET");
+            cmd.arg(jti_key).arg(sub_key);
+            return self.query("is_revoked", cmd).await;
+        }
+        let (mut by_jti, mut by_sub) = (::redis::cmd("GET"), ::redis::cmd("GET"));
+        by_jti.arg(jti_key);
+        by_sub.arg(sub_key);
+        let (by_jti, by_sub) = tokio::join!(self.query("is_revoked", by_jti), self.query("is_revoked", by_sub));
+        Ok((by_jti?, by_sub?))
+    }
+
+    /// Whether the entries say revoked, for a token issued at `iat`.
+    fn revoked_by(entries: &(Option<String>, Option<String>), iat: i64, now: i64) -> Result<bool, StoreError> {
+        if let Some(entry) = &entries.0 {
+            if revocation_in_force("is_revoked", entry, now)?.is_some() {
+                return Ok(true);
+            }
+        }
+        match &entries.1 {
+            Some(entry) => Ok(revocation_in_force("is_revoked", entry, now)?.is_some_and(|at| iat <= at)),
+            None => Ok(false),
+        }
+    }
+
+    fn saw_epoch(&self, epoch: i64, reset: i64, bucket_key: &str) {
+        self.inner.epoch.fetch_max(epoch, Ordering::AcqRel);
+        if reset == 1 {
+            tracing::error!(
+                namespace = %self.inner.namespace,
+                epoch,
+                key = bucket_key,
+                "redis: replay state lost (the epoch key is gone: Redis restarted without persistence, \
+                 was flushed, or evicted it); tokens issued before the new epoch cannot be consumed"
+            );
+        }
+    }
+
+    /// A cluster's consume: the mark script on the mark's slot, then the
+    /// revocations (see "Redis Cluster" in the module docs for the order).
+    async fn consume_on_cluster(&self, c: Consume<'_>, mark: &str, now: i64) -> Result<ConsumeOutcome, StoreError> {
+        let mark_key = self.key("mark", c.mark_key);
+        let epoch_key = self.inner.keys.epoch_of(c.mark_key);
+        let mut cmd = evalsha(&self.inner.consume_mark, &[&mark_key, &epoch_key]);
+        cmd.arg(now)
+            .arg(c.iat)
+            .arg(pxat(c.expires_at.max(now.saturating_add(1))))
+            .arg(mark);
+        let (reply, acked) = self
+            .decide("consume", cmd, Some(&self.inner.consume_mark), self.inner.wait_replicas)
+            .await?;
+        let (outcome, reset, epoch) = <(String, i64, i64)>::from_redis_value(&reply)
+            .map_err(|e| StoreError::Unavailable(format!("redis consume: {e}")))?;
+        self.saw_epoch(epoch, reset, &epoch_key);
+        let revoked = Self::revoked_by(&self.revocations(c.jti, c.sub).await?, c.iat, now)?;
+        if revoked {
+            if outcome == "first" {
+                // Best effort: a mark left on a revoked token refuses
+                // nothing that the revocation does not refuse already.
+                let mut unmark = self.inner.unmark.prepare_invoke();
+                unmark.key(&mark_key).arg(mark);
+                if let Err(e) = self.eval::<i64>("consume (unmark)", unmark).await {
+                    tracing::warn!(error = %e, "redis: could not remove the mark of a revoked token");
+                }
+            }
+            return Ok(ConsumeOutcome::Revoked);
+        }
+        let outcome = outcome_of(&outcome)?;
+        if outcome == ConsumeOutcome::FirstUse {
+            self.replicated("consume", acked)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Ready when every master answers `CLUSTER INFO` with
+    /// `cluster_state:ok` (every slot served, as that node sees it).
+    async fn cluster_ready(&self) -> Result<(), StoreError> {
+        let Some(mut conn) = self.inner.conn.cluster_conn() else {
+            return Ok(());
+        };
+        let mut cmd = ::redis::cmd("CLUSTER");
+        cmd.arg("INFO");
+        let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let reply = self
+            .bounded("ping", None, async move { conn.route_command(&cmd, routing).await })
+            .await?;
+        let mut infos = Vec::new();
+        texts(&reply, &mut infos);
+        if infos.is_empty() {
+            return Err(bad_reply("ping", reply));
+        }
+        for info in &infos {
+            if !info.lines().any(|l| l.trim_end() == "cluster_state:ok") {
+                let state = info
+                    .lines()
+                    .find(|l| l.starts_with("cluster_state:"))
+                    .unwrap_or("no cluster_state");
+                return Err(StoreError::Unavailable(format!(
+                    "redis cluster: a master reports {}: some slot is unserved",
+                    state.trim_end()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The family of refresh token `hash` and the family's expiry (ms), from
+    /// its index (a cluster).
+    async fn family_of(&self, what: &'static str, hash: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let key = self.key("refresh-of", hash);
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("GET").arg(&key).cmd("PEXPIRETIME").arg(&key);
+        let h = self.inner.conn.handle();
+        let mut conn = h.conn;
+        let (family, expires): (Option<String>, i64) = self
+            .bounded(what, h.used.as_ref(), async move { pipe.query_async(&mut conn).await })
+            .await?;
+        Ok(family.map(|f| (f, expires)))
+    }
+
+    /// Indexes a successor `hash` under `family` (a cluster): true if it is
+    /// now indexed there (written, or already so), false if another family
+    /// holds it.
+    async fn index_successor(&self, hash: &str, family: &str, pxat_ms: i64) -> Result<bool, StoreError> {
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(self.key("refresh-of", hash))
+            .arg(family)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(pxat_ms)
+            .arg("GET");
+        // SET … NX GET answers the old value (nil when it wrote).
+        let old: Option<String> = self.query("refresh_spend", cmd).await?;
+        Ok(old.is_none_or(|old| old == family))
+    }
+
+    /// Writes the index of refresh token `hash` (a cluster): `SET NX`, so a
+    /// hash is indexed once.
+    async fn index_refresh(
+        &self,
+        what: &'static str,
+        hash: &str,
+        family: &str,
+        pxat_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(self.key("refresh-of", hash))
+            .arg(family)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(pxat_ms);
+        match self.query::<Value>(what, cmd).await? {
+            Value::Okay => Ok(()),
+            Value::Nil => Err(StoreError::Unavailable(format!(
+                "redis {what}: the refresh token hash is already stored"
+            ))),
+            other => Err(bad_reply(what, other)),
+        }
     }
 }
 
@@ -304,89 +627,18 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("namespace", &self.inner.namespace)
+            .field("cluster", &self.is_cluster())
             .field("timeout", &self.inner.timeout)
+            .field("wait_replicas", &self.inner.wait_replicas)
             .finish_non_exhaustive()
     }
 }
 
-/// Errors that say the connection, not the command, failed: refused,
-/// reset, closed, timed out, or a reply stream that no longer parses.
-/// Server error replies (a script error, `NOSCRIPT`, a wrong type) do not
-/// count: the connection is fine.
-fn is_connection_error(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_unrecoverable_error()
-}
-
-/// Starts the reconnection task unless one runs. Only for a failure on the
-/// connection still installed: a call that began before a fresh connection
-/// was swapped in says nothing about the fresh one.
-fn start_reconnecting(inner: &Arc<Inner>, failed: &Arc<ConnectionManager>) {
-    if !Arc::ptr_eq(&inner.conn.load(), failed) {
-        return;
-    }
-    if inner.reconnecting.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(reconnect(Arc::downgrade(inner)));
-        }
-        // Unreachable in practice (calls check for a runtime first); leave
-        // the flag clear so a later call can start the task.
-        Err(_) => inner.reconnecting.store(false, Ordering::Release),
-    }
-}
-
-/// Tries a fresh connection until one answers `PING`, then installs it.
-/// Holds the store only during an attempt, so it ends once the store is
-/// dropped.
-async fn reconnect(store: Weak<Inner>) {
-    let mut pause = RECONNECT_FIRST;
-    let mut attempts: u32 = 0;
-    loop {
-        let Some(inner) = store.upgrade() else {
-            return;
-        };
-        attempts = attempts.saturating_add(1);
-        match fresh_connection(&inner).await {
-            Ok(conn) => {
-                inner.conn.store(Arc::new(conn));
-                inner.reconnecting.store(false, Ordering::Release);
-                tracing::info!(namespace = %inner.namespace, attempts, "redis: reconnected");
-                return;
-            }
-            // One warning per outage; the retries are routine.
-            Err(why) if attempts == 1 => {
-                tracing::warn!(namespace = %inner.namespace, error = %why, "redis: unreachable; reconnecting in the background")
-            }
-            Err(why) => {
-                tracing::debug!(namespace = %inner.namespace, attempts, error = %why, "redis: still unreachable")
-            }
-        }
-        drop(inner);
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(RECONNECT_MAX);
-    }
-}
-
-/// A new manager whose connection has answered `PING`, within one timeout:
-/// connecting alone succeeds against a paused Redis (the kernel accepts).
-async fn fresh_connection(inner: &Inner) -> Result<ConnectionManager, String> {
-    let attempt = async {
-        let mut conn = ConnectionManager::new_with_config(inner.client.clone(), inner.config.clone()).await?;
-        let pong: String = ::redis::cmd("PING").query_async(&mut conn).await?;
-        Ok::<_, RedisError>((conn, pong))
-    };
-    match tokio::time::timeout(inner.timeout, attempt).await {
-        Ok(Ok((conn, pong))) if pong == "PONG" => Ok(conn),
-        Ok(Ok((_, pong))) => Err(format!("unexpected PING reply {pong:?}")),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {:?}", inner.timeout)),
-    }
+/// `EVALSHA <script's hash> <n> <keys…>`; the caller adds the arguments.
+fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
+    let mut cmd = ::redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+    cmd
 }
 
 /// Tokio timers and the connection manager need a runtime; without one,
@@ -409,6 +661,30 @@ fn bad_reply(what: &str, reply: impl fmt::Debug) -> StoreError {
     StoreError::Unavailable(format!("redis {what}: unexpected reply {reply:?}"))
 }
 
+/// Every text in a reply (one per node of a multi-node reply).
+fn texts(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::BulkString(bytes) => out.push(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(text) => out.push(text.clone()),
+        Value::VerbatimString { text, .. } => out.push(text.clone()),
+        Value::Array(items) | Value::Set(items) => items.iter().for_each(|v| texts(v, out)),
+        // Address → reply: only the replies.
+        Value::Map(pairs) => pairs.iter().for_each(|(_, v)| texts(v, out)),
+        _ => {}
+    }
+}
+
+fn outcome_of(outcome: &str) -> Result<ConsumeOutcome, StoreError> {
+    match outcome {
+        "first" => Ok(ConsumeOutcome::FirstUse),
+        "retried" => Ok(ConsumeOutcome::Retried),
+        "replayed" => Ok(ConsumeOutcome::Replayed),
+        "revoked" => Ok(ConsumeOutcome::Revoked),
+        "lost" => Ok(ConsumeOutcome::StateLost),
+        _ => Err(bad_reply("consume", outcome)),
+    }
+}
+
 /// The `revoked_at` of a revocation entry (`"<revoked_at> <until>"`), if
 /// it is still in force at `now`.
 fn revocation_in_force(what: &str, entry: &str, now: i64) -> Result<Option<i64>, StoreError> {
@@ -427,10 +703,10 @@ impl Store for RedisStore {
             .arg("NX")
             .arg("PXAT")
             .arg(pxat(expires_at.max(now.saturating_add(1))));
-        match self.query::<Value>("mark_once", cmd).await? {
-            Value::Okay => Ok(true),
-            Value::Nil => Ok(false),
-            other => Err(bad_reply("mark_once", other)),
+        match self.decide("mark_once", cmd, None, self.inner.wait_replicas).await? {
+            (Value::Okay, acked) => self.replicated("mark_once", acked).map(|()| true),
+            (Value::Nil, _) => Ok(false),
+            (other, _) => Err(bad_reply("mark_once", other)),
         }
     }
 
@@ -443,18 +719,7 @@ impl Store for RedisStore {
     }
 
     async fn is_revoked(&self, jti: &str, sub: &str, iat: i64, now: i64) -> Result<bool, StoreError> {
-        let mut cmd = ::redis::cmd("MGET");
-        cmd.arg(self.key("revoked-jti", jti)).arg(self.key("revoked-sub", sub));
-        let (by_jti, by_sub): (Option<String>, Option<String>) = self.query("is_revoked", cmd).await?;
-        if let Some(entry) = by_jti {
-            if revocation_in_force("is_revoked", &entry, now)?.is_some() {
-                return Ok(true);
-            }
-        }
-        match by_sub {
-            Some(entry) => Ok(revocation_in_force("is_revoked", &entry, now)?.is_some_and(|at| iat <= at)),
-            None => Ok(false),
-        }
+        Self::revoked_by(&self.revocations(jti, sub).await?, iat, now)
     }
 
     async fn consume(&self, c: Consume<'_>, now: i64) -> Result<ConsumeOutcome, StoreError> {
@@ -463,34 +728,34 @@ impl Store for RedisStore {
             Some(retry_key) => format!("r:{retry_key}"),
             None => "1".to_owned(),
         };
-        let mut script = self.inner.consume.prepare_invoke();
-        script
-            .key(self.key("revoked-jti", c.jti))
-            .key(self.key("revoked-sub", c.sub))
-            .key(self.key("mark", c.mark_key))
-            .key(&self.inner.epoch_key)
-            .arg(now)
+        if self.is_cluster() {
+            return self.consume_on_cluster(c, &mark, now).await;
+        }
+        let epoch_key = self.inner.keys.epoch_of(c.mark_key);
+        let mut cmd = evalsha(
+            &self.inner.consume,
+            &[
+                &self.key("revoked-jti", c.jti),
+                &self.key("revoked-sub", c.sub),
+                &self.key("mark", c.mark_key),
+                &epoch_key,
+            ],
+        );
+        cmd.arg(now)
             .arg(c.iat)
             .arg(pxat(c.expires_at.max(now.saturating_add(1))))
             .arg(mark);
-        let (outcome, reset, epoch): (String, i64, i64) = self.eval("consume", script).await?;
-        self.inner.epoch.store(epoch, Ordering::Release);
-        if reset == 1 {
-            tracing::error!(
-                namespace = %self.inner.namespace,
-                epoch,
-                "redis: replay state lost (the epoch key is gone: Redis restarted without persistence, \
-                 was flushed, or evicted it); tokens issued before the new epoch cannot be consumed"
-            );
+        let (reply, acked) = self
+            .decide("consume", cmd, Some(&self.inner.consume), self.inner.wait_replicas)
+            .await?;
+        let (outcome, reset, epoch) = <(String, i64, i64)>::from_redis_value(&reply)
+            .map_err(|e| StoreError::Unavailable(format!("redis consume: {e}")))?;
+        self.saw_epoch(epoch, reset, &epoch_key);
+        let outcome = outcome_of(&outcome)?;
+        if outcome == ConsumeOutcome::FirstUse {
+            self.replicated("consume", acked)?;
         }
-        match outcome.as_str() {
-            "first" => Ok(ConsumeOutcome::FirstUse),
-            "retried" => Ok(ConsumeOutcome::Retried),
-            "replayed" => Ok(ConsumeOutcome::Replayed),
-            "revoked" => Ok(ConsumeOutcome::Revoked),
-            "lost" => Ok(ConsumeOutcome::StateLost),
-            _ => Err(bad_reply("consume", outcome)),
-        }
+        Ok(outcome)
     }
 
     async fn rate_hit(&self, key: &str, limit: u32, window_secs: u32, now: i64) -> Result<RateDecision, StoreError> {
@@ -510,9 +775,13 @@ impl Store for RedisStore {
         let json = serde_json::to_string(record)
             .map_err(|e| StoreError::Unavailable(format!("redis refresh_insert: cannot encode the record: {e}")))?;
         let family_expires_at = record.family_expires_at.min(MAX_UNIX_SECS);
+        if self.is_cluster() {
+            self.index_refresh("refresh_insert", hash, &record.family, pxat(family_expires_at))
+                .await?;
+        }
         let mut script = self.inner.refresh_insert.prepare_invoke();
         script
-            .key(self.key("refresh", hash))
+            .key(self.inner.keys.in_family("refresh", hash, &record.family))
             .arg(json)
             .arg(&record.family)
             .arg(record.expires_at.min(family_expires_at))
@@ -523,18 +792,48 @@ impl Store for RedisStore {
     }
 
     async fn refresh_spend(&self, hash: &str, successor_hash: &str, now: i64) -> Result<SpendOutcome, StoreError> {
-        let mut script = self.inner.refresh_spend.prepare_invoke();
-        script
-            .key(self.key("refresh", hash))
-            .key(self.key("refresh", successor_hash))
-            .arg(now)
-            .arg(self.key("family", ""));
-        let reply: Vec<String> = self.eval("refresh_spend", script).await?;
+        let (family, taken) = if self.is_cluster() {
+            let Some((family, expires_ms)) = self.family_of("refresh_spend", hash).await? else {
+                return Ok(SpendOutcome::Unknown);
+            };
+            // The successor's index first: a spend that stops after it
+            // leaves an index to a family without that token (Unknown),
+            // never a stored token nobody can find. An index to another
+            // family fails the spend (in the script, so that a token that
+            // is not spendable still answers why).
+            let taken = !self.index_successor(successor_hash, &family, expires_ms.max(1)).await?;
+            (family, taken)
+        } else {
+            (String::new(), false)
+        };
+        let keys = &self.inner.keys;
+        let mut cmd = evalsha(
+            &self.inner.refresh_spend,
+            &[
+                &keys.in_family("refresh", hash, &family),
+                &keys.in_family("refresh", successor_hash, &family),
+            ],
+        );
+        cmd.arg(now).arg(keys.family_prefix(&family));
+        if taken {
+            cmd.arg("taken");
+        }
+        let (reply, acked) = self
+            .decide(
+                "refresh_spend",
+                cmd,
+                Some(&self.inner.refresh_spend),
+                self.inner.wait_replicas,
+            )
+            .await?;
+        let reply = Vec::<String>::from_redis_value(&reply)
+            .map_err(|e| StoreError::Unavailable(format!("redis refresh_spend: {e}")))?;
         match reply.as_slice() {
             [outcome] if outcome == "unknown" => Ok(SpendOutcome::Unknown),
             [outcome] if outcome == "revoked" => Ok(SpendOutcome::Revoked),
             [outcome] if outcome == "reused" => Ok(SpendOutcome::Reused),
             [outcome, json, expires_at] if outcome == "spent" => {
+                self.replicated("refresh_spend", acked)?;
                 let mut record: RefreshRecord = serde_json::from_str(json).map_err(|e| {
                     StoreError::Unavailable(format!("redis refresh_spend: unreadable refresh record: {e}"))
                 })?;
@@ -546,8 +845,18 @@ impl Store for RedisStore {
     }
 
     async fn refresh_peek(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        let family = if self.is_cluster() {
+            let Some((family, _)) = self.family_of("refresh_peek", hash).await? else {
+                return Ok(None);
+            };
+            family
+        } else {
+            String::new()
+        };
         let mut cmd = ::redis::cmd("HMGET");
-        cmd.arg(self.key("refresh", hash)).arg("rec").arg("exp");
+        cmd.arg(self.inner.keys.in_family("refresh", hash, &family))
+            .arg("rec")
+            .arg("exp");
         let (json, expires_at): (Option<String>, Option<i64>) = self.query("refresh_peek", cmd).await?;
         let (Some(json), Some(expires_at)) = (json, expires_at) else {
             return Ok(None);
@@ -568,9 +877,12 @@ impl Store for RedisStore {
         let mut cmd = ::redis::cmd("EVAL");
         cmd.arg(REVOKE_FAMILY_LUA)
             .arg(1)
-            .arg(self.key("family", family))
+            .arg(self.inner.keys.in_family("family", family, family))
             .arg(pxat(until.min(MAX_UNIX_SECS)));
-        self.query::<Value>("refresh_revoke_family", cmd).await.map(|_| ())
+        let (_, acked) = self
+            .decide("refresh_revoke_family", cmd, None, self.inner.wait_replicas)
+            .await?;
+        self.replicated("refresh_revoke_family", acked)
     }
 
     async fn opaque_insert(&self, hash: &str, value: &[u8], expires_at: i64, now: i64) -> Result<(), StoreError> {
@@ -633,6 +945,9 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.is_cluster() {
+            return self.cluster_ready().await;
+        }
         let pong: String = self.query("ping", ::redis::cmd("PING")).await?;
         if pong == "PONG" {
             Ok(())

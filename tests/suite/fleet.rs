@@ -151,6 +151,16 @@ impl Fleet {
     /// Redis, then A alone (it makes the keys in the empty folder), then B
     /// on the same folder.
     fn start(rate_limit: &str) -> Fleet {
+        Fleet::start_with(rate_limit, None)
+    }
+
+    /// As [`start`](Fleet::start), the store on the shared Redis Cluster
+    /// (`cluster_harness.rs`; the issuer, A's address, is the namespace).
+    fn start_cluster(rate_limit: &str) -> Fleet {
+        Fleet::start_with(rate_limit, Some(crate::cluster_harness::shared_seeds()))
+    }
+
+    fn start_with(rate_limit: &str, cluster: Option<Vec<String>>) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let redis = RedisServer::start();
         let keys = dir.path().join("keys");
@@ -162,7 +172,11 @@ impl Fleet {
         let config = dir.path().join("tokensmith.toml");
         std::fs::create_dir(&keys).unwrap();
         let issuer = format!("http://127.0.0.1:{port_a}");
-        std::fs::write(&config, fleet_config(&issuer, &redis.url, &keys, rate_limit)).unwrap();
+        let mut text = fleet_config(&issuer, &redis.url, &keys, rate_limit);
+        if let Some(seeds) = cluster {
+            text.push_str(&format!("redis_cluster = {seeds:?}\n"));
+        }
+        std::fs::write(&config, text).unwrap();
         let a = Spawned::start(dir.path(), &config, port_a, &QUIET);
         assert!(
             keys.join(tokensmith::keys::disk::KEYRING_FILE).is_file(),
@@ -308,7 +322,16 @@ fn stats_diff(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> Ha
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_jti_is_consumed_once_across_the_fleet() {
-    let f = Fleet::start("1000/s");
+    a_jti_is_consumed_once_across_the_fleet_on(Fleet::start("1000/s")).await;
+}
+
+/// The same with the store on the shared Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_jti_is_consumed_once_across_the_fleet_on_a_cluster() {
+    a_jti_is_consumed_once_across_the_fleet_on(Fleet::start_cluster("1000/s")).await;
+}
+
+async fn a_jti_is_consumed_once_across_the_fleet_on(f: Fleet) {
     for round in 0..3 {
         let minted_on = if round % 2 == 0 { A } else { B };
         let token = f.issue(minted_on, SHOP_KEY, "alice").await;
@@ -356,7 +379,16 @@ async fn a_jti_is_consumed_once_across_the_fleet() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revocation_on_one_instance_holds_on_the_other() {
-    let f = Fleet::start("1000/s");
+    a_revocation_on_one_instance_holds_on_the_other_on(Fleet::start("1000/s")).await;
+}
+
+/// The same with the store on the shared Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_on_one_instance_holds_on_the_other_on_a_cluster() {
+    a_revocation_on_one_instance_holds_on_the_other_on(Fleet::start_cluster("1000/s")).await;
+}
+
+async fn a_revocation_on_one_instance_holds_on_the_other_on(f: Fleet) {
     let revoked = f.issue(B, SHOP_KEY, "alice").await;
     let alice_other = f.issue(B, SHOP_KEY, "alice").await;
     let control = f.issue(B, SHOP_KEY, "carol").await;
@@ -439,9 +471,18 @@ async fn next_second_start() -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_rate_limit_is_shared_by_the_fleet() {
+    the_rate_limit_is_shared_by_the_fleet_on(Fleet::start("5/s")).await;
+}
+
+/// The same with the store on the shared Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rate_limit_is_shared_by_the_fleet_on_a_cluster() {
+    the_rate_limit_is_shared_by_the_fleet_on(Fleet::start_cluster("5/s")).await;
+}
+
+async fn the_rate_limit_is_shared_by_the_fleet_on(f: Fleet) {
     const LIMIT: usize = 5;
     const BURST: usize = 16;
-    let f = Fleet::start("5/s");
     let mut aligned_bursts = 0;
     for attempt in 0..5 {
         let Some(second) = next_second_start().await else {

@@ -2,6 +2,7 @@
 
 mod authority;
 mod cli;
+mod cluster_harness;
 mod common;
 mod e2e;
 mod edge;

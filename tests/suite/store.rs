@@ -32,8 +32,19 @@ async fn connect(server: &RedisServer, namespace: &str, timeout: Duration) -> Re
         .expect("connect to the test redis-server")
 }
 
-/// Runs each case once per backend, as `store::memory::<case>` and
-/// `store::redis::<case>`.
+/// A store on the shared Redis Cluster, in a namespace of its own, epoch an
+/// hour ago (as [`connect`]).
+async fn connect_cluster(namespace: &str) -> RedisStore {
+    let seeds = crate::cluster_harness::shared_seeds();
+    let namespace = format!("{namespace}-{}", std::process::id());
+    RedisStore::connect_cluster(&seeds, &namespace, TIMEOUT, now() - 3600)
+        .await
+        .expect("connect to the test Redis Cluster")
+}
+
+/// Runs each case once per backend, as `store::memory::<case>`,
+/// `store::redis::<case>` and `store::cluster::<case>` (the shared
+/// Redis Cluster, see `cluster_harness.rs`).
 macro_rules! both_backends {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -51,6 +62,15 @@ macro_rules! both_backends {
                 async fn $case() {
                     let server = crate::redis_harness::RedisServer::start();
                     let store = super::connect(&server, "suite", super::TIMEOUT).await;
+                    super::$case(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let store = super::connect_cluster(concat!("suite-", stringify!($case))).await;
                     super::$case(std::sync::Arc::new(store)).await;
                 }
             )*
@@ -1472,4 +1492,5 @@ mod redis_only {
     }
 }
 
+mod cluster_failover;
 mod lost_state;

@@ -12,18 +12,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
+use ::redis::RedisResult;
 
+use ::redis::Script;
+
+use super::conn::AnyConn;
+use super::layout::{Layout, BUCKETS};
+use super::scripts::EPOCH_INIT_LUA;
 use crate::store::StoreError;
 
 /// Records `epoch` under `key` unless an epoch is there, and answers the
 /// epoch in force. Within `timeout`.
-pub(super) async fn init_epoch(
-    conn: &ConnectionManager,
-    key: &str,
-    epoch: i64,
-    timeout: Duration,
-) -> Result<i64, StoreError> {
+pub(super) async fn init_epoch(conn: &AnyConn, key: &str, epoch: i64, timeout: Duration) -> Result<i64, StoreError> {
     let mut conn = conn.clone();
     let mut pipe = ::redis::pipe();
     pipe.cmd("SET").arg(key).arg(epoch).arg("NX").cmd("GET").arg(key);
@@ -51,6 +51,61 @@ pub(super) async fn init_epoch(
         );
     }
     Ok(in_force)
+}
+
+/// On a cluster: records `epoch` in every bucket that has none (see "Redis
+/// Cluster" in the parent module), all buckets at once, within `timeout`;
+/// answers the latest epoch in force, the one a token must reach to be
+/// consumable in every bucket.
+pub(super) async fn init_bucket_epochs(
+    conn: &AnyConn,
+    layout: &Layout,
+    epoch: i64,
+    timeout: Duration,
+) -> Result<i64, StoreError> {
+    let script = std::sync::Arc::new(Script::new(EPOCH_INIT_LUA));
+    let mut calls = tokio::task::JoinSet::new();
+    for b in 0..BUCKETS {
+        let (mut conn, script, key) = (conn.clone(), std::sync::Arc::clone(&script), layout.bucket_epoch(b));
+        calls.spawn(async move {
+            let mut call = script.prepare_invoke();
+            call.key(&key).arg(epoch);
+            let reply: RedisResult<(i64, Option<String>)> = call.invoke_async(&mut conn).await;
+            (key, reply)
+        });
+    }
+    let all = async {
+        let (mut latest, mut written) = (i64::MIN, 0u32);
+        while let Some(joined) = calls.join_next().await {
+            let (key, reply) = joined.map_err(|e| StoreError::Unavailable(format!("redis epoch: {e}")))?;
+            let (w, stored) = reply.map_err(|e| StoreError::Unavailable(format!("redis epoch {key}: {e}")))?;
+            let Some(in_force) = stored.as_deref().and_then(|s| s.parse::<i64>().ok()) else {
+                return Err(StoreError::Unavailable(format!(
+                    "redis epoch: unreadable epoch {stored:?} under {key}"
+                )));
+            };
+            latest = latest.max(in_force);
+            written += u32::from(w == 1);
+        }
+        Ok((latest, written))
+    };
+    let (latest, written) = match tokio::time::timeout(timeout, all).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(StoreError::Unavailable(format!(
+                "redis epoch: the cluster did not answer for every bucket within {timeout:?}"
+            )))
+        }
+    };
+    if written > 0 {
+        tracing::info!(
+            buckets = written,
+            epoch = latest,
+            "redis cluster: recorded the replay epoch of buckets that had none (a new namespace, or a \
+             master that lost its state); tokens issued before it cannot be consumed in those buckets"
+        );
+    }
+    Ok(latest)
 }
 
 /// The settings that decide whether Redis can forget a mark; `None` where
@@ -95,7 +150,7 @@ impl Durability {
 }
 
 /// Reads the settings with `CONFIG GET` (one pipeline, within `timeout`).
-async fn read(conn: &ConnectionManager, timeout: Duration) -> Result<Durability, String> {
+async fn read(conn: &AnyConn, timeout: Duration) -> Result<Durability, String> {
     let mut conn = conn.clone();
     let mut pipe = ::redis::pipe();
     for name in ["appendonly", "save", "maxmemory", "maxmemory-policy"] {
@@ -119,7 +174,7 @@ async fn read(conn: &ConnectionManager, timeout: Duration) -> Result<Durability,
 /// Logs one warning if this Redis can forget marks, or one line saying the
 /// settings could not be read (`CONFIG` renamed away, or denied by an ACL,
 /// as managed Redis services do). Never fails.
-pub(super) async fn warn_if_marks_can_be_lost(conn: &ConnectionManager, namespace: &str, timeout: Duration) {
+pub(super) async fn warn_if_marks_can_be_lost(conn: &AnyConn, namespace: &str, timeout: Duration) {
     match read(conn, timeout).await {
         Ok(settings) => {
             let risks = settings.risks();

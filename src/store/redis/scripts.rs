@@ -85,7 +85,9 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[6])
 return 1
 "#;
 
-/// KEYS: the presented token, its successor. ARGV: now, family key prefix.
+/// KEYS: the presented token, its successor. ARGV: now, family key prefix,
+/// and on a cluster `taken` when the successor's hash is indexed to
+/// another family (a spend then fails as if the successor were stored).
 /// The order of checks is the one documented on `Store::refresh_spend`.
 /// The successor copies the record JSON verbatim: Lua never re-encodes it.
 pub(super) const REFRESH_SPEND_LUA: &str = r#"
@@ -101,7 +103,7 @@ if t[6] then
   return {'reused'}
 end
 if exp <= now then return {'unknown'} end
-if KEYS[2] == KEYS[1] or redis.call('EXISTS', KEYS[2]) == 1 then
+if KEYS[2] == KEYS[1] or ARGV[3] == 'taken' or redis.call('EXISTS', KEYS[2]) == 1 then
   return redis.error_reply('ERR tokensmith: refresh successor hash is already stored')
 end
 redis.call('HSET', KEYS[1], 'spent', '1')
@@ -109,4 +111,53 @@ local next_exp = math.min(now + ttl, fexp)
 redis.call('HSET', KEYS[2], 'rec', t[1], 'fam', fam, 'exp', string.format('%d', next_exp), 'fexp', t[4], 'ttl', t[5])
 redis.call('PEXPIREAT', KEYS[2], string.format('%d', fexp * 1000))
 return {'spent', t[1], t[3]}
+"#;
+
+/// A cluster's consume, the part on the mark's slot. KEYS: mark, the
+/// bucket's epoch. ARGV: now, iat, mark PXAT ms, the mark's value.
+///
+/// The epoch as in [`CONSUME_LUA`]; then marks as `mark_once` does. The
+/// revocations are read after this script (they live on other slots):
+/// see "Redis Cluster" in the parent module for why that order keeps the
+/// contract. Answers `{outcome, 1 if this call wrote the epoch else 0,
+/// epoch}`.
+pub(super) const CONSUME_MARK_LUA: &str = r#"
+local now, iat = tonumber(ARGV[1]), tonumber(ARGV[2])
+local epoch, reset = redis.call('GET', KEYS[2]), 0
+if not epoch then
+  epoch = string.format('%d', now + 1)
+  redis.call('SET', KEYS[2], epoch)
+  reset = 1
+end
+epoch = tonumber(epoch)
+if not epoch then
+  return redis.error_reply('ERR tokensmith: unreadable epoch')
+end
+if iat < epoch then
+  return {'lost', reset, epoch}
+end
+if redis.call('SET', KEYS[1], ARGV[4], 'NX', 'PXAT', ARGV[3]) then
+  return {'first', reset, epoch}
+end
+if ARGV[4] ~= '1' and redis.call('GET', KEYS[1]) == ARGV[4] then
+  return {'retried', reset, epoch}
+end
+return {'replayed', reset, epoch}
+"#;
+
+/// Removes a mark this consume placed, found revoked afterwards. KEYS: the
+/// mark. ARGV: the value this consume wrote. Another consume's mark (a
+/// different value) is left alone.
+pub(super) const UNMARK_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// Records the epoch `ARGV[1]` under `KEYS[1]` unless one is there; answers
+/// `{1 if written else 0, the epoch in force}`.
+pub(super) const EPOCH_INIT_LUA: &str = r#"
+local written = redis.call('SET', KEYS[1], ARGV[1], 'NX') and 1 or 0
+return {written, redis.call('GET', KEYS[1])}
 "#;

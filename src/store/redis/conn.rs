@@ -1,0 +1,272 @@
+//! The Redis store's connection: one Redis (a [`ConnectionManager`] that the
+//! store heals itself, see "Connection" in the parent module) or a Redis
+//! Cluster (a [`ClusterConnection`], which follows `MOVED`/`ASK` and
+//! refreshes its slot map by itself). [`AnyConn`] lets every command and
+//! script run on either without the callers knowing which.
+//!
+//! It never retries a command itself and never turns a failure into an
+//! answer: that is the parent module's `bounded`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use arc_swap::ArcSwap;
+
+use super::Inner;
+use crate::store::StoreError;
+
+/// The first and the longest pause between reconnection attempts while
+/// Redis is unreachable: short, so a Redis that is back is used within a
+/// quarter second; not shorter, so an outage costs each instance at most a
+/// few connection attempts per second.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_millis(250);
+
+/// How often the cluster client follows a redirection (`MOVED`, `ASK`) or
+/// waits out `TRYAGAIN`/`CLUSTERDOWN` within one call. A redirection means
+/// the node did not run the command, so following it is safe; every call is
+/// still bounded by the store's timeout as a whole.
+const CLUSTER_RETRIES: u32 = 3;
+
+/// One Redis, or a cluster.
+pub(super) enum Conn {
+    Single(Box<Single>),
+    Cluster(ClusterConnection),
+}
+
+/// One Redis, with the store's own reconnection.
+pub(super) struct Single {
+    /// Kept to build a replacement connection manager.
+    client: Client,
+    config: ConnectionManagerConfig,
+    /// Swapped whole when a fresh connection has answered; a call clones
+    /// the manager (an `Arc`) without locking.
+    conn: ArcSwap<ConnectionManager>,
+    /// True from the first connection failure until a fresh connection is
+    /// swapped in: one reconnection task at a time, however many calls fail.
+    reconnecting: AtomicBool,
+}
+
+/// A connection of either kind, for one call.
+#[derive(Clone)]
+pub(super) enum AnyConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for AnyConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            AnyConn::Single(c) => c.req_packed_command(cmd),
+            AnyConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            AnyConn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            AnyConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            AnyConn::Single(c) => c.get_db(),
+            AnyConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The connection a call uses, and (one Redis) the manager it came from, so
+/// that a failure on it can start the reconnection.
+pub(super) struct Handle {
+    pub(super) conn: AnyConn,
+    pub(super) used: Option<Arc<ConnectionManager>>,
+}
+
+impl Conn {
+    /// Connects to one Redis at `url`, within `timeout`.
+    pub(super) async fn single(url: &str, timeout: Duration) -> Result<Conn, StoreError> {
+        let client =
+            Client::open(url).map_err(|e| StoreError::Unavailable(format!("redis: invalid redis_url: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            // No retry loop inside the manager: a call during an outage
+            // fails at once instead of waiting on a backoff that outlasts
+            // Redis's return. Reconnecting is the store's own task.
+            .set_number_of_retries(0);
+        let manager = ConnectionManager::new_with_config(client.clone(), config.clone());
+        let conn = match tokio::time::timeout(timeout, manager).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(StoreError::Unavailable(format!("redis connect: {e}"))),
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "redis connect: no answer within {timeout:?}"
+                )))
+            }
+        };
+        Ok(Conn::Single(Box::new(Single {
+            client,
+            config,
+            conn: ArcSwap::from_pointee(conn),
+            reconnecting: AtomicBool::new(false),
+        })))
+    }
+
+    /// Connects to the cluster that `seeds` belong to, within `timeout`:
+    /// the client asks the seeds (any one that answers is enough) for the
+    /// slot map and connects to every master.
+    pub(super) async fn cluster(seeds: &[String], timeout: Duration) -> Result<Conn, StoreError> {
+        if seeds.is_empty() {
+            return Err(StoreError::Unavailable("redis cluster: no seed node given".into()));
+        }
+        let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(CLUSTER_RETRIES)
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("redis cluster: invalid seed list: {e}")))?;
+        match tokio::time::timeout(timeout, client.get_async_connection()).await {
+            Ok(Ok(conn)) => Ok(Conn::Cluster(conn)),
+            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
+                "redis cluster connect (no seed answered with a usable slot map): {e}"
+            ))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis cluster connect: no answer within {timeout:?}"
+            ))),
+        }
+    }
+
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+
+    pub(super) fn handle(&self) -> Handle {
+        match self {
+            Conn::Single(s) => {
+                let used = s.conn.load_full();
+                Handle {
+                    conn: AnyConn::Single(ConnectionManager::clone(&used)),
+                    used: Some(used),
+                }
+            }
+            Conn::Cluster(c) => Handle {
+                conn: AnyConn::Cluster(c.clone()),
+                used: None,
+            },
+        }
+    }
+
+    /// The cluster connection, for commands routed by hand.
+    pub(super) fn cluster_conn(&self) -> Option<ClusterConnection> {
+        match self {
+            Conn::Cluster(c) => Some(c.clone()),
+            Conn::Single(_) => None,
+        }
+    }
+
+    pub(super) fn is_reconnecting(&self) -> bool {
+        match self {
+            Conn::Single(s) => s.reconnecting.load(Ordering::Acquire),
+            Conn::Cluster(_) => false,
+        }
+    }
+}
+
+/// Errors that say the connection, not the command, failed: refused,
+/// reset, closed, timed out, or a reply stream that no longer parses.
+/// Server error replies (a script error, `NOSCRIPT`, a wrong type) do not
+/// count: the connection is fine.
+pub(super) fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
+}
+
+/// Starts the reconnection task unless one runs. Only for a failure on the
+/// connection still installed: a call that began before a fresh connection
+/// was swapped in says nothing about the fresh one. A cluster connection
+/// reconnects by itself: nothing to do.
+pub(super) fn start_reconnecting(inner: &Arc<Inner>, failed: Option<&Arc<ConnectionManager>>) {
+    let (Conn::Single(single), Some(failed)) = (&inner.conn, failed) else {
+        return;
+    };
+    if !Arc::ptr_eq(&single.conn.load(), failed) {
+        return;
+    }
+    if single.reconnecting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(reconnect(Arc::downgrade(inner)));
+        }
+        // Unreachable in practice (calls check for a runtime first); leave
+        // the flag clear so a later call can start the task.
+        Err(_) => single.reconnecting.store(false, Ordering::Release),
+    }
+}
+
+/// Tries a fresh connection until one answers `PING`, then installs it.
+/// Holds the store only during an attempt, so it ends once the store is
+/// dropped.
+async fn reconnect(store: Weak<Inner>) {
+    let mut pause = RECONNECT_FIRST;
+    let mut attempts: u32 = 0;
+    loop {
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        let Conn::Single(single) = &inner.conn else {
+            return;
+        };
+        attempts = attempts.saturating_add(1);
+        match fresh_connection(single, inner.timeout).await {
+            Ok(conn) => {
+                single.conn.store(Arc::new(conn));
+                single.reconnecting.store(false, Ordering::Release);
+                tracing::info!(namespace = %inner.namespace, attempts, "redis: reconnected");
+                return;
+            }
+            // One warning per outage; the retries are routine.
+            Err(why) if attempts == 1 => {
+                tracing::warn!(namespace = %inner.namespace, error = %why, "redis: unreachable; reconnecting in the background")
+            }
+            Err(why) => {
+                tracing::debug!(namespace = %inner.namespace, attempts, error = %why, "redis: still unreachable")
+            }
+        }
+        drop(inner);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// A new manager whose connection has answered `PING`, within one timeout:
+/// connecting alone succeeds against a paused Redis (the kernel accepts).
+async fn fresh_connection(single: &Single, timeout: Duration) -> Result<ConnectionManager, String> {
+    let attempt = async {
+        let mut conn = ConnectionManager::new_with_config(single.client.clone(), single.config.clone()).await?;
+        let pong: String = ::redis::cmd("PING").query_async(&mut conn).await?;
+        Ok::<_, RedisError>((conn, pong))
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok((conn, pong))) if pong == "PONG" => Ok(conn),
+        Ok(Ok((_, pong))) => Err(format!("unexpected PING reply {pong:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
