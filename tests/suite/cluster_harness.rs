@@ -23,6 +23,18 @@ use std::time::{Duration, Instant};
 
 use crate::redis_harness::{free_port, INSTALL_HINT};
 
+/// A free port for a cluster node: a node also listens on its port + 10000
+/// (the cluster bus), so both must be free and the bus port must exist
+/// (an ephemeral port above 55535 has none, and the node would not start).
+fn node_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55535 && std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// The seed list `scripts/test` passes: comma-separated `redis://` URLs.
 pub const CLUSTER_ENV: &str = "TOKENSMITH_TEST_REDIS_CLUSTER";
 
@@ -143,7 +155,7 @@ fn start_nodes(dir: &Path, node_timeout_ms: u64, extra: &[&str], watch_pid: Opti
     for _ in 0..6 {
         let mut failures = Vec::new();
         let node = (0..5).find_map(|_| {
-            let port = free_port();
+            let port = node_port();
             match spawn(dir, port, node_timeout_ms, extra, watch_pid) {
                 Ok(child) => Some(Node {
                     port,
