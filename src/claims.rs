@@ -24,10 +24,14 @@ const SLOT_NAMES: [&str; 8] = ["iss", "sub", "aud", "iat", "exp", "nbf", "jti", 
 /// on every token it issues; it travels among the extra claims.
 pub const CLIENT_ID: &str = "client_id";
 
+/// The confirmation claim (RFC 7800): `{"jkt": …}` on a DPoP-bound token
+/// (RFC 9449 §6). Only the authority sets it, from a checked proof.
+pub const CNF: &str = "cnf";
+
 /// True for a claim no request, session answer or client config may set:
-/// the registered claims and [`CLIENT_ID`].
+/// the registered claims, [`CLIENT_ID`] and [`CNF`].
 pub fn is_reserved(name: &str) -> bool {
-    name == CLIENT_ID || REGISTERED.contains(&name)
+    name == CLIENT_ID || name == CNF || REGISTERED.contains(&name)
 }
 
 /// The claims of a token.
@@ -351,6 +355,14 @@ impl Claims {
     /// The client the token was issued to, when it says.
     pub fn client_id(&self) -> Option<&str> {
         self.extra.get(CLIENT_ID).and_then(Value::as_str)
+    }
+
+    /// The thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`).
+    /// A `cnf` that is not an object with a string `jkt` reads as bound to
+    /// no key anyone has (`Some("")`): never as unbound.
+    pub fn cnf_jkt(&self) -> Option<&str> {
+        let cnf = self.extra.get(CNF)?;
+        Some(cnf.get("jkt").and_then(Value::as_str).unwrap_or_default())
     }
 
     /// Whether the token carries `scope`.

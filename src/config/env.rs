@@ -26,7 +26,7 @@ enum EnvKind {
 /// Every setting a variable may override: (section, key, kind). Keys contain
 /// underscores, so a variable is matched against these whole names rather
 /// than split at an underscore. `[[clients]]` is deliberately absent.
-const ENV_SETTINGS: [(&str, &str, EnvKind); 24] = [
+const ENV_SETTINGS: [(&str, &str, EnvKind); 29] = [
     ("", "issuer", EnvKind::Text),
     ("", "listen", EnvKind::Text),
     ("keys", "dir", EnvKind::Text),
@@ -51,6 +51,11 @@ const ENV_SETTINGS: [(&str, &str, EnvKind); 24] = [
     ("session", "timeout", EnvKind::Duration),
     ("session", "cache_ttl", EnvKind::Duration),
     ("session", "allow_http", EnvKind::Bool),
+    ("dpop", "iat_window", EnvKind::Duration),
+    ("dpop", "require_nonce", EnvKind::Bool),
+    ("dpop", "nonce_secret", EnvKind::Text),
+    ("dpop", "nonce_lifetime", EnvKind::Duration),
+    ("dpop", "external_url", EnvKind::Text),
 ];
 
 fn env_var_name(section: &str, key: &str) -> String {
@@ -129,7 +134,7 @@ fn unknown_env(var: String) -> ConfigError {
         let reason = "[[clients]] cannot be set by environment variables; write them in the config file".to_owned();
         return ConfigError::Env { var, reason };
     }
-    let section = ["keys", "tokens", "store", "server", "session"]
+    let section = ["keys", "tokens", "store", "server", "session", "dpop"]
         .into_iter()
         .find(|s| rest.starts_with(&format!("{}_", s.to_ascii_uppercase())));
     let reason = match section {
@@ -142,7 +147,7 @@ fn unknown_env(var: String) -> ConfigError {
             format!("unknown setting; [{section}] takes {}", known.join(", "))
         }
         None => "unknown setting; known are TOKENSMITH_ISSUER, TOKENSMITH_LISTEN, TOKENSMITH_LOG and \
-                 TOKENSMITH_<SECTION>_<KEY> for [keys], [tokens], [store], [server] and [session]"
+                 TOKENSMITH_<SECTION>_<KEY> for [keys], [tokens], [store], [server], [session] and [dpop]"
             .to_owned(),
     };
     ConfigError::Env { var, reason }

@@ -82,6 +82,7 @@ pub(super) fn check_client_oauth(label: &str, raw: RawClientOAuth) -> Result<Cli
         token_prefix,
         jwt_profile,
         jwks,
+        dpop: crate::dpop::DpopMode::Optional,
     })
 }
 

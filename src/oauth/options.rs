@@ -54,6 +54,9 @@ pub struct ClientOAuth {
     /// `jwks` or `jwks_uri`: the keys of `private_key_jwt` assertions.
     /// Default none: the client cannot use `private_key_jwt`.
     pub jwks: Option<ClientJwks>,
+    /// `dpop`: whether token requests must carry a DPoP proof (RFC 9449).
+    /// Default optional.
+    pub dpop: crate::dpop::DpopMode,
 }
 
 impl Default for ClientOAuth {
@@ -63,6 +66,7 @@ impl Default for ClientOAuth {
             token_prefix: DEFAULT_TOKEN_PREFIX.to_owned(),
             jwt_profile: JwtProfile::Jwt,
             jwks: None,
+            dpop: crate::dpop::DpopMode::Optional,
         }
     }
 }

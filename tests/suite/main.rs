@@ -3,6 +3,7 @@
 mod authority;
 mod cli;
 mod common;
+mod dpop;
 mod e2e;
 mod edge;
 mod examples;
