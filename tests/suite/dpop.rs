@@ -450,9 +450,31 @@ impl NpmKey {
             eprintln!("skipped: the dpop npm package is not installed (npm ci --prefix tests/browser)");
             return None;
         }
-        let mut child = std::process::Command::new("node")
-            .arg(root.join("dpop-proofs.mjs"))
-            .current_dir(&root)
+        NpmKey::spawn(
+            std::process::Command::new("node")
+                .arg(root.join("dpop-proofs.mjs"))
+                .current_dir(&root),
+            alg,
+        )
+    }
+
+    /// Proofs built by hand with Python's joserfc (`tests/oauth/dpop_joserfc.py`),
+    /// when `python3` has it.
+    fn joserfc(alg: &str) -> Option<NpmKey> {
+        let has = std::process::Command::new("python3")
+            .args(["-c", "import joserfc"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has {
+            eprintln!("skipped: python3 has no joserfc");
+            return None;
+        }
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth/dpop_joserfc.py");
+        NpmKey::spawn(std::process::Command::new("python3").arg(script), alg)
+    }
+
+    fn spawn(cmd: &mut std::process::Command, alg: &str) -> Option<NpmKey> {
+        let mut child = cmd
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -496,9 +518,25 @@ impl Drop for NpmKey {
 #[tokio::test]
 async fn proofs_of_the_dpop_npm_package_are_accepted() {
     for alg in ["ES256", "RS256", "PS256"] {
-        let Some(mut key) = NpmKey::new(alg) else {
+        let Some(key) = NpmKey::new(alg) else {
             return;
         };
+        independent_proofs_are_accepted(alg, key).await;
+    }
+}
+
+#[tokio::test]
+async fn proofs_built_with_joserfc_are_accepted() {
+    for alg in ["ES256", "PS256"] {
+        let Some(key) = NpmKey::joserfc(alg) else {
+            return;
+        };
+        independent_proofs_are_accepted(alg, key).await;
+    }
+}
+
+async fn independent_proofs_are_accepted(alg: &str, mut key: NpmKey) {
+    {
         // The package stamps iat with the real time: so does the app's clock here.
         let app = TestApp::base();
         let now = std::time::SystemTime::now()
