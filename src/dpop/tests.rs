@@ -199,8 +199,10 @@ fn nonces_are_required_when_configured() {
     c["nonce"] = json!(nonce);
     check(&req(&forge(&k, header(&k), c.clone())), &strict, NOW).unwrap();
     // Two buckets later it is stale; another secret never made it.
+    let mut later = c.clone();
+    later["iat"] = json!(NOW + 600);
     assert!(matches!(
-        check(&req(&forge(&k, header(&k), c.clone())), &strict, NOW + 600),
+        check(&req(&forge(&k, header(&k), later)), &strict, NOW + 600),
         Err(DpopError::UseNonce { .. })
     ));
     let other = DpopRules {
