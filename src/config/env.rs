@@ -230,6 +230,10 @@ mod tests {
             "allow_http" => "true",
             "publish_ahead" => "2h",
             "leeway" => "30s",
+            "iat_window" => "30s",
+            "require_nonce" => "true",
+            "nonce_secret" => "0123456789abcdef",
+            "external_url" => "https://x.example",
             _ => "3h",
         };
         for (section, key, _) in ENV_SETTINGS {
