@@ -24,6 +24,9 @@
 //! - `REDIS_URL`: keep consumed `jti`s in Redis, shared with tokensmith (same
 //!   namespace: the issuer URL), so a token consumed by either is refused by
 //!   both. Default: in memory.
+//! - `PUBLIC_URL`: the base URL clients address this API at, for the `htu`
+//!   of DPoP proofs (`Authorization: DPoP <token>` + `DPoP: <proof>`; a
+//!   DPoP-bound token sent as Bearer is refused). Default `http://<LISTEN>`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,10 +126,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => AnyStore::Memory(MemoryStore::start(100_000).with_epoch(epoch)),
     };
     store.wait_for_epoch(&*clock).await;
-    let auth = BearerConfig::remote(Arc::new(jwks), validation, clock)?.with_store(Arc::new(store));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let public_url = env_or("PUBLIC_URL", &format!("http://{}", listener.local_addr()?));
+    let auth = BearerConfig::remote(Arc::new(jwks), validation, clock)?
+        .with_store(Arc::new(store))
+        .with_dpop(tokensmith::dpop::DpopRules::new()?, public_url);
     println!("plugin_backend listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app(AppState { auth }))
         .with_graceful_shutdown(async {

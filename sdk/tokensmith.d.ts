@@ -97,11 +97,24 @@ export interface WidgetAuthOptions {
   visitorToken?: () => Promise<string>;
   /** Refresh when this many seconds or fewer remain. Default 60. */
   refreshAhead?: number;
+  /**
+   * DPoP (RFC 9449): send a proof with every token request, so the tokens
+   * (and the refresh family) are bound to this page's key: a non-extractable
+   * ES256 key pair made with WebCrypto and kept in IndexedDB, so a reload
+   * keeps the binding. `fetch()` then sends `Authorization: DPoP`. Default false.
+   */
+  dpop?: boolean;
   /** The `fetch` to use. Default `globalThis.fetch`. */
   fetch?: typeof fetch;
 }
 
 export interface WidgetAuth extends TokenEvents {
+  /**
+   * `fetch` with the session token: `Authorization: DPoP <token>` and a
+   * fresh `DPoP` proof for this method and URL (with `dpop`; sent once more
+   * with the server's nonce on `use_dpop_nonce`), else `Authorization: Bearer`.
+   */
+  fetch(url: string, init?: RequestInit): Promise<Response>;
   /** The client's public config (`GET /v1/clients/{clientKey}/config`), asked once. */
   config(): Promise<Record<string, unknown>>;
   /**
@@ -118,6 +131,12 @@ export interface WidgetAuth extends TokenEvents {
 
 /** A widget's own session with tokensmith. */
 export declare function widgetAuth(options: WidgetAuthOptions): WidgetAuth;
+
+/**
+ * A DPoP proof (RFC 9449) by this page's key for `method` and `url` (query
+ * and fragment dropped), with `ath` of `token` and `nonce` when given.
+ */
+export declare function dpopProof(method: string, url: string, token?: string, nonce?: string): Promise<string>;
 
 /** The claims of a JWT, NOT verified: for display only. `{}` if unreadable. */
 export declare function decodeClaims(token: string): Record<string, any>;

@@ -117,6 +117,53 @@ function source(events, fetchEntry) {
 
 const defaultFetch = (...a) => globalThis.fetch(...a);
 
+// DPoP (RFC 9449): a non-extractable ES256 key, kept in IndexedDB.
+const enc = (b) => btoa(String.fromCharCode(...new Uint8Array(b))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+const te = (t) => new TextEncoder().encode(t);
+const j64 = (o) => enc(te(JSON.stringify(o)));
+let dk;
+const idb = (op) =>
+  new Promise((ok, no) => {
+    const r = indexedDB.open("tokensmith-dpop");
+    r.onupgradeneeded = () => r.result.createObjectStore("k");
+    r.onsuccess = () => {
+      const q = op(r.result.transaction("k", "readwrite").objectStore("k"));
+      q.onsuccess = () => ok(q.result);
+      q.onerror = no;
+    };
+    r.onerror = no;
+  });
+async function makeKey() {
+  const db = globalThis.indexedDB;
+  let k = db && (await idb((s) => s.get(0)).catch(() => 0));
+  if (!k) {
+    k = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]);
+    if (db) await idb((s) => s.put(k, 0)).catch(() => 0);
+  }
+  const { kty, crv, x, y } = await crypto.subtle.exportKey("jwk", k.publicKey);
+  return [k.privateKey, { kty, crv, x, y }];
+}
+/** A DPoP proof by this page's key. */
+export async function dpopProof(method, url, token, nonce) {
+  const [k, jwk] = await (dk ||= makeKey());
+  const c = { jti: enc(crypto.getRandomValues(new Uint8Array(16))), htm: method, htu: String(url).split(/[?#]/)[0], iat: Math.floor(now() / 1000), nonce };
+  if (token) c.ath = enc(await crypto.subtle.digest("SHA-256", te(token)));
+  const input = j64({ typ: "dpop+jwt", alg: "ES256", jwk }) + "." + j64(c);
+  return input + "." + enc(await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, k, te(input)));
+}
+// A fresh proof per request; once more with a nonce when asked.
+const withDpop = (f, token, nonce) => async (url, init = {}) => {
+  for (let i = 0; ; i++) {
+    const h = new Headers(init.headers);
+    h.set("dpop", await dpopProof((init.method || "GET").toUpperCase(), url, token, nonce));
+    if (token) h.set("authorization", "DPoP " + token);
+    const res = await f(url, { ...init, headers: h });
+    const n = res.headers.get("dpop-nonce");
+    if (i || !n || res.ok) return res;
+    nonce = n;
+  }
+};
+
 /** Tokens from the host page's own backend (`url`, same origin, with its
  * cookies): cached while more than `refreshAhead` seconds remain, one
  * request in flight, `error` events when none can be had. */
@@ -134,8 +181,10 @@ export function sessionTokens({ url, init = {}, refreshAhead = 60, ttl, fetch = 
 /** A widget's session with tokensmith: a guest, or the host's user through
  * a visitor token (`visitorToken`), renewed through `/v1/refresh` ahead of
  * expiry with one refresh in flight; the refresh token stays in memory. */
-export function widgetAuth({ issuer, clientKey, visitorToken, refreshAhead = 60, fetch = defaultFetch } = {}) {
+export function widgetAuth({ issuer, clientKey, visitorToken, refreshAhead = 60, dpop = false, fetch = defaultFetch } = {}) {
   const base = String(issuer).replace(/\/+$/, "");
+  const plain = fetch;
+  if (dpop) fetch = withDpop(fetch);
   const events = new EventTarget();
   const post = async (path, json) => {
     const sent = now();
@@ -165,6 +214,13 @@ export function widgetAuth({ issuer, clientKey, visitorToken, refreshAhead = 60,
     }
   });
   const url = `${base}/v1/clients/${encodeURIComponent(clientKey)}/config`;
-  const cfg = source(events, async () => ({ view: (await call(fetch, url, { credentials: "omit" }))[0], renewAt: Infinity }));
-  return Object.assign(events, { config: cfg.get, token: src.get, signOut: src.reset });
+  const cfg = source(events, async () => ({ view: (await call(plain, url, { credentials: "omit" }))[0], renewAt: Infinity }));
+  const authFetch = async (u, init = {}) => {
+    const { token } = await src.get();
+    if (dpop) return withDpop(plain, token)(u, init);
+    const h = new Headers(init.headers);
+    h.set("authorization", "Bearer " + token);
+    return plain(u, { ...init, headers: h });
+  };
+  return Object.assign(events, { config: cfg.get, token: src.get, signOut: src.reset, fetch: authFetch });
 }

@@ -29,10 +29,14 @@ pub const CLIENT_ID: &str = "client_id";
 /// refresh flows, so that revoking the family revokes them too.
 pub const SID: &str = "sid";
 
+/// The confirmation claim (RFC 7800): `{"jkt": …}` on a DPoP-bound token
+/// (RFC 9449 §6). Only the authority sets it, from a checked proof.
+pub const CNF: &str = "cnf";
+
 /// True for a claim no request, session answer or client config may set:
-/// the registered claims, [`CLIENT_ID`] and [`SID`].
+/// the registered claims, [`CLIENT_ID`], [`SID`] and [`CNF`].
 pub fn is_reserved(name: &str) -> bool {
-    name == CLIENT_ID || name == SID || REGISTERED.contains(&name)
+    name == CLIENT_ID || name == SID || name == CNF || REGISTERED.contains(&name)
 }
 
 /// The claims of a token.
@@ -361,6 +365,14 @@ impl Claims {
     /// The refresh family the token was issued from ([`SID`]), if any.
     pub fn sid(&self) -> Option<&str> {
         self.extra.get(SID).and_then(Value::as_str)
+    }
+
+    /// The thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`).
+    /// A `cnf` that is not an object with a string `jkt` reads as bound to
+    /// no key anyone has (`Some("")`): never as unbound.
+    pub fn cnf_jkt(&self) -> Option<&str> {
+        let cnf = self.extra.get(CNF)?;
+        Some(cnf.get("jkt").and_then(Value::as_str).unwrap_or_default())
     }
 
     /// Whether the token carries `scope`.

@@ -122,6 +122,7 @@ pub mod client;
 pub mod clients;
 pub(crate) mod clock;
 pub mod config;
+pub mod dpop;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod issuer;
@@ -136,12 +137,13 @@ pub mod units;
 pub(crate) mod verifier;
 
 pub use authority::{
-    exchange_audience, Audience, Authority, AuthorityError, ClientsChange, GlobalLimits, Grant, OAuthGrant,
-    PolicyError, Presenter, Purpose, Revocation, TokenRequest, VerifyOptions, MAX_IDEMPOTENCY_KEY_LEN,
+    exchange_audience, Audience, Authority, AuthorityError, ClientsChange, DpopPresented, GlobalLimits, Grant,
+    OAuthGrant, PolicyError, Presentation, Presenter, Purpose, Revocation, TokenRequest, VerifyOptions,
+    MAX_IDEMPOTENCY_KEY_LEN,
 };
 pub use claims::{Claims, Rejection, Validation};
 pub use client::cache::{CacheError, CacheOptions, IssueToken, Issued, SharedRedis, TokenCache};
-pub use client::extract::{AnyToken, Bearer, BearerConfig, BearerConfigError, BearerRejection, Policy};
+pub use client::extract::{AnyToken, Bearer, BearerConfig, BearerConfigError, BearerRejection, Policy, Presented};
 pub use client::jwks::{JwksError, JwksOptions, RemoteJwks, RemoteVerifier};
 pub use clients::{Client, ClientRegistry};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};

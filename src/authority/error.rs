@@ -64,6 +64,9 @@ pub enum AuthorityError {
     /// a client other than the one it was issued to. Spent all the same:
     /// a grant in the wrong hands is as good as stolen.
     GrantOfOtherClient,
+    /// A DPoP proof was missing, invalid or for another key (RFC 9449):
+    /// `invalid_dpop_proof`, or `use_dpop_nonce` with a fresh nonce.
+    Dpop(crate::dpop::DpopError),
 }
 
 impl AuthorityError {
@@ -85,6 +88,7 @@ impl AuthorityError {
             AuthorityError::Issue(_) | AuthorityError::Random(_) => "server_error",
             AuthorityError::Misconfigured(_) => "invalid_config",
             AuthorityError::GrantOfOtherClient => "invalid_grant",
+            AuthorityError::Dpop(e) => e.code(),
         }
     }
 }
@@ -110,6 +114,7 @@ impl fmt::Display for AuthorityError {
             AuthorityError::Random(e) => write!(f, "random generator: {e}"),
             AuthorityError::Misconfigured(why) => f.write_str(why),
             AuthorityError::GrantOfOtherClient => f.write_str("the grant was issued to another client"),
+            AuthorityError::Dpop(e) => write!(f, "{e}"),
         }
     }
 }
@@ -124,6 +129,7 @@ impl std::error::Error for AuthorityError {
             AuthorityError::ConsumeUnconfirmed { cause, .. } => Some(cause),
             AuthorityError::Issue(e) => Some(e),
             AuthorityError::Random(e) => Some(e),
+            AuthorityError::Dpop(e) => Some(e),
             _ => None,
         }
     }

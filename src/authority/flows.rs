@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use super::{Authority, AuthorityError};
 use crate::claims::{Rejection, CLIENT_ID, SID};
 use crate::clients::Client;
+use crate::dpop::Proof;
 use crate::issuer::IssuedToken;
 use crate::refresh::{self, InvalidReason, RefreshError};
 use crate::session::Identity;
@@ -224,11 +225,13 @@ impl Authority {
         identity: &Identity,
         family: Option<&str>,
         refresh_token: Option<String>,
+        proof: Option<&Proof>,
     ) -> Result<Grant, AuthorityError> {
         let mut spec = identity.token_spec(client, self.limits);
         if let Some(family) = family {
             spec.extra.insert(SID.to_owned(), Value::String(family.to_owned()));
         }
+        super::dpop::bind(&mut spec, proof);
         Ok(Grant {
             token: self.mint(client, spec).await?,
             refresh_token,
@@ -236,23 +239,34 @@ impl Authority {
     }
 
     /// Starts a refresh family for `identity` (cut to `client`) and signs its
-    /// first token.
-    async fn grant_with_new_family(&self, client: &Client, identity: &Identity) -> Result<Grant, AuthorityError> {
+    /// first token, bound to the key of `proof` when given. A family started
+    /// by a page (a public client) with a proof is bound to its key too.
+    async fn grant_with_new_family(
+        &self,
+        client: &Client,
+        identity: &Identity,
+        presenter: Presenter<'_>,
+        proof: Option<&Proof>,
+    ) -> Result<Grant, AuthorityError> {
         let cut = identity.cut_to(client);
         let now = self.clock.now();
-        let family = refresh::issue_family(&self.store, client, &cut.sub, &cut.scopes, &cut.claims, now).await?;
+        let public = matches!(presenter, Presenter::Page { .. });
+        let claims = super::dpop::family_claims(&cut.claims, proof.filter(|_| public));
+        let family = refresh::issue_family(&self.store, client, &cut.sub, &cut.scopes, &claims, now).await?;
         tracing::debug!(client = %client.id, family = %family.record.family, "refresh family started");
-        self.grant(client, &cut, Some(&family.record.family), Some(family.token))
+        self.grant(client, &cut, Some(&family.record.family), Some(family.token), proof)
             .await
     }
 
     /// `POST /v1/guest`: an anonymous visitor of the client whose public key
-    /// is given, from one of its origins, with a new refresh family.
+    /// is given, from one of its origins, with a new refresh family; with a
+    /// DPoP `proof` the token and the family are bound to its key.
     pub async fn guest(
         &self,
         client_key: &str,
         origin: Option<&str>,
         ip: Option<IpAddr>,
+        proof: Option<&Proof>,
     ) -> Result<Grant, AuthorityError> {
         let client = self
             .clients
@@ -261,9 +275,11 @@ impl Authority {
             .ok_or(AuthorityError::UnknownClient)?;
         self.charge_ip(&client, Flow::Guest, ip).await?;
         Self::check_origin(&client, origin, true)?;
+        Self::dpop_allowed(&client, proof)?;
         self.charge_client(&client, Flow::Guest).await?;
         let identity = Identity::guest(&client).map_err(AuthorityError::Random)?;
-        self.grant_with_new_family(&client, &identity).await
+        self.grant_with_new_family(&client, &identity, Presenter::Page { origin }, proof)
+            .await
     }
 
     /// `POST /v1/exchange`: a visitor token (single use, at most 5 min
@@ -277,19 +293,23 @@ impl Authority {
         token: &str,
         origin: Option<&str>,
         ip: Option<IpAddr>,
+        proof: Option<&Proof>,
     ) -> Result<Grant, AuthorityError> {
-        self.exchange_as(token, Presenter::Page { origin }, None, ip).await
+        self.exchange_as(token, Presenter::Page { origin }, None, ip, proof)
+            .await
     }
 
     /// [`exchange`](Authority::exchange) for any [`Presenter`], the scopes
     /// narrowed to `narrow` when given: the one code path of `/v1/exchange`
-    /// and of RFC 8693 token exchange of a visitor token.
+    /// and of RFC 8693 token exchange of a visitor token. With a DPoP
+    /// `proof` the token is bound to its key (and the family, for a page).
     pub async fn exchange_as(
         &self,
         token: &str,
         presenter: Presenter<'_>,
         narrow: Option<&[String]>,
         ip: Option<IpAddr>,
+        proof: Option<&Proof>,
     ) -> Result<Grant, AuthorityError> {
         let claims = self.verifier.verify_for(token, Some(&self.exchange_audience), &[])?;
         // Whatever carries the audience, a visitor token is short: a
@@ -308,12 +328,15 @@ impl Authority {
             .load()
             .by_id(client_id)
             .ok_or(AuthorityError::UnknownClient)?;
+        // Refused before the visitor token is consumed: a request without
+        // the proof its client requires burns nothing.
+        Self::dpop_allowed(&client, proof)?;
         self.charge_ip(&client, Flow::Exchange, ip).await?;
         self.charge_client(&client, Flow::Exchange).await?;
         Self::admit(&self.store, &claims, true, self.leeway, self.clock.now()).await?;
         presenter.check(&client)?;
         let identity = narrowed(Identity::from_visitor(&claims).cut_to(&client), narrow)?;
-        self.grant_with_new_family(&client, &identity).await
+        self.grant_with_new_family(&client, &identity, presenter, proof).await
     }
 
     /// `POST /v1/refresh`: spends the refresh token and grants a new token
@@ -326,20 +349,25 @@ impl Authority {
         presented: &str,
         origin: Option<&str>,
         ip: Option<IpAddr>,
+        proof: Option<&Proof>,
     ) -> Result<Grant, AuthorityError> {
-        self.refresh_as(presented, Presenter::Page { origin }, None, ip).await
+        self.refresh_as(presented, Presenter::Page { origin }, None, ip, proof)
+            .await
     }
 
     /// [`refresh`](Authority::refresh) for any [`Presenter`], the new
     /// token's scopes narrowed to `narrow` when given (the family keeps its
     /// own): the one code path of `/v1/refresh` and of the OAuth 2.0
-    /// `refresh_token` grant.
+    /// `refresh_token` grant. A family bound to a DPoP key is renewed only
+    /// with a `proof` by that key (checked before anything is spent); the
+    /// new token is bound to the proof's key.
     pub async fn refresh_as(
         &self,
         presented: &str,
         presenter: Presenter<'_>,
         narrow: Option<&[String]>,
         ip: Option<IpAddr>,
+        proof: Option<&Proof>,
     ) -> Result<Grant, AuthorityError> {
         let record = refresh::peek(&self.store, presented).await?;
         // A client removed since: its families are dead.
@@ -348,6 +376,8 @@ impl Authority {
             .load()
             .by_id(&record.client)
             .ok_or(Rejection::InvalidRefreshToken)?;
+        Self::dpop_refresh_allowed(&record.claims, proof)?;
+        Self::dpop_allowed(&client, proof)?;
         self.charge_ip(&client, Flow::Refresh, ip).await?;
         self.charge_client(&client, Flow::Refresh).await?;
         if self.family_revoked(&client.id, &record.sub, record.created_at).await? {
@@ -367,7 +397,7 @@ impl Authority {
         };
         presenter.check(&client)?;
         let identity = narrowed(Identity::from_refresh(&next.record).cut_to(&client), narrow)?;
-        self.grant(&client, &identity, Some(&next.record.family), Some(next.token))
+        self.grant(&client, &identity, Some(&next.record.family), Some(next.token), proof)
             .await
     }
 

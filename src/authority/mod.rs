@@ -23,6 +23,8 @@
 //! `jti`, `kid` and client ids.
 
 mod consume;
+// DPoP (issue 14): binding tokens to a key, and using bound tokens.
+mod dpop;
 mod error;
 mod flows;
 pub mod policy;
@@ -49,6 +51,7 @@ use crate::store::{AnyStore, Store, StoreError};
 use crate::verifier::Verifier;
 
 pub use consume::MAX_IDEMPOTENCY_KEY_LEN;
+pub use dpop::Presentation;
 pub use error::AuthorityError;
 pub use flows::{Grant, Presenter};
 pub use format::looks_opaque;
@@ -77,6 +80,21 @@ pub struct VerifyOptions {
     /// Generate it per logical request in the caller; never take it from the
     /// party presenting the token. Ignored without `consume`.
     pub idempotency_key: Option<String>,
+    /// The DPoP proof the token was presented with, and the request it was
+    /// presented in (`method`, `url`); `None`: presented as a Bearer token.
+    /// A DPoP-bound token needs one ([`Authority::admit_dpop`]).
+    pub dpop: Option<DpopPresented>,
+}
+
+/// A DPoP proof as a resource server received it, for `/v1/verify`.
+#[derive(Clone, Debug, Default)]
+pub struct DpopPresented {
+    /// The `DPoP` header.
+    pub proof: String,
+    /// The method of the request the token came with.
+    pub method: String,
+    /// The URL of that request as the client addressed it.
+    pub url: String,
 }
 
 /// What a client revokes.
@@ -136,6 +154,8 @@ pub struct Authority {
     session: Option<SessionChecker>,
     /// OAuth 2.0: the fetched JWKS of clients with a `jwks_uri`.
     oauth: oauth::OAuthState,
+    /// DPoP: how proofs are judged, and the URL they name.
+    dpop: dpop::DpopState,
 }
 
 impl std::fmt::Debug for Authority {
@@ -223,6 +243,7 @@ impl Authority {
             exchange_audience: exchange_audience(&cfg.issuer),
             session,
             oauth: oauth::OAuthState::default(),
+            dpop: dpop::DpopState::from_config(&cfg.dpop, &cfg.issuer).map_err(AuthorityError::Random)?,
         };
         authority.replace_clients(clients)?;
         Ok(authority)
@@ -315,11 +336,26 @@ impl Authority {
     /// An opaque token when the client's `token_format` says so, except a
     /// visitor token, which is always a JWT (it is verified by signature).
     pub async fn issue(&self, client: &Client, req: TokenRequest) -> Result<IssuedToken, AuthorityError> {
+        self.issue_bound(client, req, None).await
+    }
+
+    /// [`issue`](Authority::issue), the token bound to the key of `proof`
+    /// (a checked DPoP proof, [`dpop_proof`](Authority::dpop_proof)) when
+    /// given; a client with `dpop = "required"` needs one. A visitor token
+    /// is never bound: the page that exchanges it brings its own key.
+    pub async fn issue_bound(
+        &self,
+        client: &Client,
+        req: TokenRequest,
+        proof: Option<&crate::dpop::Proof>,
+    ) -> Result<IssuedToken, AuthorityError> {
         let visitor = req.purpose == Some(Purpose::Exchange);
-        let spec = apply_policy(client, req, self.limits, self.issuer())?;
+        let mut spec = apply_policy(client, req, self.limits, self.issuer())?;
         if visitor {
             return self.sign(Some(&client.id), spec);
         }
+        Self::dpop_allowed(client, proof)?;
+        dpop::bind(&mut spec, proof);
         self.mint(client, spec).await
     }
 
@@ -354,6 +390,17 @@ impl Authority {
             }
             .into());
         }
+        let presented = match &opts.dpop {
+            None => Presentation::Bearer,
+            Some(p) => Presentation::Dpop(crate::dpop::ProofRequest {
+                proof: &p.proof,
+                method: &p.method,
+                url: &p.url,
+                access_token: None,
+            }),
+        };
+        let now = self.clock.now();
+        Self::admit_dpop(&self.store, &self.dpop.rules, &claims, token, presented, now).await?;
         let retry_key = match &opts.idempotency_key {
             Some(key) if opts.consume => Some(consume::retry_key(&caller.id, key)?),
             _ => None,

@@ -163,12 +163,14 @@ impl Authority {
         Ok(jwks)
     }
 
-    /// `POST /oauth2/token`: authenticates the client, then grants.
+    /// `POST /oauth2/token`: authenticates the client, then grants; with a
+    /// checked DPoP `proof` the access token is bound to its key.
     pub async fn oauth_token(
         &self,
         auth: &ClientAuth,
         grant: TokenGrant,
         ip: Option<IpAddr>,
+        proof: Option<&crate::dpop::Proof>,
     ) -> Result<OAuthGrant, OAuthError> {
         let client = self.oauth_client(auth).await?;
         let grant_type = grant.grant_type();
@@ -191,7 +193,7 @@ impl Authority {
                     scopes: scope,
                     ..TokenRequest::default()
                 };
-                let token = self.issue(&client, req).await?;
+                let token = self.issue_bound(&client, req, proof).await?;
                 Ok(OAuthGrant {
                     grant: Grant {
                         token,
@@ -202,7 +204,7 @@ impl Authority {
             }
             TokenGrant::RefreshToken { refresh_token, scope } => {
                 let grant = self
-                    .refresh_as(&refresh_token, Presenter::Client(&client), scope.as_deref(), ip)
+                    .refresh_as(&refresh_token, Presenter::Client(&client), scope.as_deref(), ip, proof)
                     .await
                     .map_err(OAuthError::grant)?;
                 Ok(OAuthGrant {
@@ -210,7 +212,7 @@ impl Authority {
                     issued_token_type: None,
                 })
             }
-            TokenGrant::TokenExchange(req) => self.token_exchange(&client, req, ip).await,
+            TokenGrant::TokenExchange(req) => self.token_exchange(&client, req, ip, proof).await,
         }
     }
 
@@ -225,6 +227,7 @@ impl Authority {
         caller: &Client,
         req: ExchangeRequest,
         ip: Option<IpAddr>,
+        proof: Option<&crate::dpop::Proof>,
     ) -> Result<OAuthGrant, OAuthError> {
         if ![TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT].contains(&req.subject_token_type.as_str()) {
             return Err(OAuthError::InvalidRequest(format!(
@@ -256,7 +259,13 @@ impl Authority {
                 ));
             }
             let grant = self
-                .exchange_as(&req.subject_token, Presenter::Client(caller), req.scope.as_deref(), ip)
+                .exchange_as(
+                    &req.subject_token,
+                    Presenter::Client(caller),
+                    req.scope.as_deref(),
+                    ip,
+                    proof,
+                )
                 .await
                 .map_err(|e| match e {
                     AuthorityError::GrantOfOtherClient
@@ -297,6 +306,8 @@ impl Authority {
         // Never outlives the token it came from.
         let left = claims.exp.saturating_sub(self.clock.now());
         spec.ttl = spec.ttl.min(left).max(1);
+        Self::dpop_allowed(caller, proof)?;
+        super::dpop::bind(&mut spec, proof);
         let token = self.mint(caller, spec).await?;
         Ok(OAuthGrant {
             grant: Grant {

@@ -30,6 +30,7 @@ use tokensmith::store::memory::MemoryStore;
 use tokensmith::{Authority, AuthorityError, Clock, SharedClock, StaticKeys, SystemClock, TokenSpec, Verifier};
 
 mod dev;
+mod dpop;
 mod serve;
 
 /// `println!` that reports a closed or failing standard output as an error
@@ -76,6 +77,15 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// DPoP (RFC 9449) from the shell.
+    #[command(subcommand)]
+    Dpop(DpopCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DpopCommand {
+    /// Print a DPoP proof for one request, made with a key file.
+    Proof(dpop::ProofArgs),
 }
 
 /// `tokensmith serve`'s options.
@@ -453,6 +463,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Issue(args) => issue(&cfg, args, insecure),
         Command::Verify(args) => verify(&cfg, args, insecure),
+        Command::Dpop(DpopCommand::Proof(args)) => dpop::proof(args),
         Command::Apikey(ApikeyCommand::Create { client }) => {
             let key = clients::new_api_key().map_err(|e| CliError::new("internal", e.to_string()))?;
             out!("API key for client {client:?} (shown once, store it now):")?;

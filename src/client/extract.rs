@@ -4,12 +4,18 @@
 //!
 //! This module reads `Authorization: Bearer <token>` strictly (RFC 6750
 //! §2.1: scheme case-insensitive, one token of the b64token alphabet, one
-//! header); everything else is shared with the tokensmith service itself,
-//! so a token cannot be accepted here and refused there:
+//! header), or `Authorization: DPoP <token>` with one `DPoP: <proof>`
+//! header (RFC 9449 §7.1, with [`BearerConfig::with_dpop`]); everything else
+//! is shared with the tokensmith service itself, so a token cannot be
+//! accepted here and refused there:
 //!
 //! - the signature and claims: a [`Verifier`] or [`RemoteVerifier`];
 //! - revocation (by `jti` and by `sub`, within the client the token was
 //!   issued to) and single use: [`Authority::admit`];
+//! - DPoP: a bound token only with a proof by its key for this request
+//!   (method, and URL = the configured external base URL + the path), with
+//!   `ath`, its `jti` spent in the store; a bound token sent as `Bearer` is
+//!   refused: [`Authority::admit_dpop`];
 //! - opaque tokens (`token_format = "opaque"`), whose claims are in the
 //!   shared store: [`Authority::opaque_claims`], with a store only;
 //! - the answer to a refusal: [`ApiError`], the service's own mapping
@@ -21,6 +27,8 @@
 //! | a malformed `Authorization` header | 400 `invalid_request` | `Bearer error="invalid_request"` |
 //! | a rejected token (expired, bad signature, wrong audience, …, replayed, revoked, issued before the store lost its state) | 401 with its code | `Bearer error="invalid_token"` |
 //! | a scope the route requires is missing | 403 `insufficient_scope` | `Bearer error="insufficient_scope", scope="…"` |
+//! | a DPoP-bound token without a valid proof, or as `Bearer`; a proof for another key, request or token; a reused proof | 401 `invalid_dpop_proof` | `DPoP error="invalid_dpop_proof", algs="…"` |
+//! | a proof without the server nonce (`require_nonce`) | 401 `use_dpop_nonce` + `DPoP-Nonce` | `DPoP error="use_dpop_nonce", algs="…"` |
 //! | the shared store cannot be reached (or did not answer a consume: its outcome is unknown) | 503 `store_unavailable` | none |
 //! | the memory store is full | 503 `store_full` | none |
 //!
@@ -47,9 +55,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::jwks::{RemoteJwks, RemoteVerifier};
-use crate::authority::{Authority, AuthorityError};
+use crate::authority::{Authority, AuthorityError, Presentation};
 use crate::claims::{Claims, Rejection, Validation};
 use crate::clock::SharedClock;
+use crate::dpop::{DpopError, DpopRules, ProofRequest};
 use crate::server::error::ApiError;
 use crate::store::Store;
 use crate::verifier::{KeySource, Verifier};
@@ -152,6 +161,16 @@ trait Admit: Send + Sync {
         now: i64,
     ) -> BoxFuture<'a, Result<(), AuthorityError>>;
 
+    /// [`Authority::admit_dpop`] over this store.
+    fn admit_dpop<'a>(
+        &'a self,
+        rules: &'a DpopRules,
+        claims: &'a Claims,
+        token: &'a str,
+        presented: Presentation<'a>,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), AuthorityError>>;
+
     /// [`Authority::opaque_claims`]: an opaque token's claims from the store.
     fn opaque<'a>(
         &'a self,
@@ -171,6 +190,17 @@ impl<S: Store> Admit for S {
         now: i64,
     ) -> BoxFuture<'a, Result<(), AuthorityError>> {
         Box::pin(Authority::admit(self, claims, consume, leeway, now))
+    }
+
+    fn admit_dpop<'a>(
+        &'a self,
+        rules: &'a DpopRules,
+        claims: &'a Claims,
+        token: &'a str,
+        presented: Presentation<'a>,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), AuthorityError>> {
+        Box::pin(Authority::admit_dpop(self, rules, claims, token, presented, now))
     }
 
     fn opaque<'a>(
@@ -220,6 +250,33 @@ pub struct BearerConfig {
     store: Option<Arc<dyn Admit>>,
     clock: SharedClock,
     leeway: i64,
+    dpop: Option<Arc<DpopResource>>,
+}
+
+/// How a resource server checks DPoP proofs: the rules, and the URL its
+/// clients address it at.
+#[derive(Debug)]
+struct DpopResource {
+    rules: DpopRules,
+    base_url: String,
+}
+
+/// A token as a request presented it.
+#[derive(Clone, Copy, Debug)]
+pub enum Presented<'a> {
+    /// `Authorization: Bearer <token>`.
+    Bearer(&'a str),
+    /// `Authorization: DPoP <token>` with the request's `DPoP` proof.
+    Dpop {
+        /// The access token.
+        token: &'a str,
+        /// The `DPoP` header.
+        proof: &'a str,
+        /// The request's method.
+        method: &'a str,
+        /// The request's path (the URL is the configured base URL + this).
+        path: &'a str,
+    },
 }
 
 impl fmt::Debug for BearerConfig {
@@ -274,6 +331,7 @@ impl BearerConfig {
             store: None,
             clock,
             leeway,
+            dpop: None,
         })
     }
 
@@ -292,6 +350,7 @@ impl BearerConfig {
             store: None,
             clock,
             leeway,
+            dpop: None,
         })
     }
 
@@ -305,8 +364,29 @@ impl BearerConfig {
         self
     }
 
+    /// Accepts `Authorization: DPoP` with a proof checked by `rules` (iat
+    /// window, nonces: share `[dpop] nonce_secret` with tokensmith to
+    /// require its nonces), for requests addressed at `base_url` (scheme,
+    /// host and port the clients use, e.g. `https://api.example.com`; behind
+    /// a proxy, the external one) plus the request's path. Needs a store
+    /// ([`with_store`](BearerConfig::with_store)) for the proofs' `jti`s.
+    /// Without it, DPoP-bound tokens are refused.
+    pub fn with_dpop(mut self, rules: DpopRules, base_url: impl Into<String>) -> BearerConfig {
+        let base_url = base_url.into().trim_end_matches('/').to_owned();
+        self.dpop = Some(Arc::new(DpopResource { rules, base_url }));
+        self
+    }
+
     /// Verifies `token` for a route with policy `P`.
     pub async fn check<P: Policy>(&self, token: &str) -> Result<Claims, BearerRejection> {
+        self.check_presented::<P>(Presented::Bearer(token)).await
+    }
+
+    /// Verifies a token presented as `presented` for a route with policy `P`.
+    pub async fn check_presented<P: Policy>(&self, presented: Presented<'_>) -> Result<Claims, BearerRejection> {
+        let token = match presented {
+            Presented::Bearer(t) | Presented::Dpop { token: t, .. } => t,
+        };
         let scopes: Vec<String> = P::SCOPES.iter().map(|s| (*s).to_owned()).collect();
         let refused = |e: AuthorityError| match e {
             AuthorityError::Rejected(Rejection::InsufficientScope { missing }) => ApiError::InsufficientScope {
@@ -328,6 +408,7 @@ impl BearerConfig {
                 .await
                 .map_err(|r| refused(r.into()))?,
         };
+        self.dpop_check(&claims, presented).await?;
         match &self.store {
             Some(store) => store
                 .admit(&claims, P::CONSUME, self.leeway, self.clock.now())
@@ -342,6 +423,44 @@ impl BearerConfig {
             None => {}
         }
         Ok(claims)
+    }
+}
+
+impl BearerConfig {
+    /// [`Authority::admit_dpop`] for `presented`, before any consume.
+    async fn dpop_check(&self, claims: &Claims, presented: Presented<'_>) -> Result<(), BearerRejection> {
+        let refuse = |why: &str| BearerRejection(ApiError::from(AuthorityError::from(DpopError::Invalid(why.into()))));
+        let (Some(dpop), Some(store)) = (&self.dpop, &self.store) else {
+            return match presented {
+                Presented::Bearer(_) if claims.cnf_jkt().is_none() => Ok(()),
+                Presented::Bearer(_) => Err(refuse(
+                    "the token is DPoP-bound: present it with Authorization: DPoP and a proof",
+                )),
+                Presented::Dpop { .. } => Err(refuse("this resource does not accept DPoP")),
+            };
+        };
+        let url;
+        let presentation = match presented {
+            Presented::Bearer(_) => Presentation::Bearer,
+            Presented::Dpop {
+                proof, method, path, ..
+            } => {
+                url = format!("{}{path}", dpop.base_url);
+                Presentation::Dpop(ProofRequest {
+                    proof,
+                    method,
+                    url: &url,
+                    access_token: None,
+                })
+            }
+        };
+        let token = match presented {
+            Presented::Bearer(t) | Presented::Dpop { token: t, .. } => t,
+        };
+        store
+            .admit_dpop(&dpop.rules, claims, token, presentation, self.clock.now())
+            .await
+            .map_err(|e| BearerRejection(ApiError::from(e)))
     }
 }
 
@@ -361,9 +480,27 @@ where
     type Rejection = BearerRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(&parts.headers)?;
+        let (scheme, token) = authorization_token(&parts.headers)?;
+        let presented = match scheme {
+            Scheme::Bearer => Presented::Bearer(token),
+            Scheme::Dpop => {
+                let proof = crate::server::dpop_proof_header(&parts.headers)
+                    .map_err(|e| BearerRejection(ApiError::from(AuthorityError::from(e))))?
+                    .ok_or_else(|| {
+                        BearerRejection(ApiError::from(AuthorityError::from(DpopError::Invalid(
+                            "Authorization: DPoP needs a DPoP proof header".into(),
+                        ))))
+                    })?;
+                Presented::Dpop {
+                    token,
+                    proof,
+                    method: parts.method.as_str(),
+                    path: parts.uri.path(),
+                }
+            }
+        };
         let config = BearerConfig::from_ref(state);
-        let claims = config.check::<P>(token).await?;
+        let claims = config.check_presented::<P>(presented).await?;
         Ok(Bearer {
             claims,
             policy: PhantomData,
@@ -412,6 +549,24 @@ impl IntoResponse for BearerRejection {
 /// of `ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/"` followed by any
 /// `=` padding; nothing after it but whitespace.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerRejection> {
+    match authorization_token(headers)? {
+        (Scheme::Bearer, token) => Ok(token),
+        (Scheme::Dpop, _) => Err(BearerRejection(ApiError::NoBearerToken)),
+    }
+}
+
+/// The scheme of an `Authorization` header with a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Bearer` (RFC 6750).
+    Bearer,
+    /// `DPoP` (RFC 9449 §7.1).
+    Dpop,
+}
+
+/// The scheme and token of an `Authorization: Bearer` or `Authorization:
+/// DPoP` header, read as [`bearer_token`] reads the first.
+pub fn authorization_token(headers: &HeaderMap) -> Result<(Scheme, &str), BearerRejection> {
     let bad = |why| BearerRejection(ApiError::BadAuthorization(why));
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
@@ -424,10 +579,14 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerRejection> {
         .to_str()
         .map_err(|_| bad("the Authorization header is not ASCII"))?;
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         // Another scheme (Basic, …): no Bearer credentials at all (§3.1).
         return Err(BearerRejection(ApiError::NoBearerToken));
-    }
+    };
     let token = rest.trim_start_matches(' ').trim_end_matches([' ', '\t']);
     if token.is_empty() {
         return Err(bad("no token after \"Bearer\""));
@@ -435,7 +594,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerRejection> {
     if !is_b64token(token) {
         return Err(bad("the bearer token must be one b64token (RFC 6750 §2.1)"));
     }
-    Ok(token)
+    Ok((scheme, token))
 }
 
 fn is_b64token(t: &str) -> bool {

@@ -53,6 +53,7 @@ pub(super) fn check(raw: RawConfig) -> Result<Config, ConfigError> {
     let server = check_server(raw.server, listen)?;
     let clients = check_clients(raw.clients, &max_ttl, &issuer)?;
     let session = raw.session.map(|s| check_session(s, &clients)).transpose()?;
+    let dpop = super::dpop::check_dpop(raw.dpop)?;
     Ok(Config {
         issuer,
         listen,
@@ -61,6 +62,7 @@ pub(super) fn check(raw: RawConfig) -> Result<Config, ConfigError> {
         store,
         server,
         session,
+        dpop,
         clients,
     })
 }
@@ -521,7 +523,8 @@ fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> 
         return Err(invalid(key("refresh_ttl"), why));
     }
 
-    let oauth = super::oauth::check_client_oauth(
+    let dpop = super::dpop::check_client_dpop(&key("dpop"), raw.dpop.as_deref())?;
+    let mut oauth = super::oauth::check_client_oauth(
         label,
         super::oauth::RawClientOAuth {
             token_format: raw.token_format,
@@ -532,6 +535,7 @@ fn check_client(label: &str, raw: RawClient, tokens_max: &Dur, issuer: &str) -> 
             grant_types: raw.grant_types,
         },
     )?;
+    oauth.dpop = dpop;
     Ok(Client {
         id,
         audience,

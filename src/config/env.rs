@@ -28,7 +28,7 @@ enum EnvKind {
 /// Every setting a variable may override: (section, key, kind). Keys contain
 /// underscores, so a variable is matched against these whole names rather
 /// than split at an underscore. `[[clients]]` is deliberately absent.
-const ENV_SETTINGS: [(&str, &str, EnvKind); 27] = [
+const ENV_SETTINGS: [(&str, &str, EnvKind); 31] = [
     ("", "issuer", EnvKind::Text),
     ("", "listen", EnvKind::Text),
     ("keys", "dir", EnvKind::Text),
@@ -56,6 +56,11 @@ const ENV_SETTINGS: [(&str, &str, EnvKind); 27] = [
     ("session", "timeout", EnvKind::Duration),
     ("session", "cache_ttl", EnvKind::Duration),
     ("session", "allow_http", EnvKind::Bool),
+    ("dpop", "iat_window", EnvKind::Duration),
+    ("dpop", "require_nonce", EnvKind::Bool),
+    ("dpop", "nonce_secret", EnvKind::Text),
+    ("dpop", "nonce_lifetime", EnvKind::Duration),
+    ("dpop", "external_url", EnvKind::Text),
 ];
 
 fn env_var_name(section: &str, key: &str) -> String {
@@ -141,7 +146,7 @@ fn unknown_env(var: String) -> ConfigError {
         let reason = "[[clients]] cannot be set by environment variables; write them in the config file".to_owned();
         return ConfigError::Env { var, reason };
     }
-    let section = ["keys", "tokens", "store", "server", "session"]
+    let section = ["keys", "tokens", "store", "server", "session", "dpop"]
         .into_iter()
         .find(|s| rest.starts_with(&format!("{}_", s.to_ascii_uppercase())));
     let reason = match section {
@@ -154,7 +159,7 @@ fn unknown_env(var: String) -> ConfigError {
             format!("unknown setting; [{section}] takes {}", known.join(", "))
         }
         None => "unknown setting; known are TOKENSMITH_ISSUER, TOKENSMITH_LISTEN, TOKENSMITH_LOG and \
-                 TOKENSMITH_<SECTION>_<KEY> for [keys], [tokens], [store], [server] and [session]"
+                 TOKENSMITH_<SECTION>_<KEY> for [keys], [tokens], [store], [server], [session] and [dpop]"
             .to_owned(),
     };
     ConfigError::Env { var, reason }
@@ -265,6 +270,10 @@ mod tests {
             "allow_http" | "publish_scopes" => "true",
             "publish_ahead" => "2h",
             "leeway" => "30s",
+            "iat_window" => "30s",
+            "require_nonce" => "true",
+            "nonce_secret" => "0123456789abcdef",
+            "external_url" => "https://x.example",
             _ => "3h",
         };
         for (section, key, _) in ENV_SETTINGS {

@@ -25,7 +25,10 @@ use std::time::Duration;
 use crate::clients::Client;
 use crate::jose::Algorithm;
 
+pub use dpop::DpopConfig;
+
 mod check;
+mod dpop;
 mod env;
 mod oauth;
 mod raw;
@@ -77,6 +80,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Present when the file has a `[session]` table (or a `TOKENSMITH_SESSION_*` variable is set).
     pub session: Option<SessionConfig>,
+    /// `[dpop]`: DPoP proofs (RFC 9449).
+    pub dpop: DpopConfig,
     /// `[[clients]]`, checked. Default: none.
     pub clients: Vec<Client>,
 }
@@ -338,6 +343,7 @@ impl Config {
                 publish_scopes: true,
             },
             session: None,
+            dpop: DpopConfig::default(),
             clients: Vec::new(),
         }
     }

@@ -88,6 +88,7 @@ pub(super) fn check_client_oauth(label: &str, raw: RawClientOAuth) -> Result<Cli
         jwt_profile,
         jwks,
         grant_types,
+        dpop: crate::dpop::DpopMode::Optional,
     })
 }
 

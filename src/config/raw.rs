@@ -27,6 +27,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) server: RawServer,
     pub(super) session: Option<RawSession>,
+    #[serde(default)]
+    pub(super) dpop: super::dpop::RawDpop,
     // Kept as TOML values and read one by one, so that an error can name
     // the client by index and id: toml's own error path says only `clients`.
     #[serde(default)]
@@ -117,6 +119,8 @@ pub(super) struct RawClient {
     pub(super) jwks_uri: Option<String>,
     pub(super) jwks: Option<Value>,
     pub(super) grant_types: Option<Vec<String>>,
+    // --- DPoP (issue 14), checked by `config::dpop`.
+    pub(super) dpop: Option<String>,
 }
 
 /// A duration as written: text (`"5m"`) or a whole number of seconds.

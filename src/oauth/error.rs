@@ -39,6 +39,9 @@ pub enum OAuthError {
     /// `temporarily_unavailable`), a rate limit (429), an internal failure
     /// (500 `server_error`). The cause is kept for the log.
     Service(AuthorityError),
+    /// RFC 9449 §5: `invalid_dpop_proof`, or `use_dpop_nonce` (with the
+    /// nonce for the `DPoP-Nonce` header).
+    Dpop(crate::dpop::DpopError),
 }
 
 impl OAuthError {
@@ -55,6 +58,7 @@ impl OAuthError {
             OAuthError::Service(AuthorityError::Store(_)) => "temporarily_unavailable",
             OAuthError::Service(AuthorityError::RateLimited { .. }) => "temporarily_unavailable",
             OAuthError::Service(_) => "server_error",
+            OAuthError::Dpop(e) => e.code(),
         }
     }
 
@@ -91,6 +95,7 @@ impl fmt::Display for OAuthError {
             | OAuthError::UnsupportedGrantType(why)
             | OAuthError::UnauthorizedClient(why) => f.write_str(why),
             OAuthError::Service(e) => write!(f, "{e}"),
+            OAuthError::Dpop(e) => write!(f, "{e}"),
         }
     }
 }
@@ -123,6 +128,7 @@ impl From<AuthorityError> for OAuthError {
             }
             AuthorityError::Rejected(r) => OAuthError::InvalidGrant(r.to_string()),
             AuthorityError::GrantOfOtherClient => OAuthError::InvalidGrant(e.to_string()),
+            AuthorityError::Dpop(d) => OAuthError::Dpop(d),
             e => OAuthError::Service(e),
         }
     }

@@ -95,6 +95,9 @@ pub struct ClientOAuth {
     /// `grant_types`: the grants this client may use at the token endpoint;
     /// any other is `unauthorized_client`. Default all of [`GrantType::ALL`].
     pub grant_types: Vec<GrantType>,
+    /// `dpop`: whether token requests must carry a DPoP proof (RFC 9449).
+    /// Default optional.
+    pub dpop: crate::dpop::DpopMode,
 }
 
 impl Default for ClientOAuth {
@@ -105,6 +108,7 @@ impl Default for ClientOAuth {
             jwt_profile: JwtProfile::Jwt,
             jwks: None,
             grant_types: GrantType::ALL.to_vec(),
+            dpop: crate::dpop::DpopMode::Optional,
         }
     }
 }

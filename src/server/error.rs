@@ -142,6 +142,12 @@ impl ApiError {
                 "Bearer error=\"invalid_token\", error_description=\"{}\"",
                 r.code()
             )),
+            // RFC 9449 §7.1: the DPoP scheme, with the algorithms accepted.
+            ApiError::Authority(AuthorityError::Dpop(e)) => Some(format!(
+                "DPoP error=\"{}\", algs=\"{}\"",
+                e.code(),
+                crate::dpop::DPOP_ALGS_TEXT
+            )),
             ApiError::Authority(AuthorityError::InvalidApiKey | AuthorityError::InvalidSession) => {
                 Some("Bearer realm=\"tokensmith\"".into())
             }
@@ -208,7 +214,9 @@ fn authority_status(e: &AuthorityError) -> StatusCode {
         AuthorityError::InvalidRequest(_) | AuthorityError::Issue(IssueError::TooLarge { .. }) => {
             StatusCode::BAD_REQUEST
         }
-        AuthorityError::InvalidApiKey | AuthorityError::InvalidSession => StatusCode::UNAUTHORIZED,
+        AuthorityError::InvalidApiKey | AuthorityError::InvalidSession | AuthorityError::Dpop(_) => {
+            StatusCode::UNAUTHORIZED
+        }
         AuthorityError::Rejected(Rejection::InsufficientScope { .. }) => StatusCode::FORBIDDEN,
         AuthorityError::Rejected(_) => StatusCode::UNAUTHORIZED,
         AuthorityError::Policy(_) | AuthorityError::OriginNotAllowed => StatusCode::FORBIDDEN,
@@ -249,6 +257,9 @@ impl IntoResponse for ApiError {
         }
         if let ApiError::Authority(AuthorityError::RateLimited { retry_after }) = &self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        if let ApiError::Authority(AuthorityError::Dpop(e)) = &self {
+            super::dpop::nonce_header_for(headers, e);
         }
         response
     }

@@ -17,6 +17,8 @@
 //! found read-only is only reloaded.
 
 mod auth;
+mod dpop;
+pub(crate) use dpop::proof_header as dpop_proof_header;
 pub mod error;
 pub mod fdlimit;
 pub mod listener;

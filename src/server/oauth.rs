@@ -117,6 +117,7 @@ impl IntoResponse for OAuthReply {
             if let OAuthError::Service(AuthorityError::RateLimited { retry_after }) = error {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
+            super::dpop::nonce_header(h, error);
         }
         resp
     }
@@ -209,14 +210,21 @@ pub(crate) async fn oauth_token_create(
     let fail = |error: OAuthError| OAuthReply::Error { error, basic };
     let auth = auth.map_err(fail)?;
     let grant = TokenGrant::from_form(&form).map_err(fail)?;
-    let issued = state.authority.oauth_token(&auth, grant, ip).await.map_err(fail)?;
+    let proof = super::dpop::token_request_proof(&state, &headers, "/oauth2/token")
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let issued = state
+        .authority
+        .oauth_token(&auth, grant, ip, proof.as_ref())
+        .await
+        .map_err(fail)?;
     let claims = &issued.grant.token.claims;
     state.metrics.token_issued(claims.client_id().unwrap_or_default());
     Ok(no_store(TokenBody {
         expires_in: claims.exp - claims.iat,
         scope: (!claims.scopes.is_empty()).then(|| claims.scopes.join(" ")),
+        token_type: super::dpop::token_type(claims),
         access_token: issued.grant.token.token,
-        token_type: "Bearer",
         refresh_token: issued.grant.refresh_token,
         issued_token_type: issued.issued_token_type,
     }))

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -36,8 +36,8 @@ impl AppState {
         let c = grant.token.claims;
         self.metrics.token_issued(c.client_id().unwrap_or_default());
         TokenResponse {
+            token_type: super::dpop::token_type(&c),
             token: grant.token.token,
-            token_type: "Bearer",
             expires_in: c.exp - c.iat,
             expires_at: c.exp,
             jti: c.jti,
@@ -61,9 +61,11 @@ impl IntoResponse for TokenResponse {
 pub(crate) async fn tokens_create(
     State(state): State<Arc<AppState>>,
     ApiClient(client): ApiClient,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<TokenRequest>,
 ) -> Result<TokenResponse, ApiError> {
-    let token = state.authority.issue(&client, req).await?;
+    let proof = super::dpop::token_request_proof(&state, &headers, "/v1/tokens").await?;
+    let token = state.authority.issue_bound(&client, req, proof.as_ref()).await?;
     Ok(state.respond(Grant {
         token,
         refresh_token: None,

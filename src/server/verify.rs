@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::auth::{ApiClient, JsonBody};
 use super::error::ApiError;
 use super::AppState;
-use crate::authority::{AuthorityError, Revocation, VerifyOptions};
+use crate::authority::{AuthorityError, DpopPresented, Revocation, VerifyOptions};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +25,17 @@ pub(crate) struct VerifyRequest {
     /// Mark the `jti` as used until the token expires; a second consume is `token_replayed`.
     #[serde(default)]
     consume: bool,
+    /// The DPoP proof the token came with, and that request's method and URL.
+    #[serde(default)]
+    dpop: Option<VerifyDpop>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyDpop {
+    proof: String,
+    method: String,
+    url: String,
 }
 
 /// `POST /v1/verify`. An `Idempotency-Key` header makes a retried consume
@@ -48,6 +59,11 @@ pub(crate) async fn tokens_verify(
         scopes: req.scopes,
         consume: req.consume,
         idempotency_key,
+        dpop: req.dpop.map(|d| DpopPresented {
+            proof: d.proof,
+            method: d.method,
+            url: d.url,
+        }),
     };
     let result = state.authority.verify(&client, &req.token, &opts).await;
     state.metrics.verification(match &result {

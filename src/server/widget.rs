@@ -96,7 +96,7 @@ pub(crate) async fn cors(State(state): State<Arc<AppState>>, req: Request, next:
         allow_origin(headers, &o);
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("retry-after"),
+            HeaderValue::from_static("retry-after, dpop-nonce, www-authenticate"),
         );
     }
     resp
@@ -119,7 +119,7 @@ fn preflight_answer(origin: Option<&str>, allowed: bool, methods: &'static str) 
             h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("content-type"),
+                HeaderValue::from_static("content-type, dpop"),
             );
             h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(PREFLIGHT_MAX_AGE));
             r
@@ -173,9 +173,14 @@ pub(crate) async fn guest_create(
     State(state): State<Arc<AppState>>,
     RequestOrigin(origin): RequestOrigin,
     PeerIp(ip): PeerIp,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<GuestRequest>,
 ) -> Result<TokenResponse, ApiError> {
-    let grant = state.authority.guest(&req.client_key, origin.as_deref(), ip).await?;
+    let proof = super::dpop::token_request_proof(&state, &headers, "/v1/guest").await?;
+    let grant = state
+        .authority
+        .guest(&req.client_key, origin.as_deref(), ip, proof.as_ref())
+        .await?;
     Ok(state.respond(grant))
 }
 
@@ -190,9 +195,14 @@ pub(crate) async fn exchange_create(
     State(state): State<Arc<AppState>>,
     RequestOrigin(origin): RequestOrigin,
     PeerIp(ip): PeerIp,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<ExchangeRequest>,
 ) -> Result<TokenResponse, ApiError> {
-    let grant = state.authority.exchange(&req.token, origin.as_deref(), ip).await?;
+    let proof = super::dpop::token_request_proof(&state, &headers, "/v1/exchange").await?;
+    let grant = state
+        .authority
+        .exchange(&req.token, origin.as_deref(), ip, proof.as_ref())
+        .await?;
     Ok(state.respond(grant))
 }
 
@@ -207,11 +217,13 @@ pub(crate) async fn refresh_create(
     State(state): State<Arc<AppState>>,
     RequestOrigin(origin): RequestOrigin,
     PeerIp(ip): PeerIp,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<RefreshRequest>,
 ) -> Result<TokenResponse, ApiError> {
+    let proof = super::dpop::token_request_proof(&state, &headers, "/v1/refresh").await?;
     let grant = state
         .authority
-        .refresh(&req.refresh_token, origin.as_deref(), ip)
+        .refresh(&req.refresh_token, origin.as_deref(), ip, proof.as_ref())
         .await?;
     Ok(state.respond(grant))
 }

@@ -332,3 +332,33 @@ test("config() asks once; a failure fires error and is retried only after the ba
   assert.equal(fetch.calls[0].url, "https://auth.test/v1/clients/pk%201%2Fx/config");
   assert.equal(errors.length, 1);
 });
+
+// DPoP: proofs on token requests, and sdk.fetch with Authorization: DPoP.
+test("dpop: token requests carry a proof; fetch sends DPoP with ath and retries once with a nonce", async () => {
+  const { webcrypto } = await import("node:crypto");
+  const token = jwt({ exp: Math.floor(Date.now() / 1000) + 600 });
+  const f = fakeFetch((url, init, n) => {
+    if (url.endsWith("/v1/guest")) return reply(200, { token, token_type: "DPoP", expires_in: 600, refresh_token: "r" });
+    // The resource asks for a nonce once.
+    if (n == 2) return reply(401, { error: "use_dpop_nonce" }, { "dpop-nonce": "n-1" });
+    return reply(200, { ok: true });
+  });
+  const w = widgetAuth({ issuer: "https://auth.test/", clientKey: "pk_x", dpop: true, fetch: f });
+  const res = await w.fetch("https://api.test/orders?page=2", { method: "POST" });
+  assert.equal(res.status, 200);
+  const parts = (p) => p.split(".").slice(0, 2).map((x) => JSON.parse(Buffer.from(x, "base64url")));
+  const [gh, gc] = parts(new Headers(f.calls[0].init.headers).get("dpop"));
+  assert.equal(gh.typ, "dpop+jwt");
+  assert.equal(gh.alg, "ES256");
+  assert.deepEqual(Object.keys(gh.jwk).sort(), ["crv", "kty", "x", "y"]);
+  assert.deepEqual([gc.htm, gc.htu, gc.ath], ["POST", "https://auth.test/v1/guest", undefined]);
+  const ath = Buffer.from(await webcrypto.subtle.digest("SHA-256", new TextEncoder().encode(token))).toString("base64url");
+  const first = new Headers(f.calls[1].init.headers);
+  const retry = new Headers(f.calls[2].init.headers);
+  assert.equal(first.get("authorization"), `DPoP ${token}`);
+  const [rh, rc] = parts(retry.get("dpop"));
+  assert.deepEqual(rh.jwk, gh.jwk, "one key for every proof");
+  assert.deepEqual([rc.htm, rc.htu, rc.ath, rc.nonce], ["POST", "https://api.test/orders", ath, "n-1"]);
+  assert.notEqual(parts(first.get("dpop"))[1].jti, rc.jti);
+  assert.equal(f.calls.length, 3);
+});

@@ -4,6 +4,7 @@ mod authority;
 mod cli;
 mod cluster_harness;
 mod common;
+mod dpop;
 mod e2e;
 mod edge;
 mod examples;
