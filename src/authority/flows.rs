@@ -416,7 +416,7 @@ impl Authority {
         self.charge_ip(&client, Flow::Session, ip).await?;
         let identity = checker.check(headers, self.clock.now()).await?;
         self.charge_client(&client, Flow::Session).await?;
-        self.grant(&client, &identity, None, None).await
+        self.grant(&client, &identity, None, None, None).await
     }
 }
 
