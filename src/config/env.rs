@@ -12,6 +12,10 @@ use super::{join, ConfigError};
 const ENV_PREFIX: &str = "TOKENSMITH_";
 /// The log filter: read by the binary's logging set-up, not by this module.
 const ENV_LOG: &str = "TOKENSMITH_LOG";
+/// The address `serve --dev` writes into `keys/dev.env` for a shell to
+/// `source`: for curl and the examples, not a setting of this process. A
+/// command run in that shell must not refuse it as unknown.
+const ENV_URL: &str = "TOKENSMITH_URL";
 
 #[derive(Clone, Copy)]
 enum EnvKind {
@@ -83,7 +87,7 @@ pub(super) fn apply_env(
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut vars: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != ENV_LOG)
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != ENV_LOG && name != ENV_URL)
         .collect();
     // Sorted so that with several bad variables the same one is reported every time.
     vars.sort();
@@ -192,6 +196,7 @@ mod tests {
                 ("TOKENSMITH_STORE_REDIS_URL", "rediss://:hunter2@redis.internal:6380"),
                 ("TOKENSMITH_STORE_CAPACITY", "5000"),
                 ("TOKENSMITH_LOG", "debug"),
+                ("TOKENSMITH_URL", "http://127.0.0.1:8080"),
                 ("PATH", "/usr/bin"),
                 ("tokensmith_issuer", "ignored: names are case-sensitive"),
             ]),

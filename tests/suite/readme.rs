@@ -166,6 +166,36 @@ fn the_oauth_section_runs_as_written() {
 }
 
 #[test]
+fn the_dpop_section_runs_as_written() {
+    let t = checkout();
+    let server = serve_dev(t.path());
+    let dir = t.path().display().to_string();
+    let script = block("dpop").replace("/tmp/", &format!("{dir}/"));
+    let path = format!("{dir}/target/release:{}", std::env::var("PATH").unwrap_or_default());
+    let (stdout, _) = bash(t.path(), &script, &[("PATH", path.as_str())]);
+    // Only the verification prints: the token request is captured.
+    let verified: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(verified["valid"], true, "{verified}");
+    assert_eq!(verified["claims"]["sub"], "user-1", "{verified}");
+    let jkt = verified["claims"]["cnf"]["jkt"].as_str().unwrap_or_default();
+    assert_eq!(jkt.len(), 43, "{verified}");
+    // What the comment promises: the same proof again is refused.
+    let again = &script[script.rfind("curl -s $TOKENSMITH_URL/v1/verify").unwrap()..];
+    let replay = format!("{}\n{again}", script.trim_end());
+    let out = Command::new("bash")
+        .args(["-e", "-o", "pipefail", "-c", &replay])
+        .current_dir(t.path())
+        .env("PATH", &path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"valid\":true"), "{stdout}");
+    assert!(stdout.contains("invalid_dpop_proof"), "{stdout}");
+    drop(server);
+}
+
+#[test]
 fn the_examples_start_as_written() {
     let t = checkout();
     let _server = serve_dev(t.path());
