@@ -5,7 +5,7 @@
 //!
 //! [`shared_seeds`] is the one cluster the store and fleet suites share:
 //! the one `scripts/test` started (its seed list in
-//! `TOKENSMITH_TEST_REDIS_CLUSTER`), or else one started here on first use.
+//! `TS_TEST_REDIS_CLUSTER`), or else one started here on first use.
 //! A shared cluster started here outlives every test of the process, so
 //! each of its nodes runs under a small shell that kills it (SIGKILL) once
 //! the test process is gone: nothing is left behind. Tests on the shared
@@ -36,7 +36,7 @@ fn node_port() -> u16 {
 }
 
 /// The seed list `scripts/test` passes: comma-separated `redis://` URLs.
-pub const CLUSTER_ENV: &str = "TOKENSMITH_TEST_REDIS_CLUSTER";
+pub const CLUSTER_ENV: &str = "TS_TEST_REDIS_CLUSTER";
 
 /// How long a new cluster may take to reach `cluster_state:ok`.
 const READY_WITHIN: Duration = Duration::from_secs(30);
@@ -119,7 +119,7 @@ impl Drop for RedisCluster {
 }
 
 /// The shared cluster's seed list; started on first use when
-/// `TOKENSMITH_TEST_REDIS_CLUSTER` is not set.
+/// `TS_TEST_REDIS_CLUSTER` is not set.
 pub fn shared_seeds() -> Vec<String> {
     static SHARED: OnceLock<Vec<String>> = OnceLock::new();
     SHARED

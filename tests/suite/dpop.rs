@@ -430,7 +430,7 @@ async fn the_extractor_takes_dpop_tokens_with_their_proof_only() {
 
 /// A key held by `tests/browser/dpop-proofs.mjs` (the `dpop` npm package),
 /// which makes proofs on request; `None` when the package is not installed
-/// (`scripts/browser-test` installs it; `TOKENSMITH_REQUIRE_NPM_DPOP=1`
+/// (`scripts/browser-test` installs it; `TS_REQUIRE_NPM_DPOP=1`
 /// makes its absence a failure).
 struct NpmKey {
     child: std::process::Child,
@@ -444,7 +444,7 @@ impl NpmKey {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
         if !root.join("node_modules/dpop").is_dir() {
             assert!(
-                std::env::var_os("TOKENSMITH_REQUIRE_NPM_DPOP").is_none(),
+                std::env::var_os("TS_REQUIRE_NPM_DPOP").is_none(),
                 "the dpop npm package is not installed: npm ci --prefix tests/browser"
             );
             eprintln!("skipped: the dpop npm package is not installed (npm ci --prefix tests/browser)");
