@@ -918,9 +918,18 @@ impl Store for RedisStore {
     }
 
     async fn refresh_live(&self, hash: &str, now: i64) -> Result<Option<RefreshRecord>, StoreError> {
-        // Two single-key reads, no script: introspection need not be atomic.
+        // Single-key reads, no script: introspection need not be atomic. On
+        // a cluster the token's keys live in its family's slot, found first.
+        let family = if self.is_cluster() {
+            let Some((family, _)) = self.family_of("refresh_live", hash).await? else {
+                return Ok(None);
+            };
+            family
+        } else {
+            String::new()
+        };
         let mut cmd = ::redis::cmd("HMGET");
-        cmd.arg(self.key("refresh", hash))
+        cmd.arg(self.inner.keys.in_family("refresh", hash, &family))
             .arg("rec")
             .arg("exp")
             .arg("fexp")
@@ -936,7 +945,7 @@ impl Store for RedisStore {
         let record: RefreshRecord = serde_json::from_str(&json)
             .map_err(|e| StoreError::Unavailable(format!("redis refresh_live: unreadable refresh record: {e}")))?;
         let mut cmd = ::redis::cmd("EXISTS");
-        cmd.arg(self.key("family", &record.family));
+        cmd.arg(self.inner.keys.in_family("family", &record.family, &record.family));
         let revoked: i64 = self.query("refresh_live", cmd).await?;
         Ok((revoked == 0).then_some(RefreshRecord {
             expires_at: exp,

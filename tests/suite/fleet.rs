@@ -104,7 +104,8 @@ async fn try_post(http: &reqwest::Client, url: &str, key: &str, body: &Value) ->
         .json(body)
         .send()
         .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        // Debug, not Display: the cause (refused, reset, timed out) is in the source chain.
+        .map_err(|e| format!("POST {url}: {e:?}"))?;
     read(resp).await
 }
 

@@ -475,7 +475,8 @@ async fn preflights_are_answered_for_allowed_origins_only() {
             r.header("access-control-allow-methods").unwrap().contains(method),
             "{path}"
         );
-        assert_eq!(r.header("access-control-allow-headers"), Some("content-type"));
+        // A widget sends its DPoP proof (RFC 9449) in a header of its own.
+        assert_eq!(r.header("access-control-allow-headers"), Some("content-type, dpop"));
         assert_eq!(r.header("access-control-max-age"), Some("600"));
         assert!(r.header("access-control-allow-credentials").is_none());
         assert!(vary(&r).contains("Origin"), "{path}");
