@@ -2,6 +2,7 @@
 # The HTTP load bench: tokensmith against references measured in the same run,
 # on this machine. Prints one line per measurement; see benches/README.md.
 #   benches/load.sh                 # DUR=10 CONN=32 by default
+#   JWKS_ROUNDS=3 JWKS_ONLY=1 CONN=8 benches/load.sh   # the JWKS lines alone, alternated
 # Needs wrk, nginx (nginx-light) and redis-server from Debian; installs them
 # when missing and run as root.
 set -euo pipefail
@@ -30,7 +31,10 @@ cleanup() {
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "error: port $1 never opened" >&2; exit 1; }
+wait_port() { # PORT [LOG]
+  for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "error: port $1 never opened" >&2; [ -n "${2:-}" ] && cat "$2" >&2; exit 1
+}
 
 export API_KEY="sk_bench_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
 HASH="sha256:$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)"
@@ -67,9 +71,11 @@ scopes = ["read:orders"]
 max_ttl = "30m"
 token_format = "opaque"
 TOML
-  (cd "$W/$name" && TOKENSMITH_LOG=warn "$BIN" serve >/dev/null 2>"$W/$name/log") &
+  # serve makes no keys (only `serve --dev` does): make them first.
+  (cd "$W/$name" && "$BIN" keys init >/dev/null 2>"$W/$name/log") || { cat "$W/$name/log" >&2; exit 1; }
+  (cd "$W/$name" && TOKENSMITH_LOG=warn "$BIN" serve >/dev/null 2>>"$W/$name/log") &
   PIDS+=($!)
-  wait_port "$p"
+  wait_port "$p" "$W/$name/log"
   printf -v "${name}_PORT" '%s' "$p"
 }
 
@@ -113,8 +119,13 @@ NGINX
 wait_port "$NPORT"
 
 echo "== $(nproc) cores, wrk -t1 -c$CONN -d${DUR}s; all servers on 127.0.0.1"
-wrk_line "GET jwks.json   nginx (static)" "http://127.0.0.1:$NPORT/.well-known/jwks.json"
-wrk_line "GET jwks.json   tokensmith" "http://127.0.0.1:$rs_PORT/.well-known/jwks.json"
+# JWKS_ROUNDS > 1 alternates nginx and tokensmith, so both see the same
+# machine speed on a shared machine; JWKS_ONLY=1 stops after these lines.
+for _ in $(seq 1 "${JWKS_ROUNDS:-1}"); do
+  wrk_line "GET jwks.json   nginx (static)" "http://127.0.0.1:$NPORT/.well-known/jwks.json"
+  wrk_line "GET jwks.json   tokensmith" "http://127.0.0.1:$rs_PORT/.well-known/jwks.json"
+done
+[ "${JWKS_ONLY:-0}" = 1 ] && exit 0
 wrk_line "POST /v1/tokens RS256" -s benches/load/tokens.lua "http://127.0.0.1:$rs_PORT/v1/tokens"
 wrk_line "POST /v1/tokens ES256" -s benches/load/tokens.lua "http://127.0.0.1:$es_PORT/v1/tokens"
 target/release/examples/sign_rate 2 "$DUR"
