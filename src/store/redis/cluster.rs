@@ -1,0 +1,138 @@
+//! The cluster-only steps of the Redis store: the two-step consume, the
+//! readiness of every slot, and the refresh-token index that finds a
+//! token's family slot (see "Redis Cluster" in the module docs).
+
+use ::redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use ::redis::{FromRedisValue, Value};
+
+use super::{bad_reply, evalsha, outcome_of, pxat, texts, RedisStore};
+use crate::store::{Consume, ConsumeOutcome, StoreError};
+
+impl RedisStore {
+    /// A cluster's consume: the mark script on the mark's slot, then the
+    /// revocations (see "Redis Cluster" in the module docs for the order).
+    pub(super) async fn consume_on_cluster(
+        &self,
+        c: Consume<'_>,
+        mark: &str,
+        now: i64,
+    ) -> Result<ConsumeOutcome, StoreError> {
+        let mark_key = self.key("mark", c.mark_key);
+        let epoch_key = self.inner.keys.epoch_of(c.mark_key);
+        let mut cmd = evalsha(&self.inner.consume_mark, &[&mark_key, &epoch_key]);
+        cmd.arg(now)
+            .arg(c.iat)
+            .arg(pxat(c.expires_at.max(now.saturating_add(1))))
+            .arg(mark);
+        let (reply, acked) = self
+            .decide("consume", cmd, Some(&self.inner.consume_mark), self.inner.wait_replicas)
+            .await?;
+        let (outcome, reset, epoch) = <(String, i64, i64)>::from_redis_value(&reply)
+            .map_err(|e| StoreError::Unavailable(format!("redis consume: {e}")))?;
+        self.saw_epoch(epoch, reset, &epoch_key);
+        let revoked = Self::revoked_by(&self.revocations(c.jti, c.sub).await?, c.iat, now)?;
+        if revoked {
+            if outcome == "first" {
+                // Best effort: a mark left on a revoked token refuses
+                // nothing that the revocation does not refuse already.
+                let mut unmark = self.inner.unmark.prepare_invoke();
+                unmark.key(&mark_key).arg(mark);
+                if let Err(e) = self.eval::<i64>("consume (unmark)", unmark).await {
+                    tracing::warn!(error = %e, "redis: could not remove the mark of a revoked token");
+                }
+            }
+            return Ok(ConsumeOutcome::Revoked);
+        }
+        let outcome = outcome_of(&outcome)?;
+        if outcome == ConsumeOutcome::FirstUse {
+            self.replicated("consume", acked)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Ready when every master answers `CLUSTER INFO` with
+    /// `cluster_state:ok` (every slot served, as that node sees it).
+    pub(super) async fn cluster_ready(&self) -> Result<(), StoreError> {
+        let Some(mut conn) = self.inner.conn.cluster_conn() else {
+            return Ok(());
+        };
+        let mut cmd = ::redis::cmd("CLUSTER");
+        cmd.arg("INFO");
+        let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let reply = self
+            .bounded("ping", None, async move { conn.route_command(&cmd, routing).await })
+            .await?;
+        let mut infos = Vec::new();
+        texts(&reply, &mut infos);
+        if infos.is_empty() {
+            return Err(bad_reply("ping", reply));
+        }
+        for info in &infos {
+            if !info.lines().any(|l| l.trim_end() == "cluster_state:ok") {
+                let state = info
+                    .lines()
+                    .find(|l| l.starts_with("cluster_state:"))
+                    .unwrap_or("no cluster_state");
+                return Err(StoreError::Unavailable(format!(
+                    "redis cluster: a master reports {}: some slot is unserved",
+                    state.trim_end()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The family of refresh token `hash` and the family's expiry (ms), from
+    /// its index (a cluster).
+    pub(super) async fn family_of(&self, what: &'static str, hash: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let key = self.key("refresh-of", hash);
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("GET").arg(&key).cmd("PEXPIRETIME").arg(&key);
+        let h = self.inner.conn.handle();
+        let mut conn = h.conn;
+        let (family, expires): (Option<String>, i64) = self
+            .bounded(what, h.used.as_ref(), async move { pipe.query_async(&mut conn).await })
+            .await?;
+        Ok(family.map(|f| (f, expires)))
+    }
+
+    /// Indexes a successor `hash` under `family` (a cluster): true if it is
+    /// now indexed there (written, or already so), false if another family
+    /// holds it.
+    pub(super) async fn index_successor(&self, hash: &str, family: &str, pxat_ms: i64) -> Result<bool, StoreError> {
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(self.key("refresh-of", hash))
+            .arg(family)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(pxat_ms)
+            .arg("GET");
+        // SET … NX GET answers the old value (nil when it wrote).
+        let old: Option<String> = self.query("refresh_spend", cmd).await?;
+        Ok(old.is_none_or(|old| old == family))
+    }
+
+    /// Writes the index of refresh token `hash` (a cluster): `SET NX`, so a
+    /// hash is indexed once.
+    pub(super) async fn index_refresh(
+        &self,
+        what: &'static str,
+        hash: &str,
+        family: &str,
+        pxat_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(self.key("refresh-of", hash))
+            .arg(family)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(pxat_ms);
+        match self.query::<Value>(what, cmd).await? {
+            Value::Okay => Ok(()),
+            Value::Nil => Err(StoreError::Unavailable(format!(
+                "redis {what}: the refresh token hash is already stored"
+            ))),
+            other => Err(bad_reply(what, other)),
+        }
+    }
+}
