@@ -1,6 +1,7 @@
 //! Tests of `cli`.
 
 #![allow(clippy::unwrap_used)]
+use super::args::parse_listen;
 use super::*;
 
 #[test]

@@ -437,6 +437,53 @@ async fn guests_are_limited_per_address_and_per_client() {
     assert_eq!(guest_from(&app, "198.51.100.1").await.status, StatusCode::OK);
 }
 
+/// `POST /v1/session/token` from `ip` with `headers`.
+async fn session_token_from(app: &TestApp, ip: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut req = Request::post("/v1/session/token");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut req = req.body(Body::empty()).unwrap();
+    let addr: SocketAddr = format!("{ip}:40000").parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(addr));
+    app.send(req).await
+}
+
+#[tokio::test]
+async fn session_requests_without_a_valid_session_never_spend_the_client_rate() {
+    // Issue 10, item 3: 25 requests without a session (401) used to spend the
+    // client's budget, and then a real user got 429.
+    let (base, seen) = check_server().await;
+    let app = TestApp::new(
+        &format!(
+            "{}\n[session]\ncheck_url = \"{base}/whoami\"\nclient = \"shop_123\"\ntimeout = \"2s\"\ncache_ttl = \"0s\"\n",
+            base_config()
+        )
+        .replace("rate_limit = \"1000/s\"", "rate_limit = \"10/m\""),
+    );
+    for i in 1..=25 {
+        let ip = format!("198.51.100.{i}");
+        // A rejected session, and no credential at all: both 401.
+        let headers: &[(&str, &str)] = if i % 2 == 0 { &[("cookie", "session=expired")] } else { &[] };
+        let r = session_token_from(&app, &ip, headers).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED, "invalid_session");
+    }
+    // An address that keeps failing is limited by its own share (1/m here).
+    let r = session_token_from(&app, "198.51.100.2", &[("cookie", "session=expired")]).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let asked = seen.hits();
+    // The client's 10/m is untouched: ten real users in a row get tokens.
+    for i in 101..=110 {
+        let ip = format!("198.51.100.{i}");
+        let r = session_token_from(&app, &ip, &[("cookie", "session=good")]).await;
+        assert_eq!(r.status, StatusCode::OK, "{ip}: {:?}", String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!(seen.hits(), asked + 10);
+    // The eleventh is over the client's rate.
+    let r = session_token_from(&app, "198.51.100.111", &[("cookie", "session=good")]).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
 #[tokio::test]
 async fn guests_without_connect_info_are_limited_per_client_only() {
     let app = TestApp::new(&base_config().replace("rate_limit = \"1000/s\"", "rate_limit = \"3/m\""));
