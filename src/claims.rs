@@ -14,6 +14,11 @@ use serde_json::{Map, Value};
 
 use crate::jose::{self, JoseError};
 
+/// The most a `sub` or a `jti` may be, in bytes, at every entry (requests,
+/// session answers, revocations): an identifier, not a document, and a
+/// bound on what one request can make a store keep.
+pub const MAX_ID_LEN: usize = 256;
+
 /// Claims the service sets itself; a request's extra claims may not use them.
 pub const REGISTERED: [&str; 9] = ["iss", "sub", "aud", "iat", "exp", "nbf", "jti", "scopes", "scope"];
 

@@ -109,8 +109,12 @@
 //! - `server/` ([`server`]): the HTTP service (axum), a thin shell over the
 //!   authority; its handlers are private; `listener.rs`, its accept loop
 //!   (connection cap, header and idle timeouts, a drain with a deadline).
-//! - `client/` ([`client`]): the other side of the wire: [`RemoteJwks`] and
-//!   [`RemoteVerifier`], [`TokenCache`], and the [`Bearer`] extractor.
+//! - `jwks.rs` ([`jwks`]): [`RemoteJwks`] and [`RemoteVerifier`], an
+//!   issuer's keys over HTTP; also used by the authority for clients that
+//!   publish their keys (`private_key_jwt`).
+//! - `client/` ([`client`]): the other side of the wire: [`TokenCache`] and
+//!   the [`Bearer`] extractor (and `client::jwks`, the same module as
+//!   [`jwks`]).
 //! - `cli/` and `main.rs`: the `tokensmith` binary (clap, logging, signals,
 //!   binding); not part of the library.
 #![forbid(unsafe_code)]
@@ -127,6 +131,7 @@ pub mod dpop;
 pub mod fuzzing;
 pub(crate) mod issuer;
 pub mod jose;
+pub mod jwks;
 pub mod keys;
 pub mod oauth;
 pub(crate) mod refresh;
@@ -144,12 +149,12 @@ pub use authority::{
 pub use claims::{Claims, Rejection, Validation};
 pub use client::cache::{CacheError, CacheOptions, IssueToken, Issued, SharedRedis, TokenCache};
 pub use client::extract::{AnyToken, Bearer, BearerConfig, BearerConfigError, BearerRejection, Policy, Presented};
-pub use client::jwks::{JwksError, JwksOptions, RemoteJwks, RemoteVerifier};
 pub use clients::{Client, ClientRegistry};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigError};
 pub use issuer::{IssueError, IssuedToken, Issuer, TokenSpec};
 pub use jose::{Algorithm, JoseError, Jwk, JwkSet};
+pub use jwks::{JwksError, JwksOptions, RemoteJwks, RemoteVerifier};
 pub use keys::disk::KeyDir;
 pub use keys::{KeyError, KeyRing};
 pub use session::SessionError;

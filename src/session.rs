@@ -35,7 +35,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::authority::MAX_ID_LEN;
+use crate::claims::MAX_ID_LEN;
 use crate::claims::{Claims, CLIENT_ID};
 use crate::clients::Client;
 use crate::config::SessionConfig;
@@ -260,9 +260,9 @@ impl SessionChecker {
     /// config refuses, but a `SessionConfig` built in code may hold) makes
     /// every check unavailable rather than send cookies in clear.
     pub fn from_config(cfg: &SessionConfig, own: OwnCredentials) -> SessionChecker {
-        let secure = reqwest::Url::parse(&cfg.check_url).is_ok_and(|u| crate::client::jwks::secure_transport(&u));
+        let secure = reqwest::Url::parse(&cfg.check_url).is_ok_and(|u| crate::jwks::secure_transport(&u));
         let http = if secure || cfg.allow_http {
-            crate::client::jwks::http_client(cfg.timeout).map_err(|e| e.to_string())
+            crate::jwks::http_client(cfg.timeout).map_err(|e| e.to_string())
         } else {
             Err("session.check_url must use https: plain http is allowed to a loopback address only, or with session.allow_http = true".to_owned())
         };
@@ -319,7 +319,7 @@ impl SessionChecker {
             .send()
             .await
             // Without the URL: it may carry credentials.
-            .map_err(|e| SessionError::Unavailable(crate::client::jwks::cause_chain(&e.without_url())))?;
+            .map_err(|e| SessionError::Unavailable(crate::jwks::cause_chain(&e.without_url())))?;
         let status = resp.status();
         if status.is_server_error() {
             return Err(SessionError::Unavailable(format!("the check answered {status}")));

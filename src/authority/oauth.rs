@@ -24,9 +24,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::flows::{Flow, Presenter};
 use super::{Audience, Authority, AuthorityError, Grant, Revocation, TokenRequest};
 use crate::claims::{Claims, Validation};
-use crate::client::jwks::{JwksOptions, RemoteJwks};
 use crate::clients::Client;
 use crate::jose::{jws, VerifyingKey};
+use crate::jwks::{JwksOptions, RemoteJwks};
 use crate::oauth::request::ExchangeRequest;
 use crate::oauth::{
     endpoint, ClientAuth, ClientJwks, Introspection, OAuthError, TokenGrant, ASSERTION_MAX_AHEAD, TOKEN_PATH,

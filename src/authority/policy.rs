@@ -22,10 +22,9 @@ use crate::clients::Client;
 use crate::issuer::TokenSpec;
 use crate::session::Identity;
 
-/// The most a `sub` or a `jti` may be, in bytes, at every entry (requests,
-/// session answers, revocations): an identifier, not a document, and a
-/// bound on what one request can make a store keep.
-pub const MAX_ID_LEN: usize = 256;
+/// The most a `sub` or a `jti` may be, in bytes (defined with the claims,
+/// which the session check also uses).
+pub use crate::claims::MAX_ID_LEN;
 
 /// The longest a visitor (exchange) token lives, in seconds.
 pub const EXCHANGE_TTL_MAX: i64 = 300;

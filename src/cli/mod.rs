@@ -441,7 +441,7 @@ fn verify(cfg: &Config, args: VerifyArgs, insecure: bool) -> Result<(), CliError
 
 fn load_jwks(src: &str) -> Result<JwkSet, CliError> {
     if src.starts_with("http://") || src.starts_with("https://") {
-        return tokensmith::client::jwks::fetch_blocking(src).map_err(|e| CliError::new(e.code(), e.to_string()));
+        return tokensmith::jwks::fetch_blocking(src).map_err(|e| CliError::new(e.code(), e.to_string()));
     }
     let text = std::fs::read(src).map_err(|e| CliError::new("invalid_jwks", format!("{src}: {e}")))?;
     serde_json::from_slice(&text).map_err(|e| CliError::new("invalid_jwks", format!("{src}: {e}")))

@@ -54,11 +54,11 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::jwks::{RemoteJwks, RemoteVerifier};
 use crate::authority::{Authority, AuthorityError, Presentation};
 use crate::claims::{Claims, Rejection, Validation};
 use crate::clock::SharedClock;
 use crate::dpop::{DpopError, DpopRules, ProofRequest};
+use crate::jwks::{RemoteJwks, RemoteVerifier};
 use crate::server::error::ApiError;
 use crate::store::Store;
 use crate::verifier::{KeySource, Verifier};

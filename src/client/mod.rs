@@ -2,7 +2,10 @@
 //! an identity backend embeds to use tokens from a tokensmith server without
 //! calling it for each one.
 //!
-//! - [`jwks`]: `RemoteJwks`, the issuer's keys over HTTP, cached and refreshed.
+//! - [`jwks`]: `RemoteJwks`, the issuer's keys over HTTP, cached and refreshed
+//!   (the crate's top-level [`crate::jwks`], re-exported here: the
+//!   authority uses it too, and the crate's modules import nothing that
+//!   imports them back).
 //! - [`cache`]: `TokenCache`, a backend's own tokens reused until shortly
 //!   before expiry, one renewal at a time (optionally across instances, in Redis).
 //! - [`extract`]: `Bearer<P>`, the axum extractor that turns a request's
@@ -12,4 +15,4 @@
 
 pub mod cache;
 pub mod extract;
-pub mod jwks;
+pub use crate::jwks;

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::claims::is_reserved;
-use crate::client::jwks::secure_transport;
 use crate::clients::{self, Client, ClientError, ClientRegistry, OriginPattern};
 use crate::jose::Algorithm;
+use crate::jwks::secure_transport;
 use crate::units::{parse_duration, RateLimit};
 
 use super::raw::{serde_error, RawClient, RawConfig, RawDuration, RawKeys, RawServer, RawSession, RawStore, RawTokens};

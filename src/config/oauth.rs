@@ -66,7 +66,7 @@ pub(super) fn check_client_oauth(label: &str, raw: RawClientOAuth) -> Result<Cli
         (Some(_), Some(_)) => return Err(invalid(key("jwks_uri"), "give jwks or jwks_uri, not both")),
         (None, None) => None,
         (None, Some(uri)) => {
-            crate::client::jwks::check_url(&uri).map_err(|e| invalid(key("jwks_uri"), e.to_string()))?;
+            crate::jwks::check_url(&uri).map_err(|e| invalid(key("jwks_uri"), e.to_string()))?;
             Some(ClientJwks::Uri(uri))
         }
         (Some(value), None) => {

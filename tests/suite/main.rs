@@ -18,6 +18,7 @@ mod jose_props;
 mod jose_vectors;
 mod keys_folder;
 mod malleability;
+mod module_graph;
 mod oauth;
 mod oauth_family;
 mod oauth_flows;

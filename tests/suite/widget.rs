@@ -464,7 +464,11 @@ async fn session_requests_without_a_valid_session_never_spend_the_client_rate() 
     for i in 1..=25 {
         let ip = format!("198.51.100.{i}");
         // A rejected session, and no credential at all: both 401.
-        let headers: &[(&str, &str)] = if i % 2 == 0 { &[("cookie", "session=expired")] } else { &[] };
+        let headers: &[(&str, &str)] = if i % 2 == 0 {
+            &[("cookie", "session=expired")]
+        } else {
+            &[]
+        };
         let r = session_token_from(&app, &ip, headers).await;
         assert_error(&r, StatusCode::UNAUTHORIZED, "invalid_session");
     }

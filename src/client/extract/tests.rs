@@ -239,7 +239,7 @@ fn a_config_without_audience_is_refused() {
 #[test]
 fn from_remote_judges_on_the_clock_of_its_jwks() {
     let jwks = || {
-        let opts = crate::client::jwks::JwksOptions::default();
+        let opts = crate::jwks::JwksOptions::default();
         Arc::new(RemoteJwks::new("http://127.0.0.1:1/jwks", opts, ManualClock::new(NOW)).unwrap())
     };
     let err = BearerConfig::from_remote(jwks(), Validation::new("https://issuer.test")).unwrap_err();
