@@ -31,6 +31,7 @@ pub mod policy;
 // OAuth 2.0 (issue 11): the standard endpoints' rules; token formats.
 mod format;
 mod oauth;
+mod oauth_error;
 mod reload;
 
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub use error::AuthorityError;
 pub use flows::{Grant, Presenter};
 pub use format::looks_opaque;
 pub use oauth::OAuthGrant;
+pub use oauth_error::OAuthError;
 pub use policy::{
     apply_policy, exchange_audience, Audience, GlobalLimits, PolicyError, Purpose, TokenRequest, EXCHANGE_TTL_MAX,
     MAX_ID_LEN,

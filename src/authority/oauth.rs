@@ -22,6 +22,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::flows::{Flow, Presenter};
+use super::OAuthError;
 use super::{Audience, Authority, AuthorityError, Grant, Revocation, TokenRequest};
 use crate::claims::{Claims, Validation};
 use crate::clients::Client;
@@ -29,7 +30,7 @@ use crate::jose::{jws, VerifyingKey};
 use crate::jwks::{JwksOptions, RemoteJwks};
 use crate::oauth::request::ExchangeRequest;
 use crate::oauth::{
-    endpoint, ClientAuth, ClientJwks, Introspection, OAuthError, TokenGrant, ASSERTION_MAX_AHEAD, TOKEN_PATH,
+    endpoint, ClientAuth, ClientJwks, Introspection, TokenGrant, ASSERTION_MAX_AHEAD, TOKEN_PATH,
     TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT,
 };
 use crate::refresh::{RefreshError, REFRESH_TOKEN_LEN};

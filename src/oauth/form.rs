@@ -9,7 +9,7 @@
 //! ignored (§3.2). It never logs or echoes a value: only parameter names
 //! appear in its errors, since values carry secrets and tokens.
 
-use super::OAuthError;
+use super::RequestError;
 
 /// Parameters that RFC 8693 and RFC 8707 let a request repeat.
 pub const REPEATABLE: [&str; 2] = ["audience", "resource"];
@@ -39,7 +39,7 @@ fn hex(b: u8) -> Option<u8> {
 
 /// Decodes one name or value: `+` is a space, `%XX` a byte; the result must
 /// be UTF-8. `what` names the part for the error (never its content).
-pub(super) fn decode(part: &[u8], what: &str) -> Result<String, OAuthError> {
+pub(super) fn decode(part: &[u8], what: &str) -> Result<String, RequestError> {
     let mut out = Vec::with_capacity(part.len());
     let mut i = 0;
     while i < part.len() {
@@ -52,7 +52,7 @@ pub(super) fn decode(part: &[u8], what: &str) -> Result<String, OAuthError> {
                 ) {
                     (Some(hi), Some(lo)) => hi * 16 + lo,
                     _ => {
-                        return Err(OAuthError::InvalidRequest(format!(
+                        return Err(RequestError::InvalidRequest(format!(
                             "{what}: '%' must be followed by two hex digits"
                         )))
                     }
@@ -64,13 +64,13 @@ pub(super) fn decode(part: &[u8], what: &str) -> Result<String, OAuthError> {
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| OAuthError::InvalidRequest(format!("{what} is not UTF-8")))
+    String::from_utf8(out).map_err(|_| RequestError::InvalidRequest(format!("{what} is not UTF-8")))
 }
 
 impl Form {
     /// Parses `body`. A parameter named twice (but the [`REPEATABLE`]
     /// ones), a bad escape or bytes that are not UTF-8 are `invalid_request`.
-    pub fn parse(body: &[u8]) -> Result<Form, OAuthError> {
+    pub fn parse(body: &[u8]) -> Result<Form, RequestError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         for piece in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
@@ -82,7 +82,7 @@ impl Form {
             let value = decode(value, &format!("the value of {name:?}"))?;
             if !REPEATABLE.contains(&name.as_str()) {
                 if seen.contains(&name) {
-                    return Err(OAuthError::InvalidRequest(format!(
+                    return Err(RequestError::InvalidRequest(format!(
                         "the parameter {name:?} appears more than once (RFC 6749 §3.2)"
                     )));
                 }
@@ -107,9 +107,9 @@ impl Form {
     }
 
     /// The value of `name`, or `invalid_request` naming it.
-    pub fn require(&self, name: &str) -> Result<String, OAuthError> {
+    pub fn require(&self, name: &str) -> Result<String, RequestError> {
         self.take(name)
-            .ok_or_else(|| OAuthError::InvalidRequest(format!("the parameter {name:?} is missing")))
+            .ok_or_else(|| RequestError::InvalidRequest(format!("the parameter {name:?} is missing")))
     }
 
     /// Every value of a [`REPEATABLE`] parameter, in order.

@@ -8,7 +8,8 @@
 //!   refuses a repeated parameter;
 //! - [`request`]: a request's client credentials ([`ClientAuth`]) and grant
 //!   ([`TokenGrant`]);
-//! - [`error`]: [`OAuthError`], the RFC 6749 §5.2 codes;
+//! - [`error`]: [`RequestError`], a request malformed as sent (the
+//!   authority answers in [`OAuthError`](crate::OAuthError), which takes it in);
 //! - [`options`]: a client's OAuth options ([`ClientOAuth`]);
 //! - [`metadata`]: the RFC 8414 and OpenID discovery documents;
 //! - [`Introspection`]: the RFC 7662 answer.
@@ -30,7 +31,7 @@ use serde::Serialize;
 use crate::claims::Claims;
 use crate::store::RefreshRecord;
 
-pub use error::OAuthError;
+pub use error::RequestError;
 pub use form::Form;
 pub use options::{ClientJwks, ClientOAuth, GrantType, JwtProfile, TokenFormat, DEFAULT_TOKEN_PREFIX};
 pub use request::{ClientAuth, ExchangeRequest, TokenGrant};

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use super::form::Form;
 use super::options::GrantType;
 use super::{
-    OAuthError, ASSERTION_TYPE_JWT_BEARER, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE,
+    RequestError, ASSERTION_TYPE_JWT_BEARER, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE,
 };
 
 /// How a client proved who it is (RFC 6749 §2.3, RFC 7523 §2.2).
@@ -66,11 +66,11 @@ pub fn is_basic(authorization: Option<&str>) -> bool {
 
 /// Reads `client_id:client_secret` from a Basic credential: base64 of the
 /// two, each form-urlencoded first (RFC 6749 §2.3.1).
-fn basic_credentials(value: &str) -> Result<(String, String), OAuthError> {
-    let bad = || OAuthError::InvalidClient("the Basic credentials are malformed".into());
+fn basic_credentials(value: &str) -> Result<(String, String), RequestError> {
+    let bad = || RequestError::InvalidClient("the Basic credentials are malformed".into());
     let (scheme, encoded) = value.split_once(' ').ok_or_else(bad)?;
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::InvalidClient(
+        return Err(RequestError::InvalidClient(
             "client authentication uses the Basic scheme, private_key_jwt or client_secret_post".into(),
         ));
     }
@@ -93,7 +93,7 @@ impl ClientAuth {
     /// The credentials of a request: its `Authorization` header value (if
     /// any) and its form. More than one method, or none, is refused (RFC
     /// 6749 §2.3: "MUST NOT use more than one authentication method").
-    pub fn from_request(authorization: Option<&str>, form: &Form) -> Result<ClientAuth, OAuthError> {
+    pub fn from_request(authorization: Option<&str>, form: &Form) -> Result<ClientAuth, RequestError> {
         let form_secret = form.take("client_secret");
         let assertion_type = form.take("client_assertion_type");
         let assertion = form.take("client_assertion");
@@ -102,14 +102,14 @@ impl ClientAuth {
             + usize::from(form_secret.is_some())
             + usize::from(assertion.is_some() || assertion_type.is_some());
         if methods > 1 {
-            return Err(OAuthError::InvalidRequest(
+            return Err(RequestError::InvalidRequest(
                 "use one client authentication method per request (RFC 6749 §2.3)".into(),
             ));
         }
         if let Some(header) = authorization {
             let (id, secret) = basic_credentials(header)?;
             if client_id.as_deref().is_some_and(|c| c != id) {
-                return Err(OAuthError::InvalidRequest(
+                return Err(RequestError::InvalidRequest(
                     "client_id differs from the client of the Authorization header".into(),
                 ));
             }
@@ -121,7 +121,7 @@ impl ClientAuth {
         }
         if let Some(secret) = form_secret {
             let client_id = client_id.ok_or_else(|| {
-                OAuthError::InvalidRequest("client_secret_post needs client_id with client_secret".into())
+                RequestError::InvalidRequest("client_secret_post needs client_id with client_secret".into())
             })?;
             return Ok(ClientAuth::Secret {
                 client_id,
@@ -133,13 +133,13 @@ impl ClientAuth {
             (Some(t), Some(assertion)) if t == ASSERTION_TYPE_JWT_BEARER => {
                 Ok(ClientAuth::Assertion { client_id, assertion })
             }
-            (Some(_), Some(_)) => Err(OAuthError::InvalidClient(format!(
+            (Some(_), Some(_)) => Err(RequestError::InvalidClient(format!(
                 "client_assertion_type must be {ASSERTION_TYPE_JWT_BEARER}"
             ))),
-            (Some(_), None) | (None, Some(_)) => Err(OAuthError::InvalidRequest(
+            (Some(_), None) | (None, Some(_)) => Err(RequestError::InvalidRequest(
                 "client_assertion and client_assertion_type go together".into(),
             )),
-            (None, None) => Err(OAuthError::InvalidClient(
+            (None, None) => Err(RequestError::InvalidClient(
                 "the request carries no client authentication: use client_secret_basic, client_secret_post or private_key_jwt"
                     .into(),
             )),
@@ -154,11 +154,11 @@ impl ClientAuth {
 
 /// A space-separated `scope` (RFC 6749 §3.3): each scope-token of printable
 /// ASCII but space, `"` and `\`.
-pub fn parse_scope(scope: &str) -> Result<Vec<String>, OAuthError> {
+pub fn parse_scope(scope: &str) -> Result<Vec<String>, RequestError> {
     let mut out: Vec<String> = Vec::new();
     for s in scope.split(' ').filter(|s| !s.is_empty()) {
         if !s.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e)) {
-            return Err(OAuthError::InvalidScope(format!(
+            return Err(RequestError::InvalidScope(format!(
                 "{s:?} is not a scope token (RFC 6749 §3.3)"
             )));
         }
@@ -171,7 +171,7 @@ pub fn parse_scope(scope: &str) -> Result<Vec<String>, OAuthError> {
 
 /// The audiences a request names: every `audience` (RFC 8693) and every
 /// `resource` (RFC 8707: an absolute URI without a fragment).
-fn targets(form: &Form) -> Result<Vec<String>, OAuthError> {
+fn targets(form: &Form) -> Result<Vec<String>, RequestError> {
     let mut out = form.all("audience");
     for r in form.all("resource") {
         let absolute = r.split_once("://").is_some_and(|(scheme, rest)| {
@@ -180,7 +180,7 @@ fn targets(form: &Form) -> Result<Vec<String>, OAuthError> {
                 && !rest.is_empty()
         });
         if !absolute || r.contains('#') {
-            return Err(OAuthError::InvalidTarget(
+            return Err(RequestError::InvalidTarget(
                 "resource must be an absolute URI without a fragment (RFC 8707 §2)".into(),
             ));
         }
@@ -266,7 +266,7 @@ impl TokenGrant {
     }
 
     /// Reads the grant of a token request's form.
-    pub fn from_form(form: &Form) -> Result<TokenGrant, OAuthError> {
+    pub fn from_form(form: &Form) -> Result<TokenGrant, RequestError> {
         let grant_type = form.require("grant_type")?;
         let scope = form.get("scope").map(parse_scope).transpose()?;
         match grant_type.as_str() {
@@ -280,7 +280,7 @@ impl TokenGrant {
             }),
             GRANT_TOKEN_EXCHANGE => {
                 if form.get("actor_token").is_some() || form.get("actor_token_type").is_some() {
-                    return Err(OAuthError::InvalidRequest(
+                    return Err(RequestError::InvalidRequest(
                         "actor_token (delegation) is not supported: only impersonation".into(),
                     ));
                 }
@@ -294,7 +294,7 @@ impl TokenGrant {
             }
             other => {
                 let shown: String = other.chars().take(64).collect();
-                Err(OAuthError::UnsupportedGrantType(format!(
+                Err(RequestError::UnsupportedGrantType(format!(
                     "the grant type {shown:?} is not supported: use client_credentials, refresh_token or {GRANT_TOKEN_EXCHANGE}"
                 )))
             }

@@ -9,9 +9,9 @@ use axum::http::{HeaderMap, HeaderValue};
 
 use super::AppState;
 use crate::authority::AuthorityError;
+use crate::authority::OAuthError;
 use crate::claims::Claims;
 use crate::dpop::{DpopError, Proof};
-use crate::oauth::OAuthError;
 
 /// The `DPoP` request header.
 pub(crate) const DPOP: &str = "dpop";

@@ -23,8 +23,9 @@ use serde::Serialize;
 use super::widget::PeerIp;
 use super::AppState;
 use crate::authority::AuthorityError;
+use crate::authority::OAuthError;
 use crate::oauth::request::is_basic;
-use crate::oauth::{ClientAuth, Form, Introspection, OAuthError, TokenGrant};
+use crate::oauth::{ClientAuth, Form, Introspection, TokenGrant};
 
 /// Why an OAuth 2.0 request failed, on its way to the client.
 #[derive(Debug)]
@@ -171,7 +172,7 @@ fn parse(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Par
             fail(OAuthError::InvalidRequest("the request body could not be read".into()))
         }
     })?;
-    let form = Form::parse(&body).map_err(fail)?;
+    let form = Form::parse(&body).map_err(|e| fail(e.into()))?;
     let authorization = match authorization.map(HeaderValue::to_str) {
         None => None,
         Some(Ok(v)) => Some(v),
@@ -181,7 +182,7 @@ fn parse(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Par
             )))
         }
     };
-    let auth = ClientAuth::from_request(authorization, &form);
+    let auth = ClientAuth::from_request(authorization, &form).map_err(OAuthError::from);
     Ok(Parsed { form, auth, basic })
 }
 
@@ -209,7 +210,7 @@ pub(crate) async fn oauth_token_create(
     let Parsed { form, auth, basic } = parse(&headers, body)?;
     let fail = |error: OAuthError| OAuthReply::Error { error, basic };
     let auth = auth.map_err(fail)?;
-    let grant = TokenGrant::from_form(&form).map_err(fail)?;
+    let grant = TokenGrant::from_form(&form).map_err(|e| fail(e.into()))?;
     let proof = super::dpop::token_request_proof(&state, &headers, "/oauth2/token")
         .await
         .map_err(|e| fail(e.into()))?;
@@ -239,7 +240,7 @@ pub(crate) async fn oauth_introspect(
     let Parsed { form, auth, basic } = parse(&headers, body)?;
     let fail = |error: OAuthError| OAuthReply::Error { error, basic };
     let auth = auth.map_err(fail)?;
-    let token = form.require("token").map_err(fail)?;
+    let token = form.require("token").map_err(|e| fail(e.into()))?;
     let answer: Introspection = state.authority.introspect(&auth, &token).await.map_err(fail)?;
     Ok(no_store(answer))
 }
@@ -253,7 +254,7 @@ pub(crate) async fn oauth_revoke(
     let Parsed { form, auth, basic } = parse(&headers, body)?;
     let fail = |error: OAuthError| OAuthReply::Error { error, basic };
     let auth = auth.map_err(fail)?;
-    let token = form.require("token").map_err(fail)?;
+    let token = form.require("token").map_err(|e| fail(e.into()))?;
     state.authority.revoke_token(&auth, &token).await.map_err(fail)?;
     let mut r = StatusCode::OK.into_response();
     r.headers_mut()
