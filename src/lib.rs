@@ -143,7 +143,7 @@ pub(crate) mod verifier;
 
 pub use authority::{
     exchange_audience, Audience, Authority, AuthorityError, ClientsChange, DpopPresented, GlobalLimits, Grant,
-    OAuthGrant, PolicyError, Presentation, Presenter, Purpose, Revocation, TokenRequest, VerifyOptions,
+    OAuthError, OAuthGrant, PolicyError, Presentation, Presenter, Purpose, Revocation, TokenRequest, VerifyOptions,
     MAX_IDEMPOTENCY_KEY_LEN,
 };
 pub use claims::{Claims, Rejection, Validation};

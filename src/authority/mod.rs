@@ -334,7 +334,7 @@ impl Authority {
     }
 
     /// A token for `client`'s backend: the request cut to the client's
-    /// policy ([`apply_policy`](policy::apply_policy)), then [`sign`](Authority::sign)ed.
+    /// policy (`policy::apply_policy`), then [`sign`](Authority::sign)ed.
     /// An opaque token when the client's `token_format` says so, except a
     /// visitor token, which is always a JWT (it is verified by signature).
     pub async fn issue(&self, client: &Client, req: TokenRequest) -> Result<IssuedToken, AuthorityError> {

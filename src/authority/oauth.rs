@@ -328,7 +328,7 @@ impl Authority {
     /// `POST /oauth2/introspect` (RFC 7662): active only for a token this
     /// service issued, valid now, not revoked, that the caller may see. A
     /// refresh token is active to the client it was issued to only, while
-    /// it could be spent (see [`introspect_refresh`](Self::introspect_refresh)).
+    /// it could be spent (see `introspect_refresh`).
     /// An unreachable store is an error, never a guess either way.
     ///
     /// `token_type_hint` is not needed: a refresh token and an access token

@@ -146,7 +146,7 @@ impl KeyDir {
     }
 
     /// Checks who may read and write the folder and the files its
-    /// `keyring.json` names (see [`permissions`](super::permissions)):
+    /// `keyring.json` names (see [`permissions`]):
     /// refuses a folder writable by group or others unless
     /// `allow_insecure`, and returns what should be warned about.
     pub fn check_permissions(&self, allow_insecure: bool) -> Result<Vec<PermissionWarning>, KeyError> {

@@ -11,7 +11,7 @@
 //! failure to reach or update the state is an error ([`StoreError`]), never a
 //! default answer, so callers fail closed (HTTP 503 `store_unavailable`).
 //! A store never reads the system clock to decide anything: every time is a
-//! parameter, taken by the caller from its [`Clock`](crate::clock::Clock).
+//! parameter, taken by the caller from its [`Clock`].
 
 pub mod memory;
 pub mod redis;

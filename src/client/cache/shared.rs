@@ -43,7 +43,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
-/// The Redis side of a shared [`TokenCache`].
+/// The Redis side of a shared [`TokenCache`](super::TokenCache).
 ///
 /// Keys: `tokensmith-cache:<namespace>:token:<key>` (the token as JSON,
 /// expiring with the token) and `tokensmith-cache:<namespace>:lock:<key>`
