@@ -210,6 +210,56 @@ fn check_store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
             "mixes redis:// and rediss:// seeds; a cluster is reached with TLS everywhere or nowhere",
         ));
     }
+    let insecure = |url: &str| {
+        url.split_once('#')
+            .is_some_and(|(_, f)| f.eq_ignore_ascii_case("insecure"))
+    };
+    if insecure(&redis_url) {
+        return Err(invalid(
+            "store.redis_url",
+            "ends in #insecure, which turns off the server's certificate check: not supported (set store.redis_ca_file to trust a private CA)",
+        ));
+    }
+    if let Some(i) = redis_cluster.iter().position(|s| insecure(s)) {
+        return Err(invalid(
+            "store.redis_cluster",
+            format!("seed {} ends in #insecure, which turns off the server's certificate check: not supported (set store.redis_ca_file to trust a private CA)", i + 1),
+        ));
+    }
+    let redis_ca_file = raw.redis_ca_file.map(PathBuf::from);
+    let redis_client_cert_file = raw.redis_client_cert_file.map(PathBuf::from);
+    let redis_client_key_file = raw.redis_client_key_file.map(PathBuf::from);
+    if backend == StoreBackend::Redis {
+        // Read and parsed now, so a bad file stops the start-up with its
+        // setting named; the store reads them again when it connects.
+        let files = crate::store::redis::RedisTls::from_files(
+            redis_ca_file.as_deref(),
+            redis_client_cert_file.as_deref(),
+            redis_client_key_file.as_deref(),
+        )
+        .map_err(|e| invalid(format!("store.{}", e.setting), e.reason))?;
+        let uses_tls = if redis_cluster.is_empty() {
+            redis_url.starts_with("rediss://")
+        } else {
+            tls.iter().all(|&t| t)
+        };
+        if files.is_custom() && !uses_tls {
+            let setting = if redis_ca_file.is_some() {
+                "store.redis_ca_file"
+            } else {
+                "store.redis_client_cert_file"
+            };
+            let url = if redis_cluster.is_empty() {
+                "store.redis_url is not rediss://"
+            } else {
+                "the store.redis_cluster seeds are not rediss://"
+            };
+            return Err(invalid(
+                setting,
+                format!("is set but {url}: TLS settings need TLS (never plain text instead)"),
+            ));
+        }
+    }
     let redis_wait_replicas = raw.redis_wait_replicas.unwrap_or(0);
     let capacity = raw.capacity.unwrap_or(DEFAULT_STORE_CAPACITY);
     if capacity == 0 {
@@ -226,6 +276,9 @@ fn check_store(raw: RawStore) -> Result<StoreConfig, ConfigError> {
         timeout: timeout.value,
         redis_cluster,
         redis_wait_replicas,
+        redis_ca_file,
+        redis_client_cert_file,
+        redis_client_key_file,
     })
 }
 

@@ -32,7 +32,7 @@ enum EnvKind {
 /// Every setting a variable may override: (section, key, kind). Keys contain
 /// underscores, so a variable is matched against these whole names rather
 /// than split at an underscore. `[[clients]]` is deliberately absent.
-const ENV_SETTINGS: [(&str, &str, EnvKind); 32] = [
+const ENV_SETTINGS: [(&str, &str, EnvKind); 35] = [
     ("", "issuer", EnvKind::Text),
     ("", "listen", EnvKind::Text),
     ("keys", "dir", EnvKind::Text),
@@ -49,6 +49,9 @@ const ENV_SETTINGS: [(&str, &str, EnvKind); 32] = [
     ("store", "timeout", EnvKind::Duration),
     ("store", "redis_cluster", EnvKind::List),
     ("store", "redis_wait_replicas", EnvKind::Integer),
+    ("store", "redis_ca_file", EnvKind::Text),
+    ("store", "redis_client_cert_file", EnvKind::Text),
+    ("store", "redis_client_key_file", EnvKind::Text),
     ("server", "header_read_timeout", EnvKind::Duration),
     ("server", "idle_timeout", EnvKind::Duration),
     ("server", "max_connections", EnvKind::Integer),

@@ -155,6 +155,15 @@ pub struct StoreConfig {
     /// Replicas that must confirm (`WAIT`) a single-use decision before it
     /// is reported; fewer within half the timeout is 503. Default 0.
     pub redis_wait_replicas: u32,
+    /// PEM CA bundle that verifies a `rediss://` server instead of the
+    /// system's roots. Checked (read and parsed) at load.
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM certificate chain sent to a `rediss://` server (mutual TLS);
+    /// set together with `redis_client_key_file`.
+    pub redis_client_cert_file: Option<PathBuf>,
+    /// PEM private key of `redis_client_cert_file`. Only its path is kept
+    /// here; the key is read when the store connects, and never logged.
+    pub redis_client_key_file: Option<PathBuf>,
 }
 
 /// `[server]`: how the HTTP listener treats connections. Every bound here
@@ -333,6 +342,9 @@ impl Config {
                 timeout: DEFAULT_STORE_TIMEOUT.0,
                 redis_cluster: Vec::new(),
                 redis_wait_replicas: 0,
+                redis_ca_file: None,
+                redis_client_cert_file: None,
+                redis_client_key_file: None,
             },
             server: ServerConfig {
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT.0,
@@ -423,6 +435,9 @@ impl fmt::Debug for StoreConfig {
                 &self.redis_cluster.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
             )
             .field("redis_wait_replicas", &self.redis_wait_replicas)
+            .field("redis_ca_file", &self.redis_ca_file)
+            .field("redis_client_cert_file", &self.redis_client_cert_file)
+            .field("redis_client_key_file", &self.redis_client_key_file)
             .finish()
     }
 }

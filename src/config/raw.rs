@@ -62,6 +62,9 @@ pub(super) struct RawStore {
     pub(super) timeout: Option<RawDuration>,
     pub(super) redis_cluster: Option<Vec<String>>,
     pub(super) redis_wait_replicas: Option<u32>,
+    pub(super) redis_ca_file: Option<String>,
+    pub(super) redis_client_cert_file: Option<String>,
+    pub(super) redis_client_key_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

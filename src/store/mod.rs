@@ -377,19 +377,34 @@ impl AnyStore {
         clock: &dyn Clock,
     ) -> Result<AnyStore, StoreError> {
         let epoch = clock.now().saturating_add(1);
+        let tls = || {
+            self::redis::RedisTls::from_files(
+                cfg.redis_ca_file.as_deref(),
+                cfg.redis_client_cert_file.as_deref(),
+                cfg.redis_client_key_file.as_deref(),
+            )
+            // Checked when the config was loaded; a file changed since.
+            .map_err(|e| StoreError::Unavailable(format!("redis TLS: {e}")))
+        };
         let store = match cfg.backend {
             crate::config::StoreBackend::Memory => {
                 AnyStore::Memory(memory::MemoryStore::start(cfg.capacity).with_epoch(epoch))
             }
             crate::config::StoreBackend::Redis if cfg.redis_cluster.is_empty() => AnyStore::Redis(
-                self::redis::RedisStore::connect(&cfg.redis_url, namespace, cfg.timeout, epoch)
+                self::redis::RedisStore::connect_with_tls(&cfg.redis_url, &tls()?, namespace, cfg.timeout, epoch)
                     .await?
                     .with_wait_replicas(cfg.redis_wait_replicas),
             ),
             crate::config::StoreBackend::Redis => AnyStore::Redis(
-                self::redis::RedisStore::connect_cluster(&cfg.redis_cluster, namespace, cfg.timeout, epoch)
-                    .await?
-                    .with_wait_replicas(cfg.redis_wait_replicas),
+                self::redis::RedisStore::connect_cluster_with_tls(
+                    &cfg.redis_cluster,
+                    &tls()?,
+                    namespace,
+                    cfg.timeout,
+                    epoch,
+                )
+                .await?
+                .with_wait_replicas(cfg.redis_wait_replicas),
             ),
         };
         store.wait_for_epoch(clock).await;

@@ -154,6 +154,9 @@ mod layout;
 mod ops;
 mod scripts;
 mod stats;
+mod tls;
+
+pub use tls::{RedisTls, TlsFileError};
 
 use conn::{is_connection_error, start_reconnecting, Conn};
 use layout::Layout;
@@ -210,8 +213,23 @@ impl RedisStore {
     /// `timeout`. `rediss://` connects with TLS (rustls, the crate's crypto
     /// provider, the system's roots). Must be called inside a Tokio runtime.
     pub async fn connect(url: &str, namespace: &str, timeout: Duration, epoch: i64) -> Result<RedisStore, StoreError> {
+        RedisStore::connect_with_tls(url, &RedisTls::default(), namespace, timeout, epoch).await
+    }
+
+    /// As [`connect`](RedisStore::connect), with `tls` deciding how a
+    /// `rediss://` server is verified (its CA) and whether a client
+    /// certificate is sent. A custom `tls` with a URL that is not
+    /// `rediss://` is [`StoreError::Unavailable`]: never plain text when
+    /// TLS was asked for.
+    pub async fn connect_with_tls(
+        url: &str,
+        tls: &RedisTls,
+        namespace: &str,
+        timeout: Duration,
+        epoch: i64,
+    ) -> Result<RedisStore, StoreError> {
         in_runtime()?;
-        let conn = Conn::single(url, timeout).await?;
+        let conn = Conn::single(url, tls, timeout).await?;
         RedisStore::start(conn, namespace, timeout, epoch).await
     }
 
@@ -226,8 +244,21 @@ impl RedisStore {
         timeout: Duration,
         epoch: i64,
     ) -> Result<RedisStore, StoreError> {
+        RedisStore::connect_cluster_with_tls(seeds, &RedisTls::default(), namespace, timeout, epoch).await
+    }
+
+    /// As [`connect_cluster`](RedisStore::connect_cluster), with `tls` for
+    /// every node (see [`connect_with_tls`](RedisStore::connect_with_tls)):
+    /// the seeds must all be `rediss://` when it is custom.
+    pub async fn connect_cluster_with_tls(
+        seeds: &[String],
+        tls: &RedisTls,
+        namespace: &str,
+        timeout: Duration,
+        epoch: i64,
+    ) -> Result<RedisStore, StoreError> {
         in_runtime()?;
-        let conn = Conn::cluster(seeds, timeout).await?;
+        let conn = Conn::cluster(seeds, tls, timeout).await?;
         RedisStore::start(conn, namespace, timeout, epoch).await
     }
 

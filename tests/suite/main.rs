@@ -27,6 +27,7 @@ mod oauth_profile;
 mod oauth_rust_client;
 mod readme;
 mod redis_harness;
+mod redis_tls;
 mod remote_jwks;
 mod sdk;
 mod store;

@@ -306,7 +306,7 @@ async fn revoke_by_sub_covers_tokens_issued_until_then<S: Store>(s: Arc<S>) {
     assert_eq!(s.is_revoked("any", "alice", t + 11, t + 11).await, Ok(false));
 }
 
-async fn rate_limit_fixed_window_and_retry_after<S: Store>(s: Arc<S>) {
+pub(crate) async fn rate_limit_fixed_window_and_retry_after<S: Store>(s: Arc<S>) {
     // The next whole minute: aligned, and in Redis's future.
     let t = now();
     let start = t - t.rem_euclid(60) + 60;
@@ -375,7 +375,7 @@ async fn chain<S: Store>(s: &S, family: &str, t: i64, steps: u32) -> RefreshReco
     first
 }
 
-async fn refresh_chain_over_five_steps<S: Store>(s: Arc<S>) {
+pub(crate) async fn refresh_chain_over_five_steps<S: Store>(s: Arc<S>) {
     let t = now();
     chain(&*s, "fam", t, 5).await;
     // Each spent token is refused; the last successor is live.
@@ -522,7 +522,7 @@ async fn refresh_expired_or_unknown<S: Store>(s: Arc<S>) {
     );
 }
 
-async fn consume_first_use_then_replayed<S: Store>(s: Arc<S>) {
+pub(crate) async fn consume_first_use_then_replayed<S: Store>(s: Arc<S>) {
     let t = now();
     assert_eq!(
         s.consume(Consume::new("c1", "alice", t - 10, "jti:c1", t + 300), t)
@@ -564,7 +564,7 @@ async fn consume_first_use_then_replayed<S: Store>(s: Arc<S>) {
     );
 }
 
-async fn consume_of_a_token_revoked_by_jti_marks_nothing<S: Store>(s: Arc<S>) {
+pub(crate) async fn consume_of_a_token_revoked_by_jti_marks_nothing<S: Store>(s: Arc<S>) {
     let t = now();
     s.revoke_jti("r1", t + 300, t).await.unwrap();
     for _ in 0..2 {
@@ -595,7 +595,7 @@ async fn consume_of_a_token_revoked_by_jti_marks_nothing<S: Store>(s: Arc<S>) {
     );
 }
 
-async fn consume_of_a_token_revoked_by_sub_depends_on_iat<S: Store>(s: Arc<S>) {
+pub(crate) async fn consume_of_a_token_revoked_by_sub_depends_on_iat<S: Store>(s: Arc<S>) {
     let t = now();
     s.revoke_sub("carol", t, t + 600, t).await.unwrap();
     assert_eq!(

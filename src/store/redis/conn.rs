@@ -17,6 +17,7 @@ use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
 use arc_swap::ArcSwap;
 
+use super::tls::{use_crate_provider, RedisTls};
 use super::Inner;
 use crate::store::StoreError;
 
@@ -96,9 +97,21 @@ pub(super) struct Handle {
 
 impl Conn {
     /// Connects to one Redis at `url`, within `timeout`.
-    pub(super) async fn single(url: &str, timeout: Duration) -> Result<Conn, StoreError> {
-        let client =
-            Client::open(url).map_err(|e| StoreError::Unavailable(format!("redis: invalid redis_url: {e}")))?;
+    pub(super) async fn single(url: &str, tls: &RedisTls, timeout: Duration) -> Result<Conn, StoreError> {
+        let client = if tls.is_custom() {
+            if !is_tls_url(url) {
+                return Err(StoreError::Unavailable(
+                    "redis: TLS files are set but redis_url is not rediss://".into(),
+                ));
+            }
+            Client::build_with_tls(url, tls.certificates())
+        } else {
+            Client::open(url)
+        }
+        .map_err(|e| StoreError::Unavailable(format!("redis: invalid redis_url: {e}")))?;
+        if is_tls_url(url) {
+            use_crate_provider();
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout)
@@ -127,11 +140,29 @@ impl Conn {
     /// Connects to the cluster that `seeds` belong to, within `timeout`:
     /// the client asks the seeds (any one that answers is enough) for the
     /// slot map and connects to every master.
-    pub(super) async fn cluster(seeds: &[String], timeout: Duration) -> Result<Conn, StoreError> {
+    pub(super) async fn cluster(seeds: &[String], tls: &RedisTls, timeout: Duration) -> Result<Conn, StoreError> {
         if seeds.is_empty() {
             return Err(StoreError::Unavailable("redis cluster: no seed node given".into()));
         }
-        let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+        let encrypted = seeds.iter().filter(|s| is_tls_url(s)).count();
+        if encrypted != 0 && encrypted != seeds.len() {
+            return Err(StoreError::Unavailable(
+                "redis cluster: the seeds mix redis:// and rediss://".into(),
+            ));
+        }
+        if tls.is_custom() && encrypted == 0 {
+            return Err(StoreError::Unavailable(
+                "redis cluster: TLS files are set but the seeds are not rediss://".into(),
+            ));
+        }
+        let mut builder = ClusterClient::builder(seeds.iter().map(String::as_str));
+        if encrypted != 0 {
+            use_crate_provider();
+            if tls.is_custom() {
+                builder = builder.certs(tls.certificates());
+            }
+        }
+        let client = builder
             .connection_timeout(timeout)
             .response_timeout(timeout)
             .retries(CLUSTER_RETRIES)
@@ -182,6 +213,11 @@ impl Conn {
             Conn::Cluster(_) => false,
         }
     }
+}
+
+/// Whether `url` asks for TLS.
+fn is_tls_url(url: &str) -> bool {
+    url.get(..9).is_some_and(|s| s.eq_ignore_ascii_case("rediss://"))
 }
 
 /// Errors that say the connection, not the command, failed: refused,
