@@ -178,7 +178,7 @@ impl Issuer {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
-    use crate::clock::Clock;
+    use crate::clock::{Clock, ManualClock};
     use crate::jose::Algorithm;
 
     #[test]
@@ -243,5 +243,62 @@ mod tests {
             at_cap && over,
             "no token of exactly {MAX_TOKEN_LEN} bytes from a {base}-byte base"
         );
+    }
+
+    /// The issuer fills the registered claims itself: an extra claim named
+    /// like one (`iss`, `exp`, `jti`, ...) is dropped, and the others are
+    /// kept and signed.
+    #[test]
+    fn extra_claims_are_signed_and_never_override_a_registered_one() {
+        let t = tempfile::tempdir().unwrap();
+        let ring = KeyDir::new(t.path()).init(Algorithm::EdDSA, 0, 0).unwrap();
+        let clock = ManualClock::new(1_800_000_000);
+        let issuer = Issuer::new(ring.shared().unwrap(), "https://issuer.test", clock);
+        assert_eq!(issuer.issuer(), "https://issuer.test");
+        let mut extra = Map::new();
+        extra.insert("tenant".into(), Value::String("acme".into()));
+        for name in REGISTERED {
+            extra.insert(name.into(), Value::String("forged".into()));
+        }
+        let issued = issuer
+            .issue(TokenSpec {
+                sub: "alice".into(),
+                ttl: 60,
+                extra,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(issued.claims.extra.len(), 1, "{:?}", issued.claims.extra);
+        assert_eq!(issued.claims.extra["tenant"], "acme");
+        assert_eq!((issued.claims.iat, issued.claims.exp), (1_800_000_000, 1_800_000_060));
+        let jws = jws::decode(&issued.token).unwrap();
+        let payload: Value = serde_json::from_slice(jws.payload()).unwrap();
+        assert_eq!(payload["tenant"], "acme");
+        assert_eq!(payload["iss"], "https://issuer.test");
+        assert_eq!(payload["sub"], "alice");
+        assert_eq!(payload["exp"], 1_800_000_060);
+        // Signed with the active key of the ring the issuer was given.
+        let kid = issuer.keys().load().signer.kid.clone();
+        assert_eq!(jws.header.kid.as_deref(), Some(kid.as_str()));
+        assert_eq!(ring.active().map(|k| k.record.kid.as_str()), Some(kid.as_str()));
+    }
+
+    /// The size error names the length and the cap; a provider failure keeps
+    /// its cause as the error's source.
+    #[test]
+    fn errors_name_the_size_and_keep_the_provider_failure_as_source() {
+        use std::error::Error as _;
+        let big = IssueError::TooLarge { len: 9000 };
+        let text = big.to_string();
+        assert!(
+            text.contains("9000") && text.contains(&MAX_TOKEN_LEN.to_string()),
+            "{text}"
+        );
+        assert!(big.source().is_none());
+        let crypto = IssueError::from(JoseError::Crypto("rng failed"));
+        assert!(matches!(crypto, IssueError::Crypto(JoseError::Crypto("rng failed"))));
+        assert!(crypto.to_string().contains("rng failed"), "{crypto}");
+        let source = crypto.source().unwrap();
+        assert_eq!(source.to_string(), JoseError::Crypto("rng failed").to_string());
     }
 }

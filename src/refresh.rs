@@ -315,4 +315,60 @@ mod tests {
         let e = rotate(&store, &t.token, NOW + 3600).await.unwrap_err();
         assert_eq!(e, RefreshError::Invalid(InvalidReason::Unknown));
     }
+
+    /// `peek` and `live` read a token without spending it: `peek` answers
+    /// for a spent token too, `live` only while a spend would succeed; a
+    /// string that is not one of ours is refused before the store is asked.
+    #[tokio::test]
+    async fn peek_and_live_read_a_token_without_spending_it() {
+        let store = MemoryStore::new(1000);
+        let t = family(&store).await;
+        assert_eq!(peek(&store, &t.token).await.unwrap(), t.record);
+        assert_eq!(live(&store, &t.token, NOW + 1).await.unwrap(), Some(t.record.clone()));
+        // Neither spent it: it rotates once, and then it is spent.
+        let next = rotate(&store, &t.token, NOW + 2).await.unwrap();
+        assert_eq!(peek(&store, &t.token).await.unwrap().family, t.record.family);
+        assert_eq!(live(&store, &t.token, NOW + 3).await.unwrap(), None);
+        assert_eq!(live(&store, &next.token, NOW + 3).await.unwrap(), Some(next.record));
+        let never = random_b64(SECRET_BYTES).unwrap();
+        let e = peek(&store, &never).await.unwrap_err();
+        assert_eq!(e, RefreshError::Invalid(InvalidReason::Unknown));
+        assert_eq!(live(&store, &never, NOW).await.unwrap(), None);
+        for bad in ["", &"+".repeat(43), &"A".repeat(44)] {
+            let e = peek(&store, bad).await.unwrap_err();
+            assert_eq!(e, RefreshError::Invalid(InvalidReason::Malformed), "{bad:?}");
+            assert_eq!(live(&store, bad, NOW).await.unwrap(), None, "{bad:?}");
+        }
+    }
+
+    /// What the log sees: the reason by name, never the token; the debug
+    /// form of an issued token shows its record and hides its secret.
+    #[tokio::test]
+    async fn errors_and_debug_name_the_reason_and_hide_the_secret() {
+        let reasons = [
+            (InvalidReason::Malformed, "malformed"),
+            (InvalidReason::Unknown, "unknown"),
+            (InvalidReason::Reused, "reused"),
+            (InvalidReason::Revoked, "revoked"),
+        ];
+        for (why, name) in reasons {
+            assert_eq!(why.as_str(), name);
+            let e = RefreshError::Invalid(why);
+            assert_eq!(e.to_string(), format!("refresh token refused: {name}"));
+            assert_eq!(e.rejection(), Some(Rejection::InvalidRefreshToken));
+        }
+        let random = RefreshError::from(JoseError::Crypto("rng failed"));
+        assert_eq!(random, RefreshError::Random(JoseError::Crypto("rng failed")));
+        assert_eq!(random.to_string(), JoseError::Crypto("rng failed").to_string());
+        assert_eq!(random.rejection(), None);
+        let full = RefreshError::from(StoreError::Full { capacity: 3 });
+        assert_eq!(full, RefreshError::Store(StoreError::Full { capacity: 3 }));
+        assert_eq!(full.to_string(), StoreError::Full { capacity: 3 }.to_string());
+        assert_eq!(full.rejection(), None);
+        let store = MemoryStore::new(1000);
+        let t = family(&store).await;
+        let dbg = format!("{t:?}");
+        assert!(dbg.contains("<redacted>") && dbg.contains(&t.record.family), "{dbg}");
+        assert!(!dbg.contains(&t.token), "{dbg}");
+    }
 }

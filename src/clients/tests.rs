@@ -290,6 +290,8 @@ fn origin_table() {
         ("http://127.0.0.1:8080", "http://127.0.0.1:8080", true),
         ("http://[::1]:3000", "http://[0:0::1]:3000", true),
         ("http://[::1]:3000", "http://[::2]:3000", false),
+        ("http://[::1]", "http://[::1]", true),
+        ("https://[::1]", "https://[::1]:443", true),
     ];
     assert!(cases.len() >= 15);
     for &(pattern, origin, expected) in cases {
@@ -346,5 +348,92 @@ fn origin_patterns_display_normalised() {
         ("http://[0:0::1]:3000", "http://[::1]:3000"),
     ] {
         assert_eq!(OriginPattern::parse(input).unwrap().to_string(), shown);
+    }
+}
+
+/// A public key is "pk_" and 5 to 125 URL-safe characters: tested at both
+/// ends of the length, with each punctuation allowed and some that are not.
+#[test]
+fn public_keys_are_checked_at_their_bounds() {
+    let longest = format!("pk_{}", "a".repeat(125));
+    for good in ["pk_abcde", longest.as_str(), "pk_a-b_c", "pk_AZ_09z"] {
+        assert!(check_public_key(good).is_ok(), "{good:?}");
+    }
+    let too_long = format!("pk_{}", "a".repeat(126));
+    for bad in [
+        "pk_abcd",
+        too_long.as_str(),
+        "pk_abc.de",
+        "pk_abc de",
+        "pk_abc/de",
+        "pk_abcd%",
+        "xk_abcde",
+        "PK_abcde",
+    ] {
+        assert!(check_public_key(bad).is_err(), "{bad:?}");
+    }
+    // An API key in the public slot is refused and not echoed.
+    let secret = "sk_live_aaaaaaaaaaaa";
+    let e = check_public_key(secret).unwrap_err();
+    assert!(!e.contains(secret), "{e}");
+}
+
+/// A host of `len` bytes: labels of 49 letters and a last, shorter one.
+fn host_of(len: usize) -> String {
+    let mut h = String::new();
+    while len - h.len() > 50 {
+        h.push_str(&"a".repeat(49));
+        h.push('.');
+    }
+    h.push_str(&"b".repeat(len - h.len()));
+    h
+}
+
+/// The lengths are tested at the bound: a host of exactly 253 bytes is
+/// allowed and 254 is not; a label of 63 is and 64 is not; a pattern of
+/// exactly MAX_ORIGIN_LEN bytes is not refused for its length (its host
+/// is, for its own), one byte more is.
+#[test]
+fn origin_lengths_are_checked_at_the_bound() {
+    let at = format!("https://{}", host_of(253));
+    assert_eq!(at.len(), 8 + 253);
+    assert!(OriginPattern::parse(&at).unwrap().matches(&at));
+    let e = OriginPattern::parse(&format!("https://{}", host_of(254))).unwrap_err();
+    assert!(e.contains("longer than 253"), "{e}");
+    let label = |n: usize| format!("https://{}.example.com", "c".repeat(n));
+    assert!(OriginPattern::parse(&label(63)).unwrap().matches(&label(63)));
+    assert!(OriginPattern::parse(&label(64)).is_err());
+    let at_cap = format!("https://{}", host_of(MAX_ORIGIN_LEN - 8));
+    assert_eq!(at_cap.len(), MAX_ORIGIN_LEN);
+    let e = OriginPattern::parse(&at_cap).unwrap_err();
+    assert!(e.contains("longer than 253"), "{e}");
+    let over = format!("https://{}", host_of(MAX_ORIGIN_LEN - 7));
+    assert_eq!(OriginPattern::parse(&over).unwrap_err(), "is too long");
+    for empty in ["https://", "https://:443"] {
+        let e = OriginPattern::parse(empty).unwrap_err();
+        assert!(e.contains("host is empty"), "{empty:?}: {e}");
+    }
+}
+
+/// A host label is letters, digits, '-' and '_'; any other character is
+/// refused, and whitespace or a control character is named as such.
+#[test]
+fn origin_hosts_allow_only_label_characters() {
+    let p = OriginPattern::parse("https://my_shop-1.example.com").unwrap();
+    assert!(p.matches("https://MY_SHOP-1.example.com"));
+    for bad in [
+        "https://sh!p.example.com",
+        "https://sh$p.example.com",
+        "https://sh+p.example.com",
+    ] {
+        let e = OriginPattern::parse(bad).unwrap_err();
+        assert!(e.contains("is not a DNS label"), "{bad:?}: {e}");
+    }
+    for (bad, why) in [
+        ("https://shop.example.com ", "whitespace"),
+        ("https://shop\u{1}.example.com", "control"),
+    ] {
+        let e = OriginPattern::parse(bad).unwrap_err();
+        assert!(e.contains(why), "{bad:?}: {e}");
     }
 }
