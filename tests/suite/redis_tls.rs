@@ -149,7 +149,7 @@ impl Pki {
     /// `client` is set.
     fn tls(&self, ca: &str, client: bool) -> RedisTls {
         let (cert, key) = (self.path("client.pem"), self.path("client.key"));
-        let client = client.then(|| (cert.as_path(), key.as_path()));
+        let client = client.then_some((cert.as_path(), key.as_path()));
         RedisTls::from_files(
             Some(&self.path(&format!("{ca}.pem"))),
             client.map(|c| c.0),
