@@ -3,6 +3,9 @@
 # on this machine. Prints one line per measurement; see benches/README.md.
 #   benches/load.sh                 # DUR=10 CONN=32 by default
 #   JWKS_ROUNDS=3 JWKS_ONLY=1 CONN=8 benches/load.sh   # the JWKS lines alone, alternated
+#   CLUSTER=1 benches/load.sh       # the Redis Cluster lines alone: verify + consume at
+#                                   # RATE/s open loop on 3 masters + 3 replicas,
+#                                   # redis_wait_replicas = 0 and 1; memory per mark
 # Needs wrk, nginx (nginx-light) and redis-server from Debian; installs them
 # when missing and run as root.
 set -euo pipefail
@@ -19,8 +22,11 @@ for pkg in wrk:wrk nginx:nginx-light redis-server:redis-server; do
 done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release --quiet --bin tokensmith --example sign_rate --example loadgen
-BIN=$PWD/target/release/tokensmith
+# RELEASE=<dir> NO_BUILD=1 runs binaries built before (tokensmith and
+# examples/{loadgen,sign_rate} under <dir>) instead of building them.
+RELEASE=${RELEASE:-$PWD/target/release}
+[ "${NO_BUILD:-0}" = 1 ] || cargo build --release --quiet --bin tokensmith --example sign_rate --example loadgen
+BIN=$RELEASE/tokensmith
 W=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -42,9 +48,9 @@ HASH="sha256:$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)"
 export API_KEY2="sk_bench_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
 HASH2="sha256:$(printf %s "$API_KEY2" | sha256sum | cut -d' ' -f1)"
 
-# start_instance NAME ALG BACKEND [REDIS_URL] -> sets ${NAME}_PORT
+# start_instance NAME ALG BACKEND [REDIS_URL] [STORE_TOML] -> sets ${NAME}_PORT
 start_instance() {
-  local name=$1 alg=$2 backend=$3 redis=${4:-redis://127.0.0.1:6379} p
+  local name=$1 alg=$2 backend=$3 redis=${4:-redis://127.0.0.1:6379} store_extra=${5:-} p
   p=$(port)
   mkdir -p "$W/$name"
   cat > "$W/$name/tokensmith.toml" <<TOML
@@ -57,6 +63,7 @@ algorithm = "$alg"
 backend = "$backend"
 redis_url = "$redis"
 capacity = 10000000
+$store_extra
 [[clients]]
 id = "bench"
 audience = "chatbot"
@@ -89,6 +96,75 @@ wrk_line() { # LABEL wrk-args...
   local non2xx; non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
   printf '%-34s %10s req/s   p50 %8s   p99 %8s   non-2xx %s\n' "$label" "$rps" "$p50" "$p99" "${non2xx:-0}"
 }
+
+# collect_tokens INSTANCE COUNT: COUNT distinct tokens of INSTANCE in $W/INSTANCE.tokens.
+collect_tokens() {
+  local p_var="${1}_PORT"
+  export TOKENS_OUT="$W/$1.tokens"
+  : > "$TOKENS_OUT"
+  while [ "$(wc -l < "$TOKENS_OUT")" -lt "$2" ]; do
+    wrk -t1 -c8 -d3s -s benches/load/collect.lua "http://127.0.0.1:${!p_var}/v1/tokens" >/dev/null
+  done
+}
+
+if [ "${CLUSTER:-0}" = 1 ]; then
+  # A Redis Cluster of 3 masters and 3 replicas on free loopback ports, as
+  # scripts/test starts one: a node also listens on its port + 10000 (the
+  # bus), so both must be free and the port at most 55535.
+  cport() {
+    python3 -c '
+import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    if p > 55535: continue
+    b = socket.socket()
+    try: b.bind(("127.0.0.1", p + 10000))
+    except OSError: continue
+    print(p); break'
+  }
+  CPORTS=() ; SEEDS=() ; ADDRS=()
+  for _ in 1 2 3 4 5 6; do
+    cp=$(cport)
+    mkdir -p "$W/node$cp"
+    redis-server --port "$cp" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --dir "$W/node$cp" --logfile "$W/node$cp/redis.log" >/dev/null 2>&1 &
+    PIDS+=($!)
+    CPORTS+=("$cp"); ADDRS+=("127.0.0.1:$cp"); SEEDS+=("\"redis://127.0.0.1:$cp\"")
+  done
+  for cp in "${CPORTS[@]}"; do wait_port "$cp" "$W/node$cp/redis.log"; done
+  redis-cli --cluster create "${ADDRS[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
+  for cp in "${CPORTS[@]}"; do
+    for _ in $(seq 300); do
+      info=$(redis-cli -p "$cp" CLUSTER INFO 2>/dev/null; redis-cli -p "$cp" INFO replication 2>/dev/null)
+      grep -q '^cluster_state:ok' <<<"$info" && { ! grep -q '^role:master' <<<"$info" || grep -q 'state=online' <<<"$info"; } && break
+      sleep 0.1
+    done
+  done
+  SEEDLIST=$(IFS=,; echo "${SEEDS[*]}")
+  # The two instances share the cluster, each in its own namespace (issuer).
+  start_instance cl0 RS256 redis "" "redis_cluster = [$SEEDLIST]
+redis_wait_replicas = 0"
+  start_instance cl1 RS256 redis "" "redis_cluster = [$SEEDLIST]
+redis_wait_replicas = 1"
+  NEED=$((RATE * DUR))
+  collect_tokens cl0 "$NEED"
+  collect_tokens cl1 "$NEED"
+  echo "== Redis Cluster (3 masters + 3 replicas), open loop at ${RATE}/s for ${DUR}s (latency from scheduled start)"
+  echo "   load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+  LG=$RELEASE/examples/loadgen
+  printf '%-34s ' "verify + consume  cluster wait=0"; $LG "http://127.0.0.1:$cl0_PORT/v1/verify" "$API_KEY" "$W/cl0.tokens" "$RATE" "$DUR" true
+  printf '%-34s ' "verify + consume  cluster wait=1"; $LG "http://127.0.0.1:$cl1_PORT/v1/verify" "$API_KEY" "$W/cl1.tokens" "$RATE" "$DUR" true
+  echo "   load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "== memory per live mark (MEMORY USAGE of a mark key, 22-character jti)"
+  for cp in "${CPORTS[@]}"; do
+    redis-cli -p "$cp" INFO replication | grep -q '^role:master' || continue
+    key=$(redis-cli -p "$cp" --scan --pattern '*:jti:*' | head -1 || true)
+    [ -n "$key" ] && printf '   %s  %s bytes  (%s keys on this master)\n' "$key" \
+      "$(redis-cli -p "$cp" MEMORY USAGE "$key")" "$(redis-cli -p "$cp" DBSIZE)"
+  done
+  exit 0
+fi
 
 RPORT=$(port)
 redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" >/dev/null &
@@ -128,7 +204,7 @@ done
 [ "${JWKS_ONLY:-0}" = 1 ] && exit 0
 wrk_line "POST /v1/tokens RS256" -s benches/load/tokens.lua "http://127.0.0.1:$rs_PORT/v1/tokens"
 wrk_line "POST /v1/tokens ES256" -s benches/load/tokens.lua "http://127.0.0.1:$es_PORT/v1/tokens"
-target/release/examples/sign_rate 2 "$DUR"
+"$RELEASE/examples/sign_rate" 2 "$DUR"
 # OAuth 2.0 (issue 11): the token endpoint, JWT and opaque.
 BASIC1=$(printf '%s' "bench:$API_KEY" | base64 -w0)
 BASIC2=$(printf '%s' "bench-op:$API_KEY2" | base64 -w0)
@@ -143,17 +219,10 @@ wrk_line "POST /v1/verify (RS256)" -s benches/load/verify.lua "http://127.0.0.1:
 
 # Distinct tokens for the consume runs: one per request.
 NEED=$((RATE * DUR))
-for inst in rs rd; do
-  p_var="${inst}_PORT"
-  export TOKENS_OUT="$W/$inst.tokens"
-  : > "$TOKENS_OUT"
-  while [ "$(wc -l < "$TOKENS_OUT")" -lt "$NEED" ]; do
-    wrk -t1 -c8 -d3s -s benches/load/collect.lua "http://127.0.0.1:${!p_var}/v1/tokens" >/dev/null
-  done
-done
+for inst in rs rd; do collect_tokens "$inst" "$NEED"; done
 
 echo "== open loop at ${RATE}/s for ${DUR}s (latency from scheduled start)"
-LG=target/release/examples/loadgen
+LG=$RELEASE/examples/loadgen
 printf '%-34s ' "verify            memory"; $LG "http://127.0.0.1:$rs_PORT/v1/verify" "$API_KEY" "$W/rs.tokens" "$RATE" "$DUR" false
 printf '%-34s ' "verify + consume  memory"; $LG "http://127.0.0.1:$rs_PORT/v1/verify" "$API_KEY" "$W/rs.tokens" "$RATE" "$DUR" true
 printf '%-34s ' "verify            redis"; $LG "http://127.0.0.1:$rd_PORT/v1/verify" "$API_KEY" "$W/rd.tokens" "$RATE" "$DUR" false

@@ -8,19 +8,26 @@
 //!
 //! # Keys
 //!
-//! Every key starts with `tokensmith:<namespace>:` (the namespace is usually
-//! the issuer), so several deployments can share one Redis:
+//! Every key starts with `ts:<id>:`, `<id>` five characters that stand for
+//! the namespace (usually the issuer; `ts:ns:<id>` holds its name, see
+//! `layout.rs`), so several deployments can share one Redis:
 //!
 //! | key | type | holds | expires (PXAT) |
 //! |---|---|---|---|
 //! | `epoch` | string | the first `iat` this namespace can consume (Unix seconds) | never |
-//! | `mark:<key>` | string | `1`, or `r:<retry key>` when placed with one | the mark's `expires_at` |
+//! | `m:<key>` | string | a replay mark: `1`, or `r:<retry key>` when placed with one | the mark's `expires_at` |
 //! | `revoked-jti:<jti>` | string | `"<revoked_at> <until>"` | `until` |
 //! | `revoked-sub:<sub>` | string | `"<revoked_at> <until>"` | `until` |
 //! | `rate:<key>:<window start>` | counter | hits | window end |
 //! | `refresh:<hash>` | hash | `rec` (JSON), `fam`, `exp`, `fexp`, `ttl`, `spent` | `family_expires_at` |
 //! | `family:<family>` | string | `1`: the family is revoked | `family_expires_at` |
 //! | `opaque:<hash>` | string | an opaque access token's claims (JSON) | the token's `exp` + leeway |
+//!
+//! and two keys outside `ts:<id>:`, neither expiring: `ts:ns:<id>` (the
+//! namespace's name) and `tokensmith:<namespace>:epoch`, the epoch of the
+//! previous key layout, held at 9999-12-31 (see "Changing the layout").
+//! A JWT's mark, `ts:<id>:m:jti:<jti>`, costs 88 bytes of Redis memory
+//! (`MEMORY USAGE`; 88 on a cluster too).
 //!
 //! A replay mark is one `SET key 1 NX PXAT <ms>`: one round trip, atomic
 //! across every instance. A consume (revocation check, epoch check, then
@@ -62,6 +69,23 @@
 //! `maxmemory-policy` (`CONFIG GET`, where allowed) and logs one warning
 //! naming every way this Redis can lose marks (see `durability.rs`).
 //! Run Redis with `appendonly yes` and `maxmemory-policy noeviction`.
+//!
+//! # Changing the layout
+//!
+//! A store whose key names changed (this layout replaced
+//! `tokensmith:<namespace>:…`) finds none of the old keys: to it, a live
+//! deployment looks like a Redis that lost its state, and the epoch makes
+//! that safe. Connect finds no epoch under the new name and records one
+//! (the second after its clock's now), so every token issued before the
+//! switch, among them every token consumed under the old names, is refused
+//! (`replay_state_lost`), never consumed a second time. The same step sets
+//! the old layout's epoch key (on a cluster, each bucket's, which is in the
+//! same slot) to 9999-12-31: an instance of the earlier version still
+//! sharing this Redis during a rolling upgrade then refuses every consume
+//! instead of marking under names the new instances never read. The cost
+//! of an upgrade is that tokens issued before it cannot be consumed; to
+//! roll back, delete the old epoch keys (`tokensmith:<namespace>:epoch`,
+//! `tokensmith:{*}:<namespace>:epoch`) after stopping every newer instance.
 //!
 //! # Redis Cluster
 //!
@@ -159,6 +183,7 @@ mod tls;
 pub use tls::{RedisTls, TlsFileError};
 
 use conn::{is_connection_error, start_reconnecting, Conn};
+pub use layout::namespace_id;
 use layout::Layout;
 use scripts::{CONSUME_LUA, CONSUME_MARK_LUA, RATE_LUA, REFRESH_INSERT_LUA, REFRESH_SPEND_LUA, REVOKE_LUA, UNMARK_LUA};
 
@@ -203,7 +228,8 @@ struct Inner {
 }
 
 impl RedisStore {
-    /// Connects to `url`, prefixing every key with `tokensmith:<namespace>:`,
+    /// Connects to `url`, prefixing every key with `ts:<id>:` (`<id>` stands
+    /// for the namespace: [`namespace_id`]),
     /// and records `epoch` as the namespace's epoch unless it has one (see
     /// the module docs: pass the second after your clock's now, and issue
     /// nothing before the clock reaches [`epoch`](RedisStore::epoch)). Logs
@@ -265,10 +291,11 @@ impl RedisStore {
     async fn start(conn: Conn, namespace: &str, timeout: Duration, epoch: i64) -> Result<RedisStore, StoreError> {
         let keys = Layout::new(namespace, conn.is_cluster());
         let first = conn.handle().conn;
+        durability::register_namespace(&first, &keys, namespace, timeout).await?;
         let epoch = if keys.is_cluster() {
             durability::init_bucket_epochs(&first, &keys, epoch, timeout).await?
         } else {
-            durability::init_epoch(&first, &keys.epoch_of(""), epoch, timeout).await?
+            durability::init_epoch(&first, &keys, epoch, timeout).await?
         };
         durability::warn_if_marks_can_be_lost(&first, namespace, timeout).await;
         let inner = Inner {

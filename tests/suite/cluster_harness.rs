@@ -12,7 +12,8 @@
 //! cluster keep to their own namespace.
 //!
 //! [`RedisCluster::start`] is a cluster of the test's own (the failover test
-//! kills its nodes), killed on drop.
+//! kills its nodes), killed on drop; [`RedisCluster::start_masters`] one of
+//! masters alone, for the fault tests that change the slot map.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
@@ -74,14 +75,30 @@ impl RedisCluster {
     /// `node_timeout_ms` and `extra` arguments for every node.
     pub fn start(node_timeout_ms: u64, extra: &[&str]) -> RedisCluster {
         let dir = tempfile::tempdir().expect("a temporary directory for the cluster");
-        let nodes = start_nodes(dir.path(), node_timeout_ms, extra, None);
+        let nodes = start_nodes(dir.path(), 6, node_timeout_ms, extra, None);
         let cluster = RedisCluster {
             nodes,
             node_timeout_ms,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             dir: Some(dir),
         };
-        create(&cluster.ports());
+        create(&cluster.ports(), 1);
+        cluster
+    }
+
+    /// `masters` nodes, each a master of an equal share of the slots, no
+    /// replicas; `cluster-node-timeout` `node_timeout_ms` and `extra`
+    /// arguments for every node.
+    pub fn start_masters(masters: usize, node_timeout_ms: u64, extra: &[&str]) -> RedisCluster {
+        let dir = tempfile::tempdir().expect("a temporary directory for the cluster");
+        let nodes = start_nodes(dir.path(), masters, node_timeout_ms, extra, None);
+        let cluster = RedisCluster {
+            nodes,
+            node_timeout_ms,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            dir: Some(dir),
+        };
+        create(&cluster.ports(), 0);
         cluster
     }
 
@@ -139,9 +156,9 @@ pub fn shared_seeds() -> Vec<String> {
             let dir = tempfile::tempdir()
                 .expect("a temporary directory for the cluster")
                 .keep();
-            let nodes = start_nodes(&dir, 2000, &[], Some(std::process::id()));
+            let nodes = start_nodes(&dir, 6, 2000, &[], Some(std::process::id()));
             let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
-            create(&ports);
+            create(&ports, 1);
             let seeds = nodes.iter().map(Node::url).collect();
             // The watchdog shells own the servers now.
             std::mem::forget(nodes);
@@ -150,9 +167,9 @@ pub fn shared_seeds() -> Vec<String> {
         .clone()
 }
 
-fn start_nodes(dir: &Path, node_timeout_ms: u64, extra: &[&str], watch_pid: Option<u32>) -> Vec<Node> {
+fn start_nodes(dir: &Path, count: usize, node_timeout_ms: u64, extra: &[&str], watch_pid: Option<u32>) -> Vec<Node> {
     let mut nodes = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..count {
         let mut failures = Vec::new();
         let node = (0..5).find_map(|_| {
             let port = node_port();
@@ -266,15 +283,16 @@ pub fn cli(port: u16, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Joins the nodes into one cluster (the first three are the masters) and
-/// waits until every node says `cluster_state:ok`.
-fn create(ports: &[u16]) {
+/// Joins the nodes into one cluster, `replicas` per master (with 1, the
+/// first half are the masters), and waits until every node says
+/// `cluster_state:ok` (and, with replicas, until they have synced).
+fn create(ports: &[u16], replicas: u32) {
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let out = Command::new("redis-cli")
         .arg("--cluster")
         .arg("create")
         .args(&addrs)
-        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
         .stdin(Stdio::null())
         .output()
         .expect("run redis-cli --cluster create");
@@ -285,7 +303,9 @@ fn create(ports: &[u16]) {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_ok(ports, READY_WITHIN);
-    wait_replicas_online(ports, READY_WITHIN);
+    if replicas > 0 {
+        wait_replicas_online(ports, READY_WITHIN);
+    }
 }
 
 /// Polls until every master has a replica that finished its first sync
@@ -310,8 +330,8 @@ pub fn wait_replicas_online(ports: &[u16], within: Duration) {
     }
 }
 
-/// Polls until every node in `ports` reports `cluster_state:ok` and knows
-/// all six nodes; panics after `within`.
+/// Polls until every node in `ports` reports `cluster_state:ok`; panics
+/// after `within`.
 pub fn wait_ok(ports: &[u16], within: Duration) {
     let deadline = Instant::now() + within;
     loop {
@@ -345,4 +365,81 @@ pub fn master_of_slot(any_port: u16, slot: u16) -> u16 {
         i += 1;
     }
     panic!("no master for slot {slot} in {out}");
+}
+
+/// The slot Redis Cluster gives a key: CRC16 (XMODEM) of its hash tag.
+pub fn slot(key: &str) -> u16 {
+    let tag = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    let mut crc: u16 = 0;
+    for b in tag.bytes() {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// The slot of the mark `mark_key`, as the store names it on a cluster
+/// (`ts:{<FNV-1a(mark_key) mod 1024>}:…`, see `layout.rs`).
+pub fn mark_slot(mark_key: &str) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in mark_key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    slot(&format!("{{{}}}", h % 1024))
+}
+
+/// Moves `slot` from the master on `from` to the one on `to` by hand, the
+/// way `redis-cli --cluster reshard` does: `SETSLOT IMPORTING`/`MIGRATING`,
+/// then `MIGRATE` of its keys `batch` at a time, calling `between` after
+/// each batch (so a test can keep the slot half-moved under load), then
+/// `SETSLOT NODE` on every node in `all`. Answers how many keys moved.
+pub fn move_slot(all: &[u16], from: u16, to: u16, slot: u16, batch: usize, mut between: impl FnMut()) -> usize {
+    let (from_id, to_id) = (node_id(from), node_id(to));
+    let s = slot.to_string();
+    let ok = |port: u16, args: &[&str]| {
+        let out = cli(port, args).unwrap_or_default();
+        assert!(out.trim() == "OK" || out.trim() == "NOKEY", "{args:?} on {port}: {out}");
+    };
+    ok(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
+    ok(from, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
+    let mut moved = 0;
+    loop {
+        let keys = cli(from, &["CLUSTER", "GETKEYSINSLOT", &s, &batch.to_string()]).expect("GETKEYSINSLOT");
+        let keys: Vec<&str> = keys.lines().map(str::trim).filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() {
+            break;
+        }
+        let to_port = to.to_string();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+        args.extend(keys.iter().copied());
+        ok(from, &args);
+        moved += keys.len();
+        between();
+    }
+    // The new owner first, then the old one (which then redirects), then
+    // the rest, as redis-cli does.
+    ok(to, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    ok(from, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    for &p in all.iter().filter(|&&p| p != from && p != to) {
+        ok(p, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    }
+    moved
+}
+
+/// `CLUSTER MYID` of the node on `port`.
+pub fn node_id(port: u16) -> String {
+    cli(port, &["CLUSTER", "MYID"]).expect("CLUSTER MYID").trim().to_owned()
 }

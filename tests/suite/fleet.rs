@@ -161,39 +161,59 @@ impl Fleet {
         Fleet::start_with(rate_limit, Some(crate::cluster_harness::shared_seeds()))
     }
 
+    /// The issuer is A's address, so A's port is in the config: an instance
+    /// that does not start (its port taken by another test's server between
+    /// `free_port` and its bind) is tried again on fresh ports, up to three
+    /// times.
     fn start_with(rate_limit: &str, cluster: Option<Vec<String>>) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let redis = RedisServer::start();
         let keys = dir.path().join("keys");
-        let port_a = free_port();
-        let mut port_b = free_port();
-        while port_b == port_a {
-            port_b = free_port();
-        }
         let config = dir.path().join("tokensmith.toml");
         std::fs::create_dir(&keys).unwrap();
-        let issuer = format!("http://127.0.0.1:{port_a}");
-        let mut text = fleet_config(&issuer, &redis.url, &keys, rate_limit);
-        if let Some(seeds) = cluster {
-            text.push_str(&format!("redis_cluster = {seeds:?}\n"));
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let port_a = free_port();
+            let mut port_b = free_port();
+            while port_b == port_a {
+                port_b = free_port();
+            }
+            let issuer = format!("http://127.0.0.1:{port_a}");
+            let mut text = fleet_config(&issuer, &redis.url, &keys, rate_limit);
+            if let Some(seeds) = &cluster {
+                text.push_str(&format!("redis_cluster = {seeds:?}\n"));
+            }
+            std::fs::write(&config, text).unwrap();
+            let a = match Spawned::try_start(dir.path(), &config, port_a, &QUIET) {
+                Ok(a) => a,
+                Err(why) => {
+                    failures.push(why);
+                    continue;
+                }
+            };
+            assert!(
+                keys.join(tokensmith::keys::disk::KEYRING_FILE).is_file(),
+                "A did not make the keys in {}",
+                keys.display()
+            );
+            let b = match Spawned::try_start(dir.path(), &config, port_b, &QUIET) {
+                Ok(b) => b,
+                Err(why) => {
+                    failures.push(why);
+                    continue;
+                }
+            };
+            return Fleet {
+                a,
+                b,
+                redis,
+                config,
+                keys,
+                http: http_client(),
+                dir,
+            };
         }
-        std::fs::write(&config, text).unwrap();
-        let a = Spawned::start(dir.path(), &config, port_a, &QUIET);
-        assert!(
-            keys.join(tokensmith::keys::disk::KEYRING_FILE).is_file(),
-            "A did not make the keys in {}",
-            keys.display()
-        );
-        let b = Spawned::start(dir.path(), &config, port_b, &QUIET);
-        Fleet {
-            a,
-            b,
-            redis,
-            config,
-            keys,
-            http: http_client(),
-            dir,
-        }
+        panic!("the fleet did not start: {failures:?}");
     }
 
     fn issuer(&self) -> String {
@@ -326,10 +346,15 @@ async fn a_jti_is_consumed_once_across_the_fleet() {
     a_jti_is_consumed_once_across_the_fleet_on(Fleet::start("1000/s")).await;
 }
 
-/// The same with the store on the shared Redis Cluster.
+/// The same with the store on the shared Redis Cluster. (It once met a
+/// connection reset on A's first request in the full suite: the harness
+/// took any TCP connect on A's port for a started instance, but A binds
+/// before its store connects, and a start-up that then failed, such as the
+/// 1,024 bucket epochs not written within one 300 ms store timeout on a
+/// loaded machine, reset the waiting request; so could another process
+/// on the port. The harness now waits for A's own `/healthz`, and the
+/// bucket epochs have a start-up bound of their own.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "in the full suite (not alone) instance A's first /v1/tokens got a connection reset twice in CI, cause not yet found; \
-            run with `cargo test --test suite -- --ignored on_a_cluster`; the single-Redis variant and the store contract suite on the cluster run"]
 async fn a_jti_is_consumed_once_across_the_fleet_on_a_cluster() {
     a_jti_is_consumed_once_across_the_fleet_on(Fleet::start_cluster("1000/s")).await;
 }
@@ -853,10 +878,11 @@ async fn marks_expire_with_the_token_in_redis() {
 
     let mut conn = f.redis_conn().await;
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
-    let marks: Vec<&String> = keys.iter().filter(|k| k.contains(":mark:")).collect();
+    let id = tokensmith::store::redis::namespace_id(&f.issuer());
+    let marks: Vec<&String> = keys.iter().filter(|k| k.contains(":m:")).collect();
     assert_eq!(
         marks,
-        vec![&format!("tokensmith:{}:mark:jti:{}", f.issuer(), token.jti)],
+        vec![&format!("ts:{id}:m:jti:{}", token.jti)],
         "one mark, under the shared namespace: {keys:?}"
     );
     let pxat = (token.exp + LEEWAY) * 1000;
@@ -881,15 +907,20 @@ async fn marks_expire_with_the_token_in_redis() {
     let r = f.post(B, "/v1/revoke", SHOP_KEY, &json!({ "sub": "alice" })).await;
     assert_eq!(r.status, StatusCode::OK);
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
-    for kind in [":mark:", ":revoked-jti:", ":revoked-sub:", ":rate:"] {
+    for kind in [":m:", ":revoked-jti:", ":revoked-sub:", ":rate:"] {
         assert!(keys.iter().any(|k| k.contains(kind)), "no {kind} key in {keys:?}");
     }
-    // But one: the namespace's epoch, which must outlive every mark.
-    let epoch = format!("tokensmith:{}:epoch", f.issuer());
+    // But three: the namespace's epoch, which must outlive every mark, its
+    // name, and the previous layout's epoch, held shut.
+    let forever = [
+        format!("ts:{id}:epoch"),
+        format!("ts:ns:{id}"),
+        format!("tokensmith:{}:epoch", f.issuer()),
+    ];
     for key in &keys {
         let pttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
-        if *key == epoch {
-            assert_eq!(pttl, -1, "the epoch never expires");
+        if forever.contains(key) {
+            assert_eq!(pttl, -1, "{key} never expires");
         } else {
             assert!(pttl > 0, "{key} does not expire (PTTL {pttl})");
         }
@@ -1025,4 +1056,5 @@ async fn a_hung_redis_times_out_closed_and_the_fleet_recovers() {
     );
 }
 
+mod cluster_faults;
 mod lost_state;

@@ -185,8 +185,16 @@ pub struct Spawned {
 
 impl Spawned {
     /// Starts `tokensmith --config <config> serve --listen 127.0.0.1:<port>`
-    /// in `dir`, and waits (bounded) until `/healthz` answers.
+    /// in `dir`, and waits (bounded) until `/healthz` answers; panics if it
+    /// does not (see [`try_start`](Spawned::try_start)).
     pub fn start(dir: &Path, config: &Path, port: u16, extra_env: &[(&str, &str)]) -> Spawned {
+        Spawned::try_start(dir, config, port, extra_env).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// As [`start`](Spawned::start), but an instance that exits (its port
+    /// taken, its store unreachable: the reason is on the test's stderr) or
+    /// never answers is an `Err`, so a caller can retry on other ports.
+    pub fn try_start(dir: &Path, config: &Path, port: u16, extra_env: &[(&str, &str)]) -> Result<Spawned, String> {
         let mut cmd = Command::new(binary());
         cmd.current_dir(dir)
             .arg("--config")
@@ -200,32 +208,74 @@ impl Spawned {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let s = Spawned {
+        let mut s = Spawned {
             child,
             base: format!("http://127.0.0.1:{port}"),
             port,
         };
-        s.wait_healthy(Duration::from_secs(20));
-        s
+        s.try_wait_healthy(Duration::from_secs(20))?;
+        Ok(s)
     }
 
-    pub fn wait_healthy(&self, within: Duration) {
+    /// Polls until *this* process answers `GET /healthz` with 200 and its
+    /// body: a TCP connect alone is not enough, since the listener is bound
+    /// before the store connects (a start-up that then fails resets every
+    /// connection waiting on it), and another process may hold the port (a
+    /// Redis, or a cluster node's bus port), which answers a request with a
+    /// reset. Panics after `within`, or once the process has exited.
+    pub fn wait_healthy(&mut self, within: Duration) {
+        self.try_wait_healthy(within).unwrap_or_else(|why| panic!("{why}"));
+    }
+
+    fn try_wait_healthy(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "tokensmith on port {} exited with {status} before /healthz answered (its log is above)",
+                    self.port
+                ));
+            }
+            if healthz_answers(self.port) {
+                // The answer may still come from another process on the
+                // port while ours is failing to bind: ours must be alive.
+                if let Ok(None) = self.child.try_wait() {
+                    return Ok(());
+                }
+                continue;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "tokensmith did not answer /healthz on port {} within {within:?}",
+                    self.port
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "tokensmith did not start listening on port {} within {within:?}",
-            self.port
-        );
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+}
+
+/// Whether a tokensmith answers `GET /healthz` on `port`: 200 and
+/// `{"status":"ok"}`, within a second.
+fn healthz_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    text.starts_with("HTTP/1.1 200") && text.contains(r#"{"status":"ok"}"#)
 }
 
 impl Drop for Spawned {

@@ -1049,7 +1049,7 @@ mod redis_only {
     use std::time::{Duration, Instant};
 
     use redis::AsyncCommands;
-    use tokensmith::store::redis::RedisStore;
+    use tokensmith::store::redis::{namespace_id, RedisStore};
     use tokensmith::store::{Consume, ConsumeOutcome, SpendOutcome, Store, StoreError};
 
     use super::{connect, now, record, TIMEOUT};
@@ -1076,13 +1076,22 @@ mod redis_only {
         let mut conn = raw(&server).await;
         let mut keys: Vec<String> = conn.keys("*").await.unwrap();
         keys.sort();
+        let id = namespace_id("issuer-a");
+        let mut expected = [
+            format!("ts:{id}:epoch"),
+            format!("ts:{id}:m:jti-x"),
+            format!("ts:ns:{id}"),
+            "tokensmith:issuer-a:epoch".to_owned(),
+        ];
+        expected.sort();
         assert_eq!(
-            keys,
-            ["tokensmith:issuer-a:epoch", "tokensmith:issuer-a:mark:jti-x"],
-            "the mark, and the namespace's epoch"
+            keys, expected,
+            "the mark, the namespace's epoch and name, and the previous layout's epoch held shut"
         );
+        let name: String = conn.get(format!("ts:ns:{id}")).await.unwrap();
+        assert_eq!(name, "issuer-a");
         let before = unix_ms();
-        let pttl: i64 = conn.pttl(&keys[1]).await.unwrap();
+        let pttl: i64 = conn.pttl(format!("ts:{id}:m:jti-x")).await.unwrap();
         assert!(pttl > 0, "no expiry set: PTTL {pttl}");
         assert!(pttl <= expires_at * 1000 - before, "PTTL {pttl} runs past expires_at");
         assert!(
@@ -1107,26 +1116,35 @@ mod redis_only {
         s.revoke_sub("u", t, t + 600, t).await.unwrap();
         s.rate_hit("c", 5, 60, window).await.unwrap();
         s.mark_once("m", t + 30, t).await.unwrap();
+        let id = namespace_id("n");
         let expected = [
-            ("tokensmith:n:refresh:h0".to_owned(), t + 1000),
-            ("tokensmith:n:refresh:h1".to_owned(), t + 1000),
-            ("tokensmith:n:family:fam".to_owned(), t + 1000),
-            ("tokensmith:n:revoked-jti:j".to_owned(), t + 300),
-            ("tokensmith:n:revoked-sub:u".to_owned(), t + 600),
-            (format!("tokensmith:n:rate:c:{window}"), window + 60),
-            ("tokensmith:n:mark:m".to_owned(), t + 30),
+            (format!("ts:{id}:refresh:h0"), t + 1000),
+            (format!("ts:{id}:refresh:h1"), t + 1000),
+            (format!("ts:{id}:family:fam"), t + 1000),
+            (format!("ts:{id}:revoked-jti:j"), t + 300),
+            (format!("ts:{id}:revoked-sub:u"), t + 600),
+            (format!("ts:{id}:rate:c:{window}"), window + 60),
+            (format!("ts:{id}:m:m"), t + 30),
         ];
         let mut conn = raw(&server).await;
         let mut keys: Vec<String> = conn.keys("*").await.unwrap();
         keys.sort();
         let mut names: Vec<String> = expected.iter().map(|(k, _)| k.clone()).collect();
-        names.push("tokensmith:n:epoch".to_owned());
+        let forever = [
+            format!("ts:{id}:epoch"),
+            format!("ts:ns:{id}"),
+            "tokensmith:n:epoch".to_owned(),
+        ];
+        names.extend(forever.iter().cloned());
         names.sort();
         assert_eq!(keys, names, "nothing else is stored");
-        // One key per namespace never expires: the epoch must outlive every
-        // mark, or its absence would read as lost state.
-        let pttl: i64 = conn.pttl("tokensmith:n:epoch").await.unwrap();
-        assert_eq!(pttl, -1, "the epoch has no expiry");
+        // Three keys per namespace never expire: the epoch must outlive
+        // every mark, or its absence would read as lost state; the name and
+        // the previous layout's epoch (held shut) are one key each.
+        for key in forever {
+            let pttl: i64 = conn.pttl(&key).await.unwrap();
+            assert_eq!(pttl, -1, "{key} has no expiry");
+        }
         for (key, until) in expected {
             let before = unix_ms();
             let pttl: i64 = conn.pttl(&key).await.unwrap();
@@ -1211,9 +1229,10 @@ mod redis_only {
         assert_eq!(others, 0, "no other command: {before:?} → {after:?}");
         // The mark is the one mark_once makes: same key, same expiry.
         let before = unix_ms();
-        let pttl: i64 = conn.pttl("tokensmith:n:mark:jti:k0").await.unwrap();
+        let id = namespace_id("n");
+        let pttl: i64 = conn.pttl(format!("ts:{id}:m:jti:k0")).await.unwrap();
         assert!(pttl > 0 && pttl <= (t + 60) * 1000 - before, "PTTL {pttl}");
-        let exists: bool = conn.exists("tokensmith:n:mark:jti:gone").await.unwrap();
+        let exists: bool = conn.exists(format!("ts:{id}:m:jti:gone")).await.unwrap();
         assert!(!exists, "a revoked token was marked");
     }
 
@@ -1253,9 +1272,10 @@ mod redis_only {
         let s = connect(&server, "n", TIMEOUT).await;
         let t = now();
         let mut conn = raw(&server).await;
+        let id = namespace_id("n");
         for (key, sub) in [
-            ("tokensmith:n:revoked-sub:mallory", "mallory"),
-            ("tokensmith:n:revoked-jti:g2", "u"),
+            (format!("ts:{id}:revoked-sub:mallory"), "mallory"),
+            (format!("ts:{id}:revoked-jti:g2"), "u"),
         ] {
             let () = conn.set(key, "not a revocation").await.unwrap();
             let jti = if sub == "u" { "g2" } else { "g1" };
@@ -1493,4 +1513,5 @@ mod redis_only {
 }
 
 mod cluster_failover;
+mod cluster_reshard;
 mod lost_state;

@@ -51,7 +51,11 @@ impl RedisStore {
     }
 
     /// Ready when every master answers `CLUSTER INFO` with
-    /// `cluster_state:ok` (every slot served, as that node sees it).
+    /// `cluster_state:ok` and `cluster_slots_ok:16384`: every slot assigned
+    /// to a master that no node suspects. The state alone is not enough: a
+    /// cluster run with `cluster-require-full-coverage no` stays `ok` with
+    /// slots nobody serves, and a consume whose mark is in one of them
+    /// cannot be decided (it fails, 503).
     pub(super) async fn cluster_ready(&self) -> Result<(), StoreError> {
         let Some(mut conn) = self.inner.conn.cluster_conn() else {
             return Ok(());
@@ -68,14 +72,18 @@ impl RedisStore {
             return Err(bad_reply("ping", reply));
         }
         for info in &infos {
-            if !info.lines().any(|l| l.trim_end() == "cluster_state:ok") {
-                let state = info
-                    .lines()
-                    .find(|l| l.starts_with("cluster_state:"))
-                    .unwrap_or("no cluster_state");
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))
+                    .unwrap_or("(missing)")
+                    .to_owned()
+            };
+            let (state, slots_ok) = (field("cluster_state"), field("cluster_slots_ok"));
+            if state != "ok" || slots_ok != "16384" {
                 return Err(StoreError::Unavailable(format!(
-                    "redis cluster: a master reports {}: some slot is unserved",
-                    state.trim_end()
+                    "redis cluster: a master reports cluster_state:{state}, cluster_slots_ok:{slots_ok} \
+                     (cluster_slots_assigned:{}): some slot is unserved, and consumes of marks there fail",
+                    field("cluster_slots_assigned")
                 )));
             }
         }

@@ -19,15 +19,27 @@ use ::redis::Script;
 use super::conn::AnyConn;
 use super::layout::{Layout, BUCKETS};
 use super::scripts::EPOCH_INIT_LUA;
+use super::MAX_UNIX_SECS;
 use crate::store::StoreError;
 
-/// Records `epoch` under `key` unless an epoch is there, and answers the
-/// epoch in force. Within `timeout`.
-pub(super) async fn init_epoch(conn: &AnyConn, key: &str, epoch: i64, timeout: Duration) -> Result<i64, StoreError> {
+/// Records `epoch` as the namespace's epoch unless it has one (and holds the
+/// previous layout's epoch far in the future: see `layout.rs`), and answers
+/// the epoch in force. Within `timeout`.
+pub(super) async fn init_epoch(
+    conn: &AnyConn,
+    layout: &Layout,
+    epoch: i64,
+    timeout: Duration,
+) -> Result<i64, StoreError> {
+    let key = layout.epoch_of("");
+    let script = Script::new(EPOCH_INIT_LUA);
+    let mut call = script.prepare_invoke();
+    call.key(&key)
+        .key(layout.legacy_epoch_of(None))
+        .arg(epoch)
+        .arg(MAX_UNIX_SECS);
     let mut conn = conn.clone();
-    let mut pipe = ::redis::pipe();
-    pipe.cmd("SET").arg(key).arg(epoch).arg("NX").cmd("GET").arg(key);
-    let exchange = pipe.query_async::<(Option<String>, Option<String>)>(&mut conn);
+    let exchange = call.invoke_async::<(i64, Option<String>)>(&mut conn);
     let (written, stored) = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(reply)) => reply,
         Ok(Err(e)) => return Err(StoreError::Unavailable(format!("redis epoch: {e}"))),
@@ -42,19 +54,69 @@ pub(super) async fn init_epoch(conn: &AnyConn, key: &str, epoch: i64, timeout: D
             "redis epoch: unreadable epoch {stored:?} under {key}"
         )));
     };
-    if written.is_some() {
+    if written == 1 {
         tracing::info!(
             key,
             epoch = in_force,
-            "redis: recorded the replay epoch (a new namespace, or one whose Redis lost its state); \
-             tokens issued before it cannot be consumed"
+            "redis: recorded the replay epoch (a new namespace, one whose Redis lost its state, or one \
+             moving from the previous key layout); tokens issued before it cannot be consumed"
         );
     }
     Ok(in_force)
 }
 
+/// Records `ts:ns:<id>` → the namespace (see `layout.rs`) unless it is
+/// there, and refuses a namespace whose id another namespace holds on this
+/// Redis: they would share marks and revocations. Within `timeout`.
+pub(super) async fn register_namespace(
+    conn: &AnyConn,
+    layout: &Layout,
+    namespace: &str,
+    timeout: Duration,
+) -> Result<(), StoreError> {
+    let key = layout.registry();
+    let mut cmd = ::redis::cmd("SET");
+    cmd.arg(&key).arg(namespace).arg("NX").arg("GET");
+    let mut conn = conn.clone();
+    let exchange = cmd.query_async::<Option<String>>(&mut conn);
+    let held = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(held)) => held,
+        Ok(Err(e)) => return Err(StoreError::Unavailable(format!("redis namespace {key}: {e}"))),
+        Err(_) => {
+            return Err(StoreError::Unavailable(format!(
+                "redis namespace {key}: no answer within {timeout:?}"
+            )))
+        }
+    };
+    match held {
+        Some(other) if other != namespace => Err(StoreError::Unavailable(format!(
+            "redis: namespace {namespace:?} has the key id {} of namespace {other:?} ({key}), which this Redis \
+             already holds: the two would share replay marks; give them separate Redis databases or servers",
+            layout.id()
+        ))),
+        _ => {
+            tracing::info!(
+                namespace,
+                id = layout.id(),
+                "redis: keys of this namespace are ts:<id>:… ({key} names it)"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// How long the 1,024 bucket epochs of a cluster may take at connect, as a
+/// whole: each is one call, and a call may take `timeout`; they share a
+/// connection per master, so under load the last answers well after the
+/// first. Bounded, so a start-up never hangs.
+fn bucket_init_bound(timeout: Duration) -> Duration {
+    (timeout * 10).max(Duration::from_secs(5))
+}
+
 /// On a cluster: records `epoch` in every bucket that has none (see "Redis
-/// Cluster" in the parent module), all buckets at once, within `timeout`;
+/// Cluster" in the parent module), all buckets at once, within
+/// [`bucket_init_bound`] (and holds the previous layout's bucket epochs far
+/// in the future: see `layout.rs`);
 /// answers the latest epoch in force, the one a token must reach to be
 /// consumable in every bucket.
 pub(super) async fn init_bucket_epochs(
@@ -67,9 +129,10 @@ pub(super) async fn init_bucket_epochs(
     let mut calls = tokio::task::JoinSet::new();
     for b in 0..BUCKETS {
         let (mut conn, script, key) = (conn.clone(), std::sync::Arc::clone(&script), layout.bucket_epoch(b));
+        let legacy = layout.legacy_epoch_of(Some(b));
         calls.spawn(async move {
             let mut call = script.prepare_invoke();
-            call.key(&key).arg(epoch);
+            call.key(&key).key(legacy).arg(epoch).arg(MAX_UNIX_SECS);
             let reply: RedisResult<(i64, Option<String>)> = call.invoke_async(&mut conn).await;
             (key, reply)
         });
@@ -89,11 +152,12 @@ pub(super) async fn init_bucket_epochs(
         }
         Ok((latest, written))
     };
-    let (latest, written) = match tokio::time::timeout(timeout, all).await {
+    let bound = bucket_init_bound(timeout);
+    let (latest, written) = match tokio::time::timeout(bound, all).await {
         Ok(result) => result?,
         Err(_) => {
             return Err(StoreError::Unavailable(format!(
-                "redis epoch: the cluster did not answer for every bucket within {timeout:?}"
+                "redis epoch: the cluster did not answer for every bucket within {bound:?}"
             )))
         }
     };

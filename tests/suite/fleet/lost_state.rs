@@ -86,7 +86,10 @@ async fn a_redis_restart_without_persistence_never_reopens_replays() {
     }
     let mut conn = f.redis_conn().await;
     let epoch: Option<i64> = redis::cmd("GET")
-        .arg(format!("tokensmith:{}:epoch", f.issuer()))
+        .arg(format!(
+            "ts:{}:epoch",
+            tokensmith::store::redis::namespace_id(&f.issuer())
+        ))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -146,7 +149,11 @@ async fn a_consume_retried_after_a_timeout_answers_as_the_first() {
 
     // The timed-out consume ran once Redis resumed: the mark is there.
     let mut conn = f.redis_conn().await;
-    let mark = format!("tokensmith:{}:mark:jti:{}", f.issuer(), token.jti);
+    let mark = format!(
+        "ts:{}:m:jti:{}",
+        tokensmith::store::redis::namespace_id(&f.issuer()),
+        token.jti
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let exists: bool = redis::cmd("EXISTS").arg(&mark).query_async(&mut conn).await.unwrap();

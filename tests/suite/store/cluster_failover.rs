@@ -16,41 +16,7 @@ use tokensmith::store::redis::RedisStore;
 use tokensmith::store::{Consume, ConsumeOutcome, Store};
 
 use super::now;
-use crate::cluster_harness::{cli, master_of_slot, RedisCluster};
-
-/// The slot Redis Cluster gives a key: CRC16 (XMODEM) of its hash tag.
-fn slot(key: &str) -> u16 {
-    let tag = match key.find('{') {
-        Some(open) => match key[open + 1..].find('}') {
-            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
-            _ => key,
-        },
-        None => key,
-    };
-    let mut crc: u16 = 0;
-    for b in tag.bytes() {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
-}
-
-/// The slot of the mark `mark_key`, as the store names it on a cluster
-/// (`tokensmith:{<FNV-1a(mark_key) mod 1024>}:…`).
-fn mark_slot(mark_key: &str) -> u16 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in mark_key.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    slot(&format!("{{{}}}", h % 1024))
-}
+use crate::cluster_harness::{cli, mark_slot, master_of_slot, RedisCluster};
 
 #[derive(Default)]
 struct Log {

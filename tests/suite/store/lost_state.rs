@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use redis::AsyncCommands;
 use tokensmith::store::memory::MemoryStore;
-use tokensmith::store::redis::RedisStore;
+use tokensmith::store::redis::{namespace_id, RedisStore};
 use tokensmith::store::{Consume, ConsumeOutcome, Store, StoreError};
 
 use super::{connect, now, TIMEOUT};
@@ -83,7 +83,7 @@ async fn memory_retry_keys_are_forgotten_with_their_marks() {
 
 async fn get_epoch(server: &RedisServer, namespace: &str) -> Option<String> {
     let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
-    conn.get(format!("tokensmith:{namespace}:epoch")).await.unwrap()
+    conn.get(format!("ts:{}:epoch", namespace_id(namespace))).await.unwrap()
 }
 
 #[tokio::test]
@@ -113,6 +113,73 @@ async fn connect_records_the_epoch_once() {
         other.consume(token("before", e - 1), t).await,
         Ok(ConsumeOutcome::FirstUse)
     );
+}
+
+/// The key layout changed (`tokensmith:<ns>:…` → `ts:<id>:…`): on a live
+/// Redis of the old layout, a token consumed under the old names is not
+/// consumable under the new ones (it predates the new epoch), newer tokens
+/// are consumed normally, and the old epoch is held at 9999-12-31, so an
+/// instance of the earlier version refuses every consume from then on.
+#[tokio::test]
+async fn a_token_consumed_under_the_previous_layout_stays_spent() {
+    let server = RedisServer::start();
+    let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
+    let t = now();
+    // What the earlier version left: its epoch, and the mark of `used`.
+    let () = conn.set("tokensmith:n:epoch", t - 3600).await.unwrap();
+    let () = conn.set("tokensmith:n:mark:used", 1).await.unwrap();
+    let s = RedisStore::connect(&server.url, "n", TIMEOUT, t + 1).await.unwrap();
+    assert_eq!(s.epoch(), t + 1, "the new layout starts a new epoch");
+    assert_eq!(s.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::StateLost));
+    assert_eq!(s.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::StateLost));
+    assert_eq!(
+        s.consume(token("new", t + 1), t + 1).await,
+        Ok(ConsumeOutcome::FirstUse)
+    );
+    assert_eq!(
+        s.consume(token("new", t + 1), t + 1).await,
+        Ok(ConsumeOutcome::Replayed)
+    );
+    let old: String = conn.get("tokensmith:n:epoch").await.unwrap();
+    assert_eq!(old, "253402300799", "the previous layout's epoch is held shut");
+    // The earlier version's consume script, on its own keys: nothing is
+    // consumable, a token issued after the switch included.
+    let old_consume = redis::Script::new(
+        "local e = redis.call('GET', KEYS[1]) if tonumber(ARGV[1]) < tonumber(e) then return 'lost' end \
+         return redis.call('SET', KEYS[2], 1, 'NX') and 'first' or 'replayed'",
+    );
+    let outcome: String = old_consume
+        .key("tokensmith:n:epoch")
+        .key("tokensmith:n:mark:new")
+        .arg(t + 1)
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(outcome, "lost");
+    // A second instance of the new layout keeps the new epoch.
+    let again = RedisStore::connect(&server.url, "n", TIMEOUT, t + 50).await.unwrap();
+    assert_eq!(again.epoch(), t + 1);
+}
+
+/// Two namespaces whose key ids collide on one Redis would share marks and
+/// revocations: the second is refused at connect, with a message naming both.
+#[tokio::test]
+async fn a_namespace_whose_id_is_taken_is_refused() {
+    let server = RedisServer::start();
+    let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
+    let () = conn
+        .set(format!("ts:ns:{}", namespace_id("n")), "someone-else")
+        .await
+        .unwrap();
+    match RedisStore::connect(&server.url, "n", TIMEOUT, now()).await {
+        Err(StoreError::Unavailable(why)) => {
+            assert!(why.contains("\"someone-else\"") && why.contains("\"n\""), "{why}")
+        }
+        other => panic!("connected: {other:?}"),
+    }
+    // The owner of the id connects as before.
+    let () = conn.set(format!("ts:ns:{}", namespace_id("n")), "n").await.unwrap();
+    assert!(RedisStore::connect(&server.url, "n", TIMEOUT, now()).await.is_ok());
 }
 
 /// A Redis that lost everything (here: flushed; the fleet suite kills and
@@ -162,7 +229,10 @@ async fn an_unreadable_epoch_fails_closed() {
     let server = RedisServer::start();
     let s = connect(&server, "n", TIMEOUT).await;
     let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
-    let () = conn.set("tokensmith:n:epoch", "yesterday").await.unwrap();
+    let () = conn
+        .set(format!("ts:{}:epoch", namespace_id("n")), "yesterday")
+        .await
+        .unwrap();
     let t = now();
     let r = s.consume(token("a", t), t).await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
