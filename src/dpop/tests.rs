@@ -323,3 +323,20 @@ fn claims_of_the_wrong_type_or_size_are_refused() {
     c.as_object_mut().unwrap().remove("htm");
     assert!(refused(&forge(&k, header(&k), c)).contains("no htm"));
 }
+
+#[test]
+fn errors_say_their_rfc_9449_code_and_why_and_nonces_hide_their_key() {
+    let invalid = DpopError::Invalid("htm is not the request's method".into());
+    assert_eq!(invalid.code(), "invalid_dpop_proof");
+    assert_eq!(
+        invalid.to_string(),
+        "invalid DPoP proof: htm is not the request's method"
+    );
+    let nonce = DpopError::UseNonce { nonce: "n".into() };
+    assert_eq!(nonce.code(), "use_dpop_nonce");
+    assert!(nonce.to_string().contains("DPoP-Nonce"), "{nonce}");
+    // The HMAC key never shows in a log line; the lifetime does.
+    let n = Nonces::from_secret(b"s", 300);
+    let shown = format!("{n:?}");
+    assert!(shown.contains("lifetime: 300") && !shown.contains("key"), "{shown}");
+}
