@@ -397,13 +397,16 @@ fn paired(iters: u32, a: impl Fn(), b: impl Fn()) -> f64 {
 }
 
 /// DPoP: a plain RS256 verification against a DPoP-bound one (the same
-/// RS256 verification of a token with `cnf.jkt`, then an ES256 proof checked
-/// with `ath`, and its `jti` marked in a memory store), through
-/// `Authority::admit_dpop` as `/v1/verify` and the extractor run it. Each
-/// bound verification takes the next of a pool of proofs made beforehand
-/// (a proof is single use), so making them is not measured.
+/// RS256 verification of a token with `cnf.jkt`, then a proof (ES256 or
+/// EdDSA) checked with `ath`, and its `jti` marked in a memory store),
+/// through `Authority::admit_dpop` as `/v1/verify` and the extractor run it.
+/// Each bound verification takes the next of a pool of proofs made
+/// beforehand (a proof is single use), so making them is not measured.
+/// `raw_proof_verify` is the floor of the proof's own cost: aws-lc checking
+/// one proof's signature with a parsed key, nothing else.
 struct Dpop {
     plain: Setup,
+    raw_proof: (lc::ParsedPublicKey, Vec<u8>, Vec<u8>),
     bound_token: String,
     proofs: Vec<String>,
     next: std::cell::Cell<usize>,
@@ -415,21 +418,39 @@ struct Dpop {
 const DPOP_URL: &str = "https://api.example.com/orders";
 
 impl Dpop {
-    fn new(rs: &Rs256, clock: &SharedClock, pool: usize) -> Dpop {
+    fn new(rs: &Rs256, clock: &SharedClock, pool: usize, proof_alg: Algorithm) -> Dpop {
         let plain = Setup::new(Algorithm::RS256, &pkcs8(RSA_PEM), clock);
-        let client = SigningKey::from_pkcs8(Algorithm::ES256, &pkcs8(P256_PEM)).unwrap();
-        let jkt = tokensmith::Jwk::from_public(Algorithm::ES256, client.public_key())
+        let (pem, raw_alg): (&str, &'static dyn lc::VerificationAlgorithm) = match proof_alg {
+            Algorithm::ES256 => (P256_PEM, &lc::ECDSA_P256_SHA256_FIXED),
+            Algorithm::EdDSA => (ED25519_PEM, &lc::ED25519),
+            other => panic!("no DPoP bench for {other}"),
+        };
+        let client = SigningKey::from_pkcs8(proof_alg, &pkcs8(pem)).unwrap();
+        let jkt = tokensmith::Jwk::from_public(proof_alg, client.public_key())
             .thumbprint()
             .unwrap();
         let mut spec = spec();
         spec.extra.insert("cnf".into(), json!({ "jkt": jkt }));
         let bound_token = rs.s.issuer.issue(spec).unwrap().token;
         let now = clock.now();
-        let proofs = (0..pool)
+        let proofs: Vec<String> = (0..pool)
             .map(|_| make_proof(&client, "GET", DPOP_URL, now, Some(&bound_token), None).unwrap())
             .collect();
+        let raw_proof = {
+            let (input, sig) = proofs[0].rsplit_once('.').unwrap();
+            let point = match client.public_key() {
+                PublicKey::P256 { x, y } => [&[4u8][..], x, y].concat(),
+                PublicKey::Ed25519(x) => x.to_vec(),
+                other => panic!("{other:?}"),
+            };
+            let parsed = lc::ParsedPublicKey::new(raw_alg, &point).unwrap();
+            let (msg, sig) = (input.as_bytes().to_vec(), URL_SAFE_NO_PAD.decode(sig).unwrap());
+            parsed.verify_sig(&msg, &sig).unwrap();
+            (parsed, msg, sig)
+        };
         let d = Dpop {
             plain,
+            raw_proof,
             bound_token,
             proofs,
             next: std::cell::Cell::new(0),
@@ -447,6 +468,14 @@ impl Dpop {
 
     fn verify_plain(&self) {
         self.plain.verify();
+    }
+
+    /// The floor of a bound verification: the plain one and the proof's
+    /// raw signature check.
+    fn verify_floor(&self) {
+        self.plain.verify();
+        let (key, msg, sig) = &self.raw_proof;
+        key.verify_sig(black_box(msg), black_box(sig)).unwrap();
     }
 
     fn verify_bound(&self) {
@@ -475,20 +504,22 @@ impl Dpop {
     }
 }
 
-fn dpop(c: &mut Criterion, d: &Dpop) {
+fn dpop(c: &mut Criterion, d: &Dpop, ed: &Dpop) {
     let mut g = c.benchmark_group("dpop/verify");
     g.bench_function("rs256-plain", |b| b.iter(|| d.verify_plain()));
     // Past its pool of proofs this row replays them: refused at the mark,
     // after the same work. The paired ratio below uses fresh proofs only.
     g.bench_function("rs256-bound-es256-proof", |b| b.iter(|| d.verify_bound()));
+    g.bench_function("rs256-bound-eddsa-proof", |b| b.iter(|| ed.verify_bound()));
     g.finish();
 }
 
 fn ratios(rs: &Rs256, clock: &SharedClock) {
     // A fresh store and a fresh proof for every bound verification.
-    let d = Dpop::new(rs, clock, 10 * ROUNDS + 16);
+    let d = Dpop::new(rs, clock, 10 * ROUNDS + 16, Algorithm::ES256);
+    let ed = Dpop::new(rs, clock, 10 * ROUNDS + 16, Algorithm::EdDSA);
     let spec = || rs.s.spec.clone();
-    let rows: [(&str, &str, f64); 7] = [
+    let rows: [(&str, &str, f64); 10] = [
         (
             "rs256 verify: tokensmith / raw-aws-lc",
             "≤ 1.15",
@@ -524,6 +555,24 @@ fn ratios(rs: &Rs256, clock: &SharedClock) {
             "≤ 2.20",
             paired(10, || d.verify_bound(), || d.verify_plain()),
         ),
+        // The floor: RS256 verify + the proof's raw signature check. What
+        // is above it (decoding, key parsing, claims, thumbprint, mark) is
+        // ours; see benches/README.md for why 2.2 cannot hold with ES256.
+        (
+            "dpop verify: bound (ES256 proof) / (plain RS256 + raw ES256 verify)",
+            "≤ 1.15",
+            paired(10, || d.verify_bound(), || d.verify_floor()),
+        ),
+        (
+            "dpop verify: bound (RS256 + EdDSA proof + mark) / plain RS256",
+            "",
+            paired(10, || ed.verify_bound(), || ed.verify_plain()),
+        ),
+        (
+            "dpop verify: bound (EdDSA proof) / (plain RS256 + raw EdDSA verify)",
+            "≤ 1.15",
+            paired(10, || ed.verify_bound(), || ed.verify_floor()),
+        ),
     ];
     println!("\nPaired ratios (median of {ROUNDS} alternating rounds):\n");
     println!("| ratio | measured | target |");
@@ -543,7 +592,11 @@ fn main() {
     verify_steps(&mut c, &rs.s);
     es256(&mut c, &clock);
     eddsa(&mut c, &clock);
-    dpop(&mut c, &Dpop::new(&rs, &clock, 256));
+    dpop(
+        &mut c,
+        &Dpop::new(&rs, &clock, 256, Algorithm::ES256),
+        &Dpop::new(&rs, &clock, 256, Algorithm::EdDSA),
+    );
     c.final_summary();
     // Only when benchmarking: `cargo test --benches` runs each row once, as a test.
     if std::env::args().any(|a| a == "--bench") {

@@ -18,11 +18,12 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use serde::Deserialize as _;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::jose::alg::{hmac_sha256, random_bytes, sha256};
-use crate::jose::json::parse_object;
+use crate::jose::json::parse_object_split;
 use crate::jose::{jws, Algorithm, JoseError, Jwk, VerifyingKey};
 
 /// The `alg`s a proof may use, in the order `algs="…"` lists them. Never
@@ -32,6 +33,17 @@ pub const DPOP_ALGS: [Algorithm; 4] = [Algorithm::ES256, Algorithm::EdDSA, Algor
 /// [`DPOP_ALGS`] as the `algs` parameter of a `WWW-Authenticate: DPoP`
 /// challenge and `dpop_signing_alg_values_supported`.
 pub const DPOP_ALGS_TEXT: &str = "ES256 EdDSA RS256 PS256";
+
+/// The `alg` a proof's header (or its `jwk`) names: one of [`DPOP_ALGS`],
+/// or `Ed25519`, RFC 9864's fully-specified name of EdDSA with an Ed25519
+/// key, the only Edwards curve verified here (what panva's `dpop` 2.x
+/// writes for an Ed25519 key). Never `none`, never HS256.
+fn proof_alg(name: &str) -> Option<Algorithm> {
+    match name {
+        "Ed25519" => Some(Algorithm::EdDSA),
+        other => Algorithm::from_name(other).filter(|a| DPOP_ALGS.contains(a)),
+    }
+}
 
 /// The default accepted distance of a proof's `iat` from now, in seconds.
 pub const DEFAULT_IAT_WINDOW: i64 = 60;
@@ -237,28 +249,26 @@ pub fn normalize_htu(url: &str) -> Result<String, DpopError> {
     Ok(u.to_string())
 }
 
-fn claim_str<'a>(claims: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, DpopError> {
-    match claims.get(name) {
+/// The claims a proof's rules read, in slot order: parsed once, strictly,
+/// without a map entry for any of them.
+const PROOF_CLAIMS: [&str; 6] = ["htm", "htu", "iat", "jti", "nonce", "ath"];
+
+fn claim_str<'a>(value: &'a Option<Value>, name: &str) -> Result<&'a str, DpopError> {
+    match value {
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(DpopError::invalid(format!("{name} is not a string"))),
         None => Err(DpopError::invalid(format!("no {name} claim"))),
     }
 }
 
-/// The key in the proof's header: a public JWK of a type that fits `alg`.
-fn header_key(proof: &str, alg: Algorithm) -> Result<Jwk, DpopError> {
-    let header = proof.split('.').next().unwrap_or_default();
-    let bytes = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| DpopError::invalid("the header is not base64url"))?;
-    let mut members = parse_object(&bytes, "the header").map_err(|e| DpopError::invalid(e.to_string()))?;
-    let jwk = members
-        .remove("jwk")
-        .ok_or_else(|| DpopError::invalid("no jwk in the header"))?;
+/// The key in the proof's header (`jwk`, as [`jws::decode`] parsed it): a
+/// public JWK of a type that fits `alg`.
+fn header_key(jwk: Option<&Value>, alg: Algorithm) -> Result<Jwk, DpopError> {
+    let jwk = jwk.ok_or_else(|| DpopError::invalid("no jwk in the header"))?;
     if !jwk.is_object() {
         return Err(DpopError::invalid("jwk is not a JSON object"));
     }
-    let jwk: Jwk = serde_json::from_value(jwk).map_err(|e| DpopError::invalid(format!("jwk: {e}")))?;
+    let jwk = Jwk::deserialize(jwk).map_err(|e| DpopError::invalid(format!("jwk: {e}")))?;
     if jwk.has_private_members() {
         return Err(DpopError::invalid("the jwk carries a private key"));
     }
@@ -268,16 +278,29 @@ fn header_key(proof: &str, alg: Algorithm) -> Result<Jwk, DpopError> {
             jwk.kty
         )));
     }
-    if jwk.alg.as_deref().is_some_and(|a| a != alg.as_str()) {
+    if jwk.alg.as_deref().is_some_and(|a| proof_alg(a) != Some(alg)) {
         return Err(DpopError::invalid("the jwk's alg is not the proof's"));
     }
     Ok(jwk)
 }
 
+/// Whether the proof's `htu` names `expected`, the request's URL as
+/// [`normalize_htu`] wrote it. A client that writes the URL as we do (every
+/// SDK does) matches byte for byte without its query and fragment, and its
+/// `htu` is not parsed: a URL in that form normalises to itself, so the
+/// comparison of the normalised forms could only agree.
+fn htu_matches(htu: &str, expected: &str) -> Result<bool, DpopError> {
+    let bare = htu.split(['?', '#']).next().unwrap_or_default();
+    if bare == expected {
+        return Ok(true);
+    }
+    Ok(normalize_htu(htu)? == expected)
+}
+
 /// Checks `req` at `now` by `rules`: everything but the single use of its
 /// `jti`, which the caller must mark (see the module docs).
 pub fn check(req: &ProofRequest<'_>, rules: &DpopRules, now: i64) -> Result<Proof, DpopError> {
-    let jws = jws::decode(req.proof).map_err(|e| DpopError::invalid(e.to_string()))?;
+    let mut jws = jws::decode(req.proof).map_err(|e| DpopError::invalid(e.to_string()))?;
     if !jws
         .header
         .typ
@@ -286,24 +309,34 @@ pub fn check(req: &ProofRequest<'_>, rules: &DpopRules, now: i64) -> Result<Proo
     {
         return Err(DpopError::invalid("typ must be dpop+jwt"));
     }
-    let alg = Algorithm::from_name(&jws.header.alg)
-        .filter(|a| DPOP_ALGS.contains(a))
-        .ok_or_else(|| DpopError::invalid(format!("alg {:?} is not one of {DPOP_ALGS_TEXT}", jws.header.alg)))?;
-    let jwk = header_key(req.proof, alg)?;
+    let alg = proof_alg(&jws.header.alg).ok_or_else(|| {
+        DpopError::invalid(format!(
+            "alg {:?} is not one of {DPOP_ALGS_TEXT} Ed25519",
+            jws.header.alg
+        ))
+    })?;
+    // `Ed25519` is EdDSA by another name: the signature is checked as EdDSA
+    // (with an OKP Ed25519 key only: `header_key` and `public_key` see to it).
+    if jws.header.alg != alg.as_str() {
+        jws.header.alg = alg.as_str().to_owned();
+    }
+    let jwk = header_key(jws.header_member("jwk"), alg)?;
     let public = jwk.public_key().map_err(|e| DpopError::invalid(e.to_string()))?;
     let key = VerifyingKey::from_public(alg, &public).map_err(|e| DpopError::invalid(e.to_string()))?;
     jws.verify(&key)
         .map_err(|_| DpopError::invalid("the signature does not verify with the jwk"))?;
-    let claims = parse_object(jws.payload(), "the payload").map_err(|e| DpopError::invalid(e.to_string()))?;
+    let [htm, htu, iat, jti, nonce, ath_claim] = parse_object_split(jws.payload(), "the payload", &PROOF_CLAIMS)
+        .map_err(|e| DpopError::invalid(e.to_string()))?
+        .slots;
 
-    if claim_str(&claims, "htm")? != req.method {
+    if claim_str(&htm, "htm")? != req.method {
         return Err(DpopError::invalid("htm is not the request's method"));
     }
-    if normalize_htu(claim_str(&claims, "htu")?)? != normalize_htu(req.url)? {
+    if !htu_matches(claim_str(&htu, "htu")?, &normalize_htu(req.url)?)? {
         return Err(DpopError::invalid("htu is not the request's URL"));
     }
-    let iat = claims
-        .get("iat")
+    let iat = iat
+        .as_ref()
         .and_then(Value::as_i64)
         .ok_or_else(|| DpopError::invalid("iat is missing or not an integer"))?;
     if now.abs_diff(iat) > rules.iat_window.unsigned_abs() {
@@ -313,14 +346,14 @@ pub fn check(req: &ProofRequest<'_>, rules: &DpopRules, now: i64) -> Result<Proo
             rules.iat_window
         )));
     }
-    let jti = claim_str(&claims, "jti")?;
+    let jti = claim_str(&jti, "jti")?;
     if jti.is_empty() || jti.len() > MAX_PROOF_JTI_LEN {
         return Err(DpopError::invalid(format!(
             "jti must be 1 to {MAX_PROOF_JTI_LEN} bytes"
         )));
     }
     if rules.require_nonce {
-        let ok = match claims.get("nonce") {
+        let ok = match &nonce {
             Some(Value::String(n)) => rules.nonces.accepts(n, now),
             _ => false,
         };
@@ -332,7 +365,7 @@ pub fn check(req: &ProofRequest<'_>, rules: &DpopRules, now: i64) -> Result<Proo
     }
     if let Some(token) = req.access_token {
         let expected = ath(token);
-        match claims.get("ath") {
+        match &ath_claim {
             Some(Value::String(a)) if bool::from(a.as_bytes().ct_eq(expected.as_bytes())) => {}
             Some(_) => return Err(DpopError::invalid("ath is not the hash of the access token")),
             None => {

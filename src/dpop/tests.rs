@@ -224,3 +224,119 @@ fn nonce_buckets() {
     assert!(!n.accepts(&at, NOW + 600));
     assert!(!n.accepts("garbage", NOW));
 }
+
+#[test]
+fn ed25519_is_eddsa_by_its_fully_specified_name() {
+    // RFC 9864: `Ed25519` names EdDSA with an Ed25519 key (panva's `dpop`
+    // 2.x writes nothing else for such a key).
+    let ed = key(Algorithm::EdDSA);
+    let mut h = header(&ed);
+    h["alg"] = json!("Ed25519");
+    let p = check(&req(&forge(&ed, h.clone(), claims())), &rules(), NOW).unwrap();
+    assert_eq!(
+        p.jkt,
+        Jwk::from_public(Algorithm::EdDSA, ed.public_key())
+            .thumbprint()
+            .unwrap()
+    );
+    // The jwk may name it either way; never another algorithm.
+    for (jwk_alg, ok) in [("Ed25519", true), ("EdDSA", true), ("ES256", false)] {
+        let mut h = h.clone();
+        h["jwk"]["alg"] = json!(jwk_alg);
+        let r = check(&req(&forge(&ed, h, claims())), &rules(), NOW);
+        assert_eq!(r.is_ok(), ok, "{jwk_alg}: {r:?}");
+    }
+    // The name fits Ed25519 keys only: an EC key under it is refused.
+    let ec = key(Algorithm::ES256);
+    let mut h = header(&ec);
+    h["alg"] = json!("Ed25519");
+    assert!(refused(&forge(&ec, h, claims())).contains("EC key"));
+    // Other fully-specified names are not accepted (Ed448 is not verified here).
+    let mut h = header(&ed);
+    h["alg"] = json!("Ed448");
+    assert!(refused(&forge(&ed, h, claims())).contains("alg"));
+}
+
+#[test]
+fn the_jwk_must_be_a_public_key_object_that_fits_alg() {
+    let k = key(Algorithm::ES256);
+    let mut h = header(&k);
+    h["jwk"] = json!("not an object");
+    assert!(refused(&forge(&k, h, claims())).contains("jwk is not a JSON object"));
+    // An RSA key under alg ES256.
+    let rsa = key(Algorithm::RS256);
+    let mut h = header(&k);
+    h["jwk"] = public_jwk(&rsa);
+    assert!(refused(&forge(&k, h, claims())).contains("cannot make ES256"));
+    // A jwk naming another alg than the proof's.
+    let mut h = header(&k);
+    h["jwk"]["alg"] = json!("RS256");
+    assert!(refused(&forge(&k, h, claims())).contains("jwk's alg"));
+    let mut h = header(&k);
+    h["jwk"]["alg"] = json!("ES256");
+    check(&req(&forge(&k, h, claims())), &rules(), NOW).unwrap();
+}
+
+#[test]
+fn htu_matches_a_request_url_given_in_another_form() {
+    let k = key(Algorithm::ES256);
+    // The request's URL is normalised too: the proof's htu as we write it
+    // matches a request URL written otherwise.
+    let proof = forge(&k, header(&k), claims());
+    let odd = ProofRequest {
+        url: "HTTPS://AUTH.example.com:443/v1/x/../guest",
+        ..req(&proof)
+    };
+    check(&odd, &rules(), NOW).unwrap();
+    // A URL with user information is never one.
+    let mut c = claims();
+    c["htu"] = json!("https://user@auth.example.com/v1/guest");
+    assert!(refused(&forge(&k, header(&k), c)).contains("user information"));
+    let mut c = claims();
+    c["htu"] = json!("ftp://auth.example.com/v1/guest");
+    assert!(refused(&forge(&k, header(&k), c)).contains("http or https"));
+    let mut c = claims();
+    c["htu"] = json!("not a url");
+    assert!(refused(&forge(&k, header(&k), c)).contains("not a URL"));
+}
+
+#[test]
+fn claims_of_the_wrong_type_or_size_are_refused() {
+    let k = key(Algorithm::ES256);
+    for (name, value, says) in [
+        ("htm", json!(1), "htm is not a string"),
+        ("htu", json!(null), "htu is not a string"),
+        ("iat", json!("1800000000"), "iat"),
+        ("iat", json!(1.8e9), "iat"),
+        ("jti", json!(""), "jti must be"),
+        ("jti", json!("j".repeat(MAX_PROOF_JTI_LEN + 1)), "jti must be"),
+    ] {
+        let mut c = claims();
+        c[name] = value;
+        let why = refused(&forge(&k, header(&k), c));
+        assert!(why.contains(says), "{name}: {why}");
+    }
+    let mut c = claims();
+    c["jti"] = json!("j".repeat(MAX_PROOF_JTI_LEN));
+    check(&req(&forge(&k, header(&k), c)), &rules(), NOW).unwrap();
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("htm");
+    assert!(refused(&forge(&k, header(&k), c)).contains("no htm"));
+}
+
+#[test]
+fn errors_say_their_rfc_9449_code_and_why_and_nonces_hide_their_key() {
+    let invalid = DpopError::Invalid("htm is not the request's method".into());
+    assert_eq!(invalid.code(), "invalid_dpop_proof");
+    assert_eq!(
+        invalid.to_string(),
+        "invalid DPoP proof: htm is not the request's method"
+    );
+    let nonce = DpopError::UseNonce { nonce: "n".into() };
+    assert_eq!(nonce.code(), "use_dpop_nonce");
+    assert!(nonce.to_string().contains("DPoP-Nonce"), "{nonce}");
+    // The HMAC key never shows in a log line; the lifetime does.
+    let n = Nonces::from_secret(b"s", 300);
+    let shown = format!("{n:?}");
+    assert!(shown.contains("lifetime: 300") && !shown.contains("key"), "{shown}");
+}

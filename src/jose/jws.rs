@@ -37,6 +37,9 @@ pub struct Header {
 pub struct Jws<'a> {
     /// The protected header, parsed strictly.
     pub header: Header,
+    /// The header's other members, parsed as strictly and never read here
+    /// (see [`Jws::header_member`]).
+    other: serde_json::Map<String, Value>,
     signing_input: &'a str,
     payload: Vec<u8>,
     signature: Vec<u8>,
@@ -98,6 +101,7 @@ pub fn decode(token: &str) -> Result<Jws<'_>, JoseError> {
     let signature = decode_part(s, "the signature")?;
     Ok(Jws {
         header,
+        other: split.rest,
         signing_input: &token[..h.len() + 1 + p.len()],
         payload,
         signature,
@@ -115,6 +119,14 @@ impl Jws<'_> {
             });
         }
         key.verify(self.signing_input.as_bytes(), &self.signature)
+    }
+
+    /// A header member other than `alg`, `kid`, `typ` and `crit`, as parsed
+    /// by [`decode`]: for a profile whose rules read more of the header (a
+    /// DPoP proof's `jwk`), so that it is not parsed twice. Verification
+    /// never looks at these.
+    pub fn header_member(&self, name: &str) -> Option<&Value> {
+        self.other.get(name)
     }
 
     /// The payload bytes; trust them only after [`Jws::verify`] succeeded.

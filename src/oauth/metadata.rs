@@ -64,6 +64,11 @@ pub fn authorization_server(input: &MetadataInput<'_>) -> Map<String, Value> {
     );
     put("revocation_endpoint_auth_methods_supported", json!(AUTH_METHODS));
     put("revocation_endpoint_auth_signing_alg_values_supported", endpoint_algs);
+    // RFC 9449 §5.1: the algorithms accepted in DPoP proofs.
+    put(
+        "dpop_signing_alg_values_supported",
+        json!(crate::dpop::DPOP_ALGS.map(|a| a.as_str())),
+    );
     if let Some(scopes) = &input.scopes {
         put("scopes_supported", json!(scopes));
     }

@@ -96,9 +96,14 @@ pub struct Introspection {
     /// The token's id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
-    /// `Bearer` for an access token, `refresh_token` for a refresh token.
+    /// `Bearer` for an access token, `DPoP` for a DPoP-bound one (RFC 9449
+    /// §6.2), `refresh_token` for a refresh token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
+    /// The confirmation of a DPoP-bound token: `{"jkt": <thumbprint>}`, as
+    /// the token carries it (RFC 9449 §6.2, RFC 7800).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<serde_json::Value>,
     /// The refresh family the token belongs to (an access token issued from
     /// one, or a refresh token): the OpenID Connect session id.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,7 +134,8 @@ impl Introspection {
             iat: Some(c.iat),
             nbf: c.nbf,
             jti: Some(c.jti.clone()),
-            token_type: Some("Bearer"),
+            token_type: Some(if c.cnf_jkt().is_some() { "DPoP" } else { "Bearer" }),
+            cnf: c.cnf_jkt().map(|jkt| serde_json::json!({ "jkt": jkt })),
             sid: c.sid().map(str::to_owned),
         }
     }

@@ -1,6 +1,7 @@
 // The SDK in a real browser (Debian's Chromium, driven by playwright-core)
 // against a real tokensmith (`serve --dev`, 8 s tokens) and the demo backend
-// (the identity_backend example). Started by scripts/browser-test, which
+// (the identity_backend example), and the demo plugin backend (the
+// plugin_backend example, for DPoP). Started by scripts/browser-test, which
 // passes their addresses and the dev client's keys in the environment.
 //
 // Pages: a blank page of this runner's on 127.0.0.1 (an origin the dev
@@ -14,6 +15,7 @@ import http from "node:http";
 import { mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { chromium } from "playwright-core";
+import { generateKeyPair, generateProof } from "dpop";
 
 const env = (name) => {
   const v = process.env[name];
@@ -24,6 +26,7 @@ const ISSUER = env("TS_ISSUER");
 const API_KEY = env("TS_API_KEY");
 const CLIENT_KEY = env("TS_PUBLIC_KEY");
 const DEMO = env("DEMO_URL");
+const PLUGIN = env("PLUGIN_URL");
 const TTL = Number(env("TS_TTL"));
 const SCREENSHOT = env("SCREENSHOT");
 
@@ -459,4 +462,66 @@ test("nothing token-shaped is left in localStorage, sessionStorage or document.c
   t.diagnostic(`checked ${frames.length} frames and ${cookies.length} cookie(s) against ${tokens.length} tokens and ${refreshTokens.length} refresh tokens seen on the wire`);
   t.diagnostic(`requests: browser POST /v1/exchange ${p.count("POST", "/v1/exchange")}, POST /v1/guest ${p.count("POST", "/v1/guest")}, POST /v1/refresh ${p.count("POST", "/v1/refresh")}, POST /api/widget-auth ${p.count("POST", "/api/widget-auth")}`);
   await p.context.close();
+});
+
+test("DPoP: a bound token from the page works with the page's key only; taken out and replayed with another key, without a proof or as Bearer, the demo plugin refuses it", { timeout: 60_000 }, async (t) => {
+  // A visitor token with the plugin's read scope, as a host's backend mints it.
+  const minted = await fetch(`${ISSUER}/v1/tokens`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+    body: JSON.stringify({ sub: "dora", scopes: ["read:orders"], purpose: "exchange" }),
+  });
+  assert.equal(minted.status, 200);
+  const visitor = (await minted.json()).token;
+  // The page is on the plugin's origin (one the dev client allows), so
+  // widget.fetch is same-origin: the plugin serves no page, so the page is
+  // its 401 answer to a request without a token.
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const sent = [];
+  page.on("request", (r) => sent.push(r));
+  assert.equal((await page.goto(`${PLUGIN}/orders`)).status(), 401);
+  await loadSdk(page);
+  const orders = `${PLUGIN}/orders`;
+  const use = () => page.evaluate(async (url) => {
+    const r = await window.widget.fetch(url);
+    return { status: r.status, body: await r.json() };
+  }, orders);
+  const token = await page.evaluate(async ({ issuer, clientKey, visitor }) => {
+    window.widget = track(ts.widgetAuth({ issuer, clientKey, visitorToken: async () => visitor, dpop: true }));
+    return (await window.widget.token()).token;
+  }, { issuer: ISSUER, clientKey: CLIENT_KEY, visitor });
+  const claims = claimsOf(token);
+  assert.match(claims.cnf?.jkt ?? "", /^[\w-]{43}$/, "the token is bound to the page's key");
+  assert.deepEqual(claims.scopes, ["read:orders"]);
+  // The page's own request: Authorization: DPoP and a proof by its key.
+  const own = await use();
+  assert.equal(own.status, 200, JSON.stringify(own.body));
+  assert.equal(own.body.sub, "dora");
+  const call = await sent.findLast((r) => r.url() === orders && r.method() === "GET").allHeaders();
+  assert.equal(call.authorization, `DPoP ${token}`);
+  assert.match(call.dpop, /^eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+$/);
+
+  // The token taken out of the page: the page's key is not extractable, so
+  // a thief can only sign with a key of their own (a correct proof for
+  // this request and this token, by the dpop npm package), or send none.
+  const thief = await generateKeyPair("ES256");
+  const replays = [
+    ["another key's proof", { authorization: `DPoP ${token}`, dpop: await generateProof(thief, orders, "GET", undefined, token) }],
+    ["no proof", { authorization: `DPoP ${token}` }],
+    ["the Bearer scheme", { authorization: `Bearer ${token}` }],
+  ];
+  for (const [what, headers] of replays) {
+    const r = await fetch(orders, { headers });
+    const body = await r.json();
+    assert.equal(r.status, 401, `${what}: ${JSON.stringify(body)}`);
+    assert.equal(body.error, "invalid_dpop_proof", what);
+    // RFC 9449 §7.1: the DPoP scheme, its error code and the algorithms.
+    assert.match(r.headers.get("www-authenticate") ?? "", /^DPoP error="invalid_dpop_proof", algs="[A-Z0-9 a-z]+"$/, what);
+    t.diagnostic(`${what}: 401 ${body.error} (${body.error_description})`);
+  }
+  // The refusals spent nothing: the page still gets its orders.
+  assert.equal((await use()).status, 200);
+  assert.deepEqual(await page.evaluate(() => window.errors), []);
+  await context.close();
 });

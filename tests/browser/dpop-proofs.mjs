@@ -1,6 +1,6 @@
 // Proofs made by an independent DPoP implementation (the `dpop` npm
 // package, panva), for tests/suite/dpop.rs. Line-delimited JSON on stdin
-// and stdout: the first line {"alg": "ES256" | "RS256" | "PS256"} makes a
+// and stdout: the first line {"alg": "ES256" | "RS256" | "PS256" | "Ed25519"} makes a
 // fresh key pair and answers {"jkt": "..."}; every later line
 // {"htm", "htu", "accessToken"?, "nonce"?} answers {"proof": "..."} made
 // with that key.

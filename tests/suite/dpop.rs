@@ -294,6 +294,60 @@ async fn a_client_that_requires_dpop_gets_nothing_without_a_proof() {
     assert_eq!(r.json()["token_type"], "DPoP");
 }
 
+/// `/oauth2/token` (client credentials, Basic `shop_123`) with `dpop`.
+async fn oauth_token(app: &TestApp, dpop: Option<String>) -> Resp {
+    let mut req = Request::post("/oauth2/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", format!("Basic {}", basic("shop_123", SHOP_KEY)));
+    if let Some(p) = dpop {
+        req = req.header("dpop", p);
+    }
+    app.send(req.body(Body::from("grant_type=client_credentials")).unwrap())
+        .await
+}
+
+async fn introspect(app: &TestApp, token: &str) -> Value {
+    let req = Request::post("/oauth2/introspect")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", format!("Basic {}", basic("shop_123", SHOP_KEY)))
+        .body(Body::from(format!("token={token}")))
+        .unwrap();
+    let r = app.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+#[tokio::test]
+async fn the_token_endpoint_and_introspection_say_dpop_and_the_key_of_a_bound_token() {
+    let app = TestApp::base();
+    let key = es256();
+    // RFC 9449 §5: token_type DPoP for a bound token, Bearer otherwise.
+    let r = oauth_token(&app, Some(proof(&key, "POST", "/oauth2/token", None))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["token_type"], "DPoP");
+    let bound = r.json()["access_token"].as_str().unwrap().to_owned();
+    let r = oauth_token(&app, None).await;
+    assert_eq!(r.json()["token_type"], "Bearer");
+    let plain = r.json()["access_token"].as_str().unwrap().to_owned();
+
+    // RFC 9449 §6.2, RFC 7662: the binding is in the introspection answer.
+    let i = introspect(&app, &bound).await;
+    assert_eq!(i["active"], true, "{i}");
+    assert_eq!(i["token_type"], "DPoP");
+    assert_eq!(i["cnf"], json!({ "jkt": jkt(&key) }));
+    // A token bound through /v1/tokens says the same.
+    let v1 = bound_token(&app, &key).await;
+    let i = introspect(&app, &v1).await;
+    assert_eq!(
+        (&i["token_type"], &i["cnf"]["jkt"]),
+        (&json!("DPoP"), &json!(jkt(&key)))
+    );
+    let i = introspect(&app, &plain).await;
+    assert_eq!(i["active"], true, "{i}");
+    assert_eq!(i["token_type"], "Bearer");
+    assert!(i.get("cnf").is_none(), "{i}");
+}
+
 fn basic(id: &str, secret: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
@@ -517,7 +571,8 @@ impl Drop for NpmKey {
 
 #[tokio::test]
 async fn proofs_of_the_dpop_npm_package_are_accepted() {
-    for alg in ["ES256", "RS256", "PS256"] {
+    // Ed25519: the package names it so (RFC 9864), never EdDSA.
+    for alg in ["ES256", "RS256", "PS256", "Ed25519"] {
         let Some(key) = NpmKey::new(alg) else {
             return;
         };

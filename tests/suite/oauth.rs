@@ -309,6 +309,12 @@ async fn metadata_documents_say_what_the_service_does() {
             json!(["RS256", "PS256", "ES256", "EdDSA"])
         );
         assert_eq!(d["scopes_supported"], json!(["chat", "read:orders", "write:orders"]));
+        // RFC 9449 §5.1: what DPoP proofs may be signed with, as the
+        // WWW-Authenticate challenge's algs say.
+        assert_eq!(
+            d["dpop_signing_alg_values_supported"],
+            json!(["ES256", "EdDSA", "RS256", "PS256"])
+        );
         assert!(d.get("authorization_endpoint").is_none());
         let again = app
             .send(
