@@ -137,11 +137,6 @@ impl Authority {
         format!("{}{path}", self.dpop.base_url)
     }
 
-    /// A fresh server nonce, for a `DPoP-Nonce` header.
-    pub fn dpop_nonce(&self) -> String {
-        self.dpop.rules.nonces.current(self.clock.now())
-    }
-
     /// The proof of a token request (`DPoP` header) to `path` with
     /// `method`: checked, and its `jti` spent. The token of the request is
     /// then bound to the proof's key.
@@ -197,25 +192,34 @@ impl Authority {
         presented: Presentation<'_>,
         now: i64,
     ) -> Result<(), AuthorityError> {
-        match (claims.cnf_jkt(), presented) {
-            (None, Presentation::Bearer) => Ok(()),
-            (Some(_), Presentation::Bearer) => Err(DpopError::Invalid(
+        Self::dpop_presentation(claims, matches!(presented, Presentation::Dpop(_)))?;
+        let (Some(jkt), Presentation::Dpop(req)) = (claims.cnf_jkt(), presented) else {
+            return Ok(());
+        };
+        let req = ProofRequest {
+            access_token: Some(token),
+            ..req
+        };
+        let proof = dpop::check(&req, rules, now)?;
+        if proof.jkt != jkt {
+            return Err(DpopError::Invalid("the token is bound to another key".into()).into());
+        }
+        spend(store, &proof, rules.iat_window, now).await
+    }
+
+    /// How a verified token may be presented, before any proof is read: a
+    /// bound one (`cnf.jkt`) only with `Authorization: DPoP`, an unbound one
+    /// only as a Bearer token. Part of [`admit_dpop`](Authority::admit_dpop);
+    /// on its own for a `Bearer` extractor that takes no DPoP at all.
+    pub fn dpop_presentation(claims: &Claims, as_dpop: bool) -> Result<(), AuthorityError> {
+        match (claims.cnf_jkt().is_some(), as_dpop) {
+            (false, false) | (true, true) => Ok(()),
+            (true, false) => Err(DpopError::Invalid(
                 "the token is DPoP-bound: present it with Authorization: DPoP and a proof".into(),
             )
             .into()),
-            (None, Presentation::Dpop(_)) => {
+            (false, true) => {
                 Err(DpopError::Invalid("the token is not DPoP-bound: present it as a Bearer token".into()).into())
-            }
-            (Some(jkt), Presentation::Dpop(req)) => {
-                let req = ProofRequest {
-                    access_token: Some(token),
-                    ..req
-                };
-                let proof = dpop::check(&req, rules, now)?;
-                if proof.jkt != jkt {
-                    return Err(DpopError::Invalid("the token is bound to another key".into()).into());
-                }
-                spend(store, &proof, rules.iat_window, now).await
             }
         }
     }

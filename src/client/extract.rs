@@ -432,10 +432,9 @@ impl BearerConfig {
         let refuse = |why: &str| BearerRejection(ApiError::from(AuthorityError::from(DpopError::Invalid(why.into()))));
         let (Some(dpop), Some(store)) = (&self.dpop, &self.store) else {
             return match presented {
-                Presented::Bearer(_) if claims.cnf_jkt().is_none() => Ok(()),
-                Presented::Bearer(_) => Err(refuse(
-                    "the token is DPoP-bound: present it with Authorization: DPoP and a proof",
-                )),
+                Presented::Bearer(_) => {
+                    Authority::dpop_presentation(claims, false).map_err(|e| BearerRejection(ApiError::from(e)))
+                }
                 Presented::Dpop { .. } => Err(refuse("this resource does not accept DPoP")),
             };
         };
