@@ -32,6 +32,7 @@ mod dpop;
 mod env;
 mod oauth;
 mod raw;
+mod store;
 #[cfg(test)]
 mod tests;
 

@@ -362,55 +362,6 @@ pub enum AnyStore {
 }
 
 impl AnyStore {
-    /// The store `[store]` describes: memory (with its background sweeper),
-    /// or Redis with keys namespaced by `namespace` (the issuer).
-    ///
-    /// Its epoch is the second after `clock`'s now, for a memory store (a
-    /// new process knows nothing of what an earlier one consumed) and for a
-    /// Redis namespace that has none yet (it cannot tell a new namespace
-    /// from one whose Redis lost its state); an existing Redis epoch is
-    /// kept. Returns once `clock` has reached the epoch (at most about a
-    /// second), so every token issued after this returns can be consumed.
-    pub async fn from_config(
-        cfg: &crate::config::StoreConfig,
-        namespace: &str,
-        clock: &dyn Clock,
-    ) -> Result<AnyStore, StoreError> {
-        let epoch = clock.now().saturating_add(1);
-        let tls = || {
-            self::redis::RedisTls::from_files(
-                cfg.redis_ca_file.as_deref(),
-                cfg.redis_client_cert_file.as_deref(),
-                cfg.redis_client_key_file.as_deref(),
-            )
-            // Checked when the config was loaded; a file changed since.
-            .map_err(|e| StoreError::Unavailable(format!("redis TLS: {e}")))
-        };
-        let store = match cfg.backend {
-            crate::config::StoreBackend::Memory => {
-                AnyStore::Memory(memory::MemoryStore::start(cfg.capacity).with_epoch(epoch))
-            }
-            crate::config::StoreBackend::Redis if cfg.redis_cluster.is_empty() => AnyStore::Redis(
-                self::redis::RedisStore::connect_with_tls(&cfg.redis_url, &tls()?, namespace, cfg.timeout, epoch)
-                    .await?
-                    .with_wait_replicas(cfg.redis_wait_replicas),
-            ),
-            crate::config::StoreBackend::Redis => AnyStore::Redis(
-                self::redis::RedisStore::connect_cluster_with_tls(
-                    &cfg.redis_cluster,
-                    &tls()?,
-                    namespace,
-                    cfg.timeout,
-                    epoch,
-                )
-                .await?
-                .with_wait_replicas(cfg.redis_wait_replicas),
-            ),
-        };
-        store.wait_for_epoch(clock).await;
-        Ok(store)
-    }
-
     /// The epoch as this store last knew it (a Redis epoch can move later,
     /// when a consume finds the state lost).
     pub fn epoch(&self) -> i64 {
