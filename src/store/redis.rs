@@ -176,6 +176,7 @@ mod conn;
 mod durability;
 mod layout;
 mod ops;
+mod reply;
 mod scripts;
 mod stats;
 mod tls;
@@ -185,6 +186,7 @@ pub use tls::{RedisTls, TlsFileError};
 use conn::{is_connection_error, start_reconnecting, Conn};
 pub use layout::namespace_id;
 use layout::Layout;
+use reply::{bad_reply, evalsha, in_runtime, outcome_of, pxat, revocation_in_force, texts};
 use scripts::{CONSUME_LUA, CONSUME_MARK_LUA, RATE_LUA, REFRESH_INSERT_LUA, REFRESH_SPEND_LUA, REVOKE_LUA, UNMARK_LUA};
 
 use super::{
@@ -568,66 +570,5 @@ impl fmt::Debug for RedisStore {
             .field("timeout", &self.inner.timeout)
             .field("wait_replicas", &self.inner.wait_replicas)
             .finish_non_exhaustive()
-    }
-}
-
-/// `EVALSHA <script's hash> <n> <keys…>`; the caller adds the arguments.
-fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
-    let mut cmd = ::redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
-    cmd
-}
-
-/// Tokio timers and the connection manager need a runtime; without one,
-/// answer an error instead of panicking.
-fn in_runtime() -> Result<(), StoreError> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(_) => Ok(()),
-        Err(e) => Err(StoreError::Unavailable(format!(
-            "redis: called outside a Tokio runtime: {e}"
-        ))),
-    }
-}
-
-/// Unix seconds → the milliseconds `PXAT`/`PEXPIREAT` take.
-fn pxat(secs: i64) -> i64 {
-    secs.clamp(1, MAX_UNIX_SECS) * 1000
-}
-
-fn bad_reply(what: &str, reply: impl fmt::Debug) -> StoreError {
-    StoreError::Unavailable(format!("redis {what}: unexpected reply {reply:?}"))
-}
-
-/// Every text in a reply (one per node of a multi-node reply).
-fn texts(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::BulkString(bytes) => out.push(String::from_utf8_lossy(bytes).into_owned()),
-        Value::SimpleString(text) => out.push(text.clone()),
-        Value::VerbatimString { text, .. } => out.push(text.clone()),
-        Value::Array(items) | Value::Set(items) => items.iter().for_each(|v| texts(v, out)),
-        // Address → reply: only the replies.
-        Value::Map(pairs) => pairs.iter().for_each(|(_, v)| texts(v, out)),
-        _ => {}
-    }
-}
-
-fn outcome_of(outcome: &str) -> Result<ConsumeOutcome, StoreError> {
-    match outcome {
-        "first" => Ok(ConsumeOutcome::FirstUse),
-        "retried" => Ok(ConsumeOutcome::Retried),
-        "replayed" => Ok(ConsumeOutcome::Replayed),
-        "revoked" => Ok(ConsumeOutcome::Revoked),
-        "lost" => Ok(ConsumeOutcome::StateLost),
-        _ => Err(bad_reply("consume", outcome)),
-    }
-}
-
-/// The `revoked_at` of a revocation entry (`"<revoked_at> <until>"`), if
-/// it is still in force at `now`.
-fn revocation_in_force(what: &str, entry: &str, now: i64) -> Result<Option<i64>, StoreError> {
-    let mut parts = entry.split(' ').map(str::parse::<i64>);
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(Ok(revoked_at)), Some(Ok(until)), None) => Ok((until > now).then_some(revoked_at)),
-        _ => Err(bad_reply(what, entry)),
     }
 }
