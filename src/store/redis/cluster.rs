@@ -90,6 +90,15 @@ impl RedisStore {
         Ok(())
     }
 
+    /// The family whose slot holds refresh token `hash`'s keys: found by its
+    /// index on a cluster (`None`: no such token), `""` on one Redis.
+    pub(super) async fn family_slot_of(&self, what: &'static str, hash: &str) -> Result<Option<String>, StoreError> {
+        if !self.is_cluster() {
+            return Ok(Some(String::new()));
+        }
+        Ok(self.family_of(what, hash).await?.map(|(family, _)| family))
+    }
+
     /// The family of refresh token `hash` and the family's expiry (ms), from
     /// its index (a cluster).
     pub(super) async fn family_of(&self, what: &'static str, hash: &str) -> Result<Option<(String, i64)>, StoreError> {

@@ -153,13 +153,8 @@ impl Store for RedisStore {
     }
 
     async fn refresh_peek(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
-        let family = if self.is_cluster() {
-            let Some((family, _)) = self.family_of("refresh_peek", hash).await? else {
-                return Ok(None);
-            };
-            family
-        } else {
-            String::new()
+        let Some(family) = self.family_slot_of("refresh_peek", hash).await? else {
+            return Ok(None);
         };
         let mut cmd = ::redis::cmd("HMGET");
         cmd.arg(self.inner.keys.in_family("refresh", hash, &family))
@@ -228,13 +223,8 @@ impl Store for RedisStore {
     async fn refresh_live(&self, hash: &str, now: i64) -> Result<Option<RefreshRecord>, StoreError> {
         // Single-key reads, no script: introspection need not be atomic. On
         // a cluster the token's keys live in its family's slot, found first.
-        let family = if self.is_cluster() {
-            let Some((family, _)) = self.family_of("refresh_live", hash).await? else {
-                return Ok(None);
-            };
-            family
-        } else {
-            String::new()
+        let Some(family) = self.family_slot_of("refresh_live", hash).await? else {
+            return Ok(None);
         };
         let mut cmd = ::redis::cmd("HMGET");
         cmd.arg(self.inner.keys.in_family("refresh", hash, &family))
