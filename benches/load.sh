@@ -3,6 +3,9 @@
 # on this machine. Prints one line per measurement; see benches/README.md.
 #   benches/load.sh                 # DUR=10 CONN=32 by default
 #   JWKS_ROUNDS=3 JWKS_ONLY=1 CONN=8 benches/load.sh   # the JWKS lines alone, alternated
+#   OAUTH_ONLY=1 benches/load.sh    # issue 11's lines alone: /v1/tokens RS256, the raw
+#                                   # sign rate, /oauth2/token (RS256, opaque on memory
+#                                   # and Redis), introspection of opaque on Redis
 #   CLUSTER=1 benches/load.sh       # the Redis Cluster lines alone: verify + consume at
 #                                   # RATE/s open loop on 3 masters + 3 replicas,
 #                                   # redis_wait_replicas = 0 and 1; memory per mark
@@ -203,7 +206,7 @@ for _ in $(seq 1 "${JWKS_ROUNDS:-1}"); do
 done
 [ "${JWKS_ONLY:-0}" = 1 ] && exit 0
 wrk_line "POST /v1/tokens RS256" -s benches/load/tokens.lua "http://127.0.0.1:$rs_PORT/v1/tokens"
-wrk_line "POST /v1/tokens ES256" -s benches/load/tokens.lua "http://127.0.0.1:$es_PORT/v1/tokens"
+[ "${OAUTH_ONLY:-0}" = 1 ] || wrk_line "POST /v1/tokens ES256" -s benches/load/tokens.lua "http://127.0.0.1:$es_PORT/v1/tokens"
 "$RELEASE/examples/sign_rate" 2 "$DUR"
 # OAuth 2.0 (issue 11): the token endpoint, JWT and opaque.
 BASIC1=$(printf '%s' "bench:$API_KEY" | base64 -w0)
@@ -212,6 +215,8 @@ OAUTH_BASIC=$BASIC1 wrk_line "POST /oauth2/token cc RS256" -s benches/load/oauth
 OAUTH_BASIC=$BASIC2 wrk_line "POST /oauth2/token cc opaque mem" -s benches/load/oauth_token.lua "http://127.0.0.1:$rs_PORT/oauth2/token"
 OAUTH_BASIC=$BASIC2 wrk_line "POST /oauth2/token cc opaque redis" -s benches/load/oauth_token.lua "http://127.0.0.1:$rd_PORT/oauth2/token"
 
+LG=$RELEASE/examples/loadgen
+if [ "${OAUTH_ONLY:-0}" != 1 ]; then
 TOKEN=$(curl -s "http://127.0.0.1:$rs_PORT/v1/tokens" -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
   -d '{"sub":"user-1","scopes":["read:orders"],"ttl":"30m"}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
 export TOKEN
@@ -222,7 +227,6 @@ NEED=$((RATE * DUR))
 for inst in rs rd; do collect_tokens "$inst" "$NEED"; done
 
 echo "== open loop at ${RATE}/s for ${DUR}s (latency from scheduled start)"
-LG=$RELEASE/examples/loadgen
 printf '%-34s ' "verify            memory"; $LG "http://127.0.0.1:$rs_PORT/v1/verify" "$API_KEY" "$W/rs.tokens" "$RATE" "$DUR" false
 printf '%-34s ' "verify + consume  memory"; $LG "http://127.0.0.1:$rs_PORT/v1/verify" "$API_KEY" "$W/rs.tokens" "$RATE" "$DUR" true
 printf '%-34s ' "verify            redis"; $LG "http://127.0.0.1:$rd_PORT/v1/verify" "$API_KEY" "$W/rd.tokens" "$RATE" "$DUR" false
@@ -230,6 +234,7 @@ redis-cli -p "$RPORT" CONFIG RESETSTAT >/dev/null
 printf '%-34s ' "verify + consume  redis"; $LG "http://127.0.0.1:$rd_PORT/v1/verify" "$API_KEY" "$W/rd.tokens" "$RATE" "$DUR" true
 echo "== redis commands per consume ($NEED consumes):"
 redis-cli -p "$RPORT" INFO commandstats | grep -E '^cmdstat_(set|mget|evalsha|eval|get):' | sed 's/^/   /'
+fi
 # OAuth 2.0 (issue 11): introspection of opaque tokens, on Redis.
 for _ in $(seq 1 200); do
   curl -s "http://127.0.0.1:$rd_PORT/oauth2/token" -u "bench-op:$API_KEY2" -d grant_type=client_credentials |

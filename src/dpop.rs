@@ -24,7 +24,9 @@ use subtle::ConstantTimeEq;
 
 use crate::jose::alg::{hmac_sha256, random_bytes, sha256};
 use crate::jose::json::parse_object_split;
-use crate::jose::{jws, Algorithm, JoseError, Jwk, VerifyingKey};
+use crate::jose::{jws, Algorithm, JoseError, Jwk};
+
+mod keys;
 
 /// The `alg`s a proof may use, in the order `algs="…"` lists them. Never
 /// `none`, never a symmetric algorithm: the proof's key is public.
@@ -321,9 +323,8 @@ pub fn check(req: &ProofRequest<'_>, rules: &DpopRules, now: i64) -> Result<Proo
         jws.header.alg = alg.as_str().to_owned();
     }
     let jwk = header_key(jws.header_member("jwk"), alg)?;
-    let public = jwk.public_key().map_err(|e| DpopError::invalid(e.to_string()))?;
-    let key = VerifyingKey::from_public(alg, &public).map_err(|e| DpopError::invalid(e.to_string()))?;
-    jws.verify(&key)
+    let key = keys::proof_key(&jwk, alg).map_err(|e| DpopError::invalid(e.to_string()))?;
+    jws.verify(&key.key)
         .map_err(|_| DpopError::invalid("the signature does not verify with the jwk"))?;
     let [htm, htu, iat, jti, nonce, ath_claim] = parse_object_split(jws.payload(), "the payload", &PROOF_CLAIMS)
         .map_err(|e| DpopError::invalid(e.to_string()))?
@@ -375,9 +376,8 @@ pub fn check(req: &ProofRequest<'_>, rules: &DpopRules, now: i64) -> Result<Proo
             }
         }
     }
-    let jkt = jwk.thumbprint().map_err(|e| DpopError::invalid(e.to_string()))?;
     Ok(Proof {
-        jkt,
+        jkt: key.jkt.clone(),
         jti: jti.to_owned(),
         iat,
     })

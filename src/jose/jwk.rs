@@ -119,6 +119,14 @@ impl Jwk {
     /// The RFC 7638 SHA-256 thumbprint: the required members in
     /// lexicographic order, no white space, hashed, base64url.
     pub fn thumbprint(&self) -> Result<String, JoseError> {
+        Ok(b64(&sha256(self.thumbprint_input()?.as_bytes())))
+    }
+
+    /// The JSON whose SHA-256 is the [`thumbprint`](Jwk::thumbprint): the
+    /// key type's required public members, in lexicographic order, without
+    /// whitespace (RFC 7638 §3.2). Two JWKs with the same input are the same
+    /// public key.
+    pub fn thumbprint_input(&self) -> Result<String, JoseError> {
         let s = |v: &Option<String>, name: &str| -> Result<String, JoseError> {
             Ok(serde_json::to_string(member(v, name)?).unwrap_or_default())
         };
@@ -137,7 +145,7 @@ impl Jwk {
             ),
             other => return Err(JoseError::InvalidKey(format!("no thumbprint for kty {other:?}"))),
         };
-        Ok(b64(&sha256(canonical.as_bytes())))
+        Ok(canonical)
     }
 
     /// True when the key may verify signatures: its `use` is `sig` or absent,
