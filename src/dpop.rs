@@ -299,10 +299,8 @@ fn htu_matches(htu: &str, expected: &str) -> Result<bool, DpopError> {
     Ok(normalize_htu(htu)? == expected)
 }
 
-/// Checks `req` at `now` by `rules`: everything but the single use of its
-/// `jti`, which the caller must mark (see the module docs).
-pub fn check(req: &ProofRequest<'_>, rules: &DpopRules, now: i64) -> Result<Proof, DpopError> {
-    let mut jws = jws::decode(req.proof).map_err(|e| DpopError::invalid(e.to_string()))?;
+/// The header checks of a proof: `typ`, `alg`, and the `jwk` it carries.
+fn check_header(jws: &jws::Jws<'_>) -> Result<(Algorithm, Jwk), DpopError> {
     if !jws
         .header
         .typ
@@ -317,13 +315,34 @@ pub fn check(req: &ProofRequest<'_>, rules: &DpopRules, now: i64) -> Result<Proo
             jws.header.alg
         ))
     })?;
-    // `Ed25519` is EdDSA by another name: the signature is checked as EdDSA
-    // (with an OKP Ed25519 key only: `header_key` and `public_key` see to it).
-    if jws.header.alg != alg.as_str() {
-        jws.header.alg = alg.as_str().to_owned();
-    }
-    let jwk = header_key(jws.header_member("jwk"), alg)?;
-    let key = keys::proof_key(&jwk, alg).map_err(|e| DpopError::invalid(e.to_string()))?;
+    Ok((alg, header_key(jws.header_member("jwk"), alg)?))
+}
+
+/// Checks `req` at `now` by `rules`: everything but the single use of its
+/// `jti`, which the caller must mark (see the module docs).
+pub fn check(req: &ProofRequest<'_>, rules: &DpopRules, now: i64) -> Result<Proof, DpopError> {
+    let segment = req.proof.split('.').next().unwrap_or_default();
+    let (jws, key) = match keys::PROOF_HEADERS.cached(segment) {
+        // The same header text as a proof checked before: the same header,
+        // key and thumbprint (see `keys`).
+        Some(hit) => (
+            jws::decode_with_header(req.proof, segment, hit.header.clone())
+                .map_err(|e| DpopError::invalid(e.to_string()))?,
+            hit,
+        ),
+        None => {
+            let mut jws = jws::decode(req.proof).map_err(|e| DpopError::invalid(e.to_string()))?;
+            let (alg, jwk) = check_header(&jws)?;
+            // `Ed25519` is EdDSA by another name: the signature is checked
+            // as EdDSA (with an OKP Ed25519 key only: `header_key` and
+            // `public_key` see to it).
+            alg.as_str().clone_into(&mut jws.header.alg);
+            let key = keys::PROOF_HEADERS
+                .keep(segment, &jws.header, alg, &jwk)
+                .map_err(|e| DpopError::invalid(e.to_string()))?;
+            (jws, key)
+        }
+    };
     jws.verify(&key.key)
         .map_err(|_| DpopError::invalid("the signature does not verify with the jwk"))?;
     let [htm, htu, iat, jti, nonce, ath_claim] = parse_object_split(jws.payload(), "the payload", &PROOF_CLAIMS)

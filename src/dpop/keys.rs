@@ -1,124 +1,174 @@
-//! The proof keys last seen, parsed: a browser signs every proof with the
-//! same key, so parsing its JWK into a provider key (for P-256, decoding
-//! and validating the point) and hashing its thumbprint happen once per key,
-//! not once per proof.
+//! The proof headers last seen, decoded and checked, with their keys parsed.
 //!
-//! An entry is found by the proof's `alg` and the key's RFC 7638 thumbprint
-//! input, which names the public key completely (every required member, in
-//! one canonical form), so a hit is the very key the proof carries. Keys
-//! that fail to parse are never kept. The cache is a fixed array of slots
-//! chosen by a hash of the input: a key that lands in a taken slot replaces
-//! the one there, so memory is bounded whatever keys callers send, and a
-//! flood of fresh keys costs each of them one parse, as without the cache.
+//! A client signs every proof with the same key, and a proof's protected
+//! header (`typ`, `alg`, `jwk`) is then the same text every time. Decoding
+//! it, checking it, parsing the key into a provider key (for P-256, decoding
+//! and validating the point) and hashing its thumbprint are the same work
+//! with the same result for every proof with that header text, so they are
+//! done once: an entry is found by the header segment itself, compared in
+//! full, and only headers that passed every check of [`check`](super::check)
+//! are kept. The payload and signature of every proof are decoded and
+//! checked as always.
+//!
+//! The cache is a fixed array of slots chosen by a hash of the segment: a
+//! header that lands in a taken slot replaces the one there, so memory is
+//! bounded whatever headers callers send, and a flood of fresh keys costs
+//! each of them the one full decode it cost without the cache.
 
 use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::{Hash as _, Hasher as _};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-
-use crate::jose::alg::sha256;
+use crate::jose::jws::Header;
 use crate::jose::{Algorithm, JoseError, Jwk, VerifyingKey};
 
-/// How many keys are kept.
+/// How many headers are kept.
 const SLOTS: usize = 64;
 
-/// A parsed proof key and its thumbprint (`cnf.jkt` of what it binds).
+/// How much of the end of a segment its slot is chosen by: the end of the
+/// key (`y`, `x` or `n`), random for every key.
+const HASHED_TAIL: usize = 48;
+
+/// A proof header that passed the checks: as decoded, with its key parsed.
 #[derive(Debug)]
-pub(crate) struct ProofKey {
-    alg: Algorithm,
-    input: String,
-    pub(crate) key: VerifyingKey,
-    pub(crate) jkt: String,
+pub(super) struct ProofHeader {
+    segment: String,
+    /// The header, `alg` as the name the signature is checked under.
+    pub(super) header: Header,
+    pub(super) key: VerifyingKey,
+    /// The key's RFC 7638 thumbprint: `cnf.jkt` of what it binds.
+    pub(super) jkt: String,
 }
 
-type Slot = Mutex<Option<Arc<ProofKey>>>;
+type Slot = Mutex<Option<Arc<ProofHeader>>>;
 
-static CACHE: [Slot; SLOTS] = [const { Mutex::new(None) }; SLOTS];
-
-fn slot_of(alg: Algorithm, input: &str) -> &'static Slot {
-    let mut h = DefaultHasher::new();
-    alg.hash(&mut h);
-    input.hash(&mut h);
-    // The remainder is below SLOTS, so the cast cannot truncate.
-    #[allow(clippy::cast_possible_truncation)]
-    &CACHE[(h.finish() % SLOTS as u64) as usize]
+/// A cache of checked proof headers.
+pub(super) struct ProofHeaders {
+    slots: [Slot; SLOTS],
 }
 
-/// `jwk` (already checked to be a public key of `alg`'s type) parsed for
-/// `alg`, from the cache when it holds it.
-pub(crate) fn proof_key(jwk: &Jwk, alg: Algorithm) -> Result<Arc<ProofKey>, JoseError> {
-    let input = jwk.thumbprint_input()?;
-    let slot = slot_of(alg, &input);
-    if let Some(hit) = slot.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
-        if hit.alg == alg && hit.input == input {
-            return Ok(Arc::clone(hit));
+/// The process's cache, which [`check`](super::check) uses.
+pub(super) static PROOF_HEADERS: ProofHeaders = ProofHeaders::new();
+
+impl ProofHeaders {
+    pub(super) const fn new() -> ProofHeaders {
+        ProofHeaders {
+            slots: [const { Mutex::new(None) }; SLOTS],
         }
     }
-    let key = VerifyingKey::from_public(alg, &jwk.public_key()?)?;
-    let jkt = URL_SAFE_NO_PAD.encode(sha256(input.as_bytes()));
-    let parsed = Arc::new(ProofKey { alg, input, key, jkt });
-    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&parsed));
-    Ok(parsed)
+
+    fn slot_of(&self, segment: &str) -> &Slot {
+        let tail = &segment.as_bytes()[segment.len().saturating_sub(HASHED_TAIL)..];
+        let mut h = DefaultHasher::new();
+        segment.len().hash(&mut h);
+        tail.hash(&mut h);
+        // The remainder is below SLOTS, so the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        &self.slots[(h.finish() % SLOTS as u64) as usize]
+    }
+
+    /// The entry for header segment `segment`, if it is kept.
+    pub(super) fn cached(&self, segment: &str) -> Option<Arc<ProofHeader>> {
+        let slot = self.slot_of(segment).lock().unwrap_or_else(PoisonError::into_inner);
+        slot.as_ref().filter(|hit| hit.segment == segment).map(Arc::clone)
+    }
+
+    /// Parses `jwk` for `alg` and keeps it under `segment`, the header
+    /// segment that decoded to `header` and passed every header check with
+    /// `jwk`.
+    pub(super) fn keep(
+        &self,
+        segment: &str,
+        header: &Header,
+        alg: Algorithm,
+        jwk: &Jwk,
+    ) -> Result<Arc<ProofHeader>, JoseError> {
+        let key = VerifyingKey::from_public(alg, &jwk.public_key()?)?;
+        let entry = Arc::new(ProofHeader {
+            segment: segment.to_owned(),
+            header: header.clone(),
+            key,
+            jkt: jwk.thumbprint()?,
+        });
+        *self.slot_of(segment).lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&entry));
+        Ok(entry)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::jose::SigningKey;
+    use crate::jose::{jws, SigningKey};
 
-    fn jwk(alg: Algorithm) -> Jwk {
+    /// A header segment, its header and JWK, for a fresh key of `alg`.
+    fn header(alg: Algorithm) -> (String, Header, Jwk) {
         let key = SigningKey::generate(alg, 2048).unwrap().0;
-        Jwk::from_public(alg, key.public_key())
+        let jwk = Jwk::from_public(alg, key.public_key());
+        let proof = crate::dpop::make_proof(&key, "GET", "https://a.test/", 0, None, None).unwrap();
+        let segment = proof.split('.').next().unwrap().to_owned();
+        (segment, jws::decode(&proof).unwrap().header, jwk)
     }
 
-    /// A second look-up of the same key is the entry the first one made; its
-    /// thumbprint is the JWK's own.
+    /// What is kept is found by its segment, with the JWK's own key and
+    /// thumbprint; a look-up is the very entry kept.
     #[test]
-    fn the_same_key_is_parsed_once() {
-        let k = jwk(Algorithm::ES256);
-        let first = proof_key(&k, Algorithm::ES256).unwrap();
-        let second = proof_key(&k, Algorithm::ES256).unwrap();
-        assert!(Arc::ptr_eq(&first, &second));
-        assert_eq!(first.jkt, k.thumbprint().unwrap());
+    fn a_kept_header_is_found_by_its_segment() {
+        let cache = ProofHeaders::new();
+        let (segment, h, jwk) = header(Algorithm::ES256);
+        let kept = cache.keep(&segment, &h, Algorithm::ES256, &jwk).unwrap();
+        let hit = cache.cached(&segment).unwrap();
+        assert!(Arc::ptr_eq(&kept, &hit));
+        assert_eq!(hit.header, h);
+        assert_eq!(hit.jkt, jwk.thumbprint().unwrap());
+        assert_eq!(hit.key.algorithm(), Algorithm::ES256);
     }
 
-    /// Another key, or the same key for another `alg`, is never served the
-    /// entry of the first.
+    /// A segment that differs anywhere, even outside the hashed tail or only
+    /// in length, is not the kept one.
     #[test]
-    fn another_key_or_alg_is_another_entry() {
-        let (a, b) = (jwk(Algorithm::ES256), jwk(Algorithm::ES256));
-        let ka = proof_key(&a, Algorithm::ES256).unwrap();
-        let kb = proof_key(&b, Algorithm::ES256).unwrap();
-        assert_ne!(ka.jkt, kb.jkt);
-        assert_eq!(kb.jkt, b.thumbprint().unwrap());
-        let rsa = jwk(Algorithm::RS256);
-        let rs = proof_key(&rsa, Algorithm::RS256).unwrap();
-        let ps = proof_key(&rsa, Algorithm::PS256).unwrap();
-        assert!(!Arc::ptr_eq(&rs, &ps));
-        assert_eq!(rs.key.algorithm(), Algorithm::RS256);
-        assert_eq!(ps.key.algorithm(), Algorithm::PS256);
+    fn only_the_same_segment_is_found() {
+        let cache = ProofHeaders::new();
+        let (segment, h, jwk) = header(Algorithm::EdDSA);
+        cache.keep(&segment, &h, Algorithm::EdDSA, &jwk).unwrap();
+        let mut head_changed = segment.clone().into_bytes();
+        head_changed[0] = if head_changed[0] == b'e' { b'f' } else { b'e' };
+        for other in [
+            String::from_utf8(head_changed).unwrap(),
+            format!("A{segment}"),
+            segment[1..].to_owned(),
+        ] {
+            assert!(cache.cached(&other).is_none(), "{other}");
+        }
+        assert!(cache.cached(&segment).is_some());
     }
 
-    /// Many keys through few slots: each look-up still gets its own key.
+    /// Many headers through few slots: every look-up that finds something
+    /// finds its own key.
     #[test]
     fn evictions_never_mix_keys() {
-        let keys: Vec<Jwk> = (0..SLOTS * 2).map(|_| jwk(Algorithm::EdDSA)).collect();
-        for _ in 0..2 {
-            for k in &keys {
-                assert_eq!(proof_key(k, Algorithm::EdDSA).unwrap().jkt, k.thumbprint().unwrap());
+        let cache = ProofHeaders::new();
+        let headers: Vec<_> = (0..SLOTS * 2).map(|_| header(Algorithm::EdDSA)).collect();
+        for (segment, h, jwk) in &headers {
+            cache.keep(segment, h, Algorithm::EdDSA, jwk).unwrap();
+        }
+        let mut found = 0;
+        for (segment, _, jwk) in &headers {
+            if let Some(hit) = cache.cached(segment) {
+                assert_eq!(hit.jkt, jwk.thumbprint().unwrap());
+                found += 1;
             }
         }
+        assert!(found > 0 && found <= SLOTS, "{found}");
     }
 
-    /// A JWK that does not parse is refused every time, never kept.
+    /// A JWK that does not parse is refused and not kept.
     #[test]
-    fn a_bad_key_is_refused_each_time() {
-        let mut k = jwk(Algorithm::ES256);
-        k.x = Some("AAAA".into());
-        assert!(proof_key(&k, Algorithm::ES256).is_err());
-        assert!(proof_key(&k, Algorithm::ES256).is_err());
+    fn a_bad_key_is_refused_and_not_kept() {
+        let cache = ProofHeaders::new();
+        let (segment, h, mut jwk) = header(Algorithm::ES256);
+        jwk.x = Some("AAAA".into());
+        assert!(cache.keep(&segment, &h, Algorithm::ES256, &jwk).is_err());
+        assert!(cache.cached(&segment).is_none());
     }
 }

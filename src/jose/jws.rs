@@ -62,8 +62,8 @@ fn optional_string(value: Option<Value>, name: &str) -> Result<Option<String>, J
     }
 }
 
-/// Splits and decodes a compact JWS without checking its signature.
-pub fn decode(token: &str) -> Result<Jws<'_>, JoseError> {
+/// The three parts of a compact JWS, within the size cap.
+fn split(token: &str) -> Result<(&str, &str, &str), JoseError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JoseError::TooLarge {
             len: token.len(),
@@ -77,6 +77,12 @@ pub fn decode(token: &str) -> Result<Jws<'_>, JoseError> {
     if h.is_empty() {
         return Err(JoseError::Malformed("the header is empty".into()));
     }
+    Ok((h, p, s))
+}
+
+/// Splits and decodes a compact JWS without checking its signature.
+pub fn decode(token: &str) -> Result<Jws<'_>, JoseError> {
+    let (h, p, s) = split(token)?;
     // The members this layer reads are parsed into slots; any other member
     // (`jku`, `x5u`, `jwk`, `x5c` among them) is checked for strictness and
     // otherwise never looked at.
@@ -102,6 +108,28 @@ pub fn decode(token: &str) -> Result<Jws<'_>, JoseError> {
     Ok(Jws {
         header,
         other: split.rest,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        payload,
+        signature,
+    })
+}
+
+/// [`decode`] for a token whose header segment (the text before its first
+/// `.`) is byte for byte `segment`, which [`decode`] already turned into
+/// `header`: the payload and signature are decoded, the header is not
+/// again. Refuses a token whose header segment is not `segment`. The
+/// header's other members are not kept ([`Jws::header_member`] is `None`):
+/// the caller read what it needed when it decoded `segment`.
+pub(crate) fn decode_with_header<'a>(token: &'a str, segment: &str, header: Header) -> Result<Jws<'a>, JoseError> {
+    let (h, p, s) = split(token)?;
+    if h != segment {
+        return Err(JoseError::Malformed("not the header segment decoded before".into()));
+    }
+    let payload = decode_part(p, "the payload")?;
+    let signature = decode_part(s, "the signature")?;
+    Ok(Jws {
+        header,
+        other: serde_json::Map::new(),
         signing_input: &token[..h.len() + 1 + p.len()],
         payload,
         signature,
@@ -217,6 +245,35 @@ mod tests {
         }
         let big = format!("{token}{}", "A".repeat(MAX_TOKEN_LEN));
         assert!(matches!(decode(&big), Err(JoseError::TooLarge { .. })));
+    }
+
+    /// A token decoded with a header already decoded from its segment is
+    /// the one `decode` makes; another segment, a fourth part or a token
+    /// over the cap is refused as by `decode`.
+    #[test]
+    fn decode_with_header_reuses_only_the_same_segment() {
+        let key = ed_key();
+        let hs = header_segment(Algorithm::EdDSA, "k");
+        let token = sign(&hs, br#"{"sub":"a"}"#, &key).unwrap();
+        let full = decode(&token).unwrap();
+        let again = decode_with_header(&token, &hs, full.header.clone()).unwrap();
+        assert_eq!(again.header, full.header);
+        assert_eq!(again.payload(), full.payload());
+        assert_eq!(again.signing_input, full.signing_input);
+        again.verify(&key.verifying_key().unwrap()).unwrap();
+        let other = header_segment(Algorithm::EdDSA, "k2");
+        let refused = decode_with_header(&token, &other, full.header.clone());
+        assert!(matches!(refused, Err(JoseError::Malformed(_))));
+        for bad in [
+            format!("{token}.x"),
+            hs.clone(),
+            format!("{token}{}", "A".repeat(MAX_TOKEN_LEN)),
+        ] {
+            assert!(decode_with_header(&bad, &hs, full.header.clone()).is_err(), "{bad}");
+        }
+        let forged = format!("{hs}.e30.{}", token.rsplit('.').next().unwrap());
+        let jws = decode_with_header(&forged, &hs, full.header.clone()).unwrap();
+        assert!(jws.verify(&key.verifying_key().unwrap()).is_err());
     }
 
     /// `Jws::payload` hands the verifier exactly the decoded middle part,
