@@ -23,7 +23,7 @@ use super::MAX_UNIX_SECS;
 use crate::store::StoreError;
 
 /// Records `epoch` as the namespace's epoch unless it has one (and holds the
-/// previous layout's epoch far in the future: see `layout.rs`), and answers
+/// previous layouts' epochs far in the future: see `layout.rs`), and answers
 /// the epoch in force. Within `timeout`.
 pub(super) async fn init_epoch(
     conn: &AnyConn,
@@ -35,7 +35,7 @@ pub(super) async fn init_epoch(
     let script = Script::new(EPOCH_INIT_LUA);
     let mut call = script.prepare_invoke();
     call.key(&key)
-        .key(layout.legacy_epoch_of(None))
+        .key(&layout.previous_epochs(None))
         .arg(epoch)
         .arg(MAX_UNIX_SECS);
     let mut conn = conn.clone();
@@ -115,7 +115,7 @@ fn bucket_init_bound(timeout: Duration) -> Duration {
 
 /// On a cluster: records `epoch` in every bucket that has none (see "Redis
 /// Cluster" in the parent module), all buckets at once, within
-/// [`bucket_init_bound`] (and holds the previous layout's bucket epochs far
+/// [`bucket_init_bound`] (and holds the previous layouts' bucket epochs far
 /// in the future: see `layout.rs`);
 /// answers the latest epoch in force, the one a token must reach to be
 /// consumable in every bucket.
@@ -129,10 +129,10 @@ pub(super) async fn init_bucket_epochs(
     let mut calls = tokio::task::JoinSet::new();
     for b in 0..BUCKETS {
         let (mut conn, script, key) = (conn.clone(), std::sync::Arc::clone(&script), layout.bucket_epoch(b));
-        let legacy = layout.legacy_epoch_of(Some(b));
+        let previous = layout.previous_epochs(Some(b));
         calls.spawn(async move {
             let mut call = script.prepare_invoke();
-            call.key(&key).key(legacy).arg(epoch).arg(MAX_UNIX_SECS);
+            call.key(&key).key(&previous).arg(epoch).arg(MAX_UNIX_SECS);
             let reply: RedisResult<(i64, Option<String>)> = call.invoke_async(&mut conn).await;
             (key, reply)
         });
