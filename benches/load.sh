@@ -162,7 +162,8 @@ redis_wait_replicas = 1"
   echo "== memory per live mark (MEMORY USAGE of a mark key, 22-character jti)"
   for cp in "${CPORTS[@]}"; do
     redis-cli -p "$cp" INFO replication | grep -q '^role:master' || continue
-    key=$(redis-cli -p "$cp" --scan --pattern '*:jti:*' | head -1 || true)
+    # A mark is `ts:{<bucket>}<digest>`: no `:` after the tag.
+    key=$(redis-cli -p "$cp" --scan --pattern 'ts:{[0-9]*}[^:]*' | head -1 || true)
     [ -n "$key" ] && printf '   %s  %s bytes  (%s keys on this master)\n' "$key" \
       "$(redis-cli -p "$cp" MEMORY USAGE "$key")" "$(redis-cli -p "$cp" DBSIZE)"
   done

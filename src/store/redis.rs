@@ -14,8 +14,8 @@
 //!
 //! | key | type | holds | expires (PXAT) |
 //! |---|---|---|---|
-//! | `epoch` | string | the first `iat` this namespace can consume (Unix seconds) | never |
-//! | `m:<key>` | string | a replay mark: `1`, or `r:<retry key>` when placed with one | the mark's `expires_at` |
+//! | `mark-epoch` | string | the first `iat` this namespace can consume (Unix seconds) | never |
+//! | `<digest>` | string | a replay mark: `1`, or `r:<retry key>` when placed with one | the mark's `expires_at` |
 //! | `revoked-jti:<jti>` | string | `"<revoked_at> <until>"` | `until` |
 //! | `revoked-sub:<sub>` | string | `"<revoked_at> <until>"` | `until` |
 //! | `rate:<key>:<window start>` | counter | hits | window end |
@@ -23,12 +23,16 @@
 //! | `family:<family>` | string | `1`: the family is revoked | `family_expires_at` |
 //! | `opaque:<hash>` | string | an opaque access token's claims (JSON) | the token's `exp` + leeway |
 //!
-//! and two keys outside `ts:<id>:`, neither expiring: `ts:ns:<id>` (the
-//! namespace's name) and `tokensmith:<namespace>:epoch`, the epoch of the
-//! previous key layout, held at 9999-12-31 (see "Changing the layout").
-//! A JWT's mark, `ts:<id>:m:jti:<jti>`, costs 88 bytes of Redis memory
-//! (`MEMORY USAGE`); 104 on a Redis 7.0 cluster, whose cluster mode adds its
-//! own bookkeeping to every key.
+//! A mark's `<digest>` is 21 characters of a SHA-256 of the namespace and
+//! the mark's key (a JWT's is `jti:<jti>`), so that every mark fits
+//! Redis's smallest size class for it: 72 bytes of Redis memory (`MEMORY
+//! USAGE`), 88 on a Redis 7.0 cluster, whose cluster mode adds its own
+//! bookkeeping to every key (see "Marks" and "Memory" in `layout.rs`).
+//!
+//! Three more keys never expire: `ts:ns:<id>` (the namespace's name), and
+//! the epochs of the two layouts before this one, `ts:<id>:epoch` and
+//! `tokensmith:<namespace>:epoch`, held at 9999-12-31 (see "Changing the
+//! layout").
 //!
 //! A replay mark is one `SET key 1 NX PXAT <ms>`: one round trip, atomic
 //! across every instance. A consume (revocation check, epoch check, then
@@ -46,7 +50,8 @@
 //!
 //! A Redis that restarts without persistence, is flushed, or evicts keys
 //! forgets marks, and trusting an empty Redis would accept every token
-//! consumed before. So a namespace has an `epoch` key, with no expiry:
+//! consumed before. So a namespace has an epoch key (`mark-epoch`), with
+//! no expiry:
 //!
 //! - [`connect`](RedisStore::connect) writes it if it is missing (`SET NX`)
 //!   with the epoch its caller gives (the second after its clock's now). A
@@ -73,20 +78,36 @@
 //!
 //! # Changing the layout
 //!
-//! A store whose key names changed (this layout replaced
-//! `tokensmith:<namespace>:…`) finds none of the old keys: to it, a live
-//! deployment looks like a Redis that lost its state, and the epoch makes
-//! that safe. Connect finds no epoch under the new name and records one
-//! (the second after its clock's now), so every token issued before the
-//! switch, among them every token consumed under the old names, is refused
-//! (`replay_state_lost`), never consumed a second time. The same step sets
-//! the old layout's epoch key (on a cluster, each bucket's, which is in the
-//! same slot) to 9999-12-31: an instance of the earlier version still
-//! sharing this Redis during a rolling upgrade then refuses every consume
-//! instead of marking under names the new instances never read. The cost
-//! of an upgrade is that tokens issued before it cannot be consumed; to
-//! roll back, delete the old epoch keys (`tokensmith:<namespace>:epoch`,
-//! `tokensmith:{*}:<namespace>:epoch`) after stopping every newer instance.
+//! A store whose mark names changed (this layout replaced `ts:<id>:m:<key>`,
+//! which had replaced `tokensmith:<namespace>:…`) finds none of the old
+//! marks: to it, a live deployment looks like a Redis that lost its state,
+//! and the epoch makes that safe, provided the epoch's name changes with
+//! the marks' (here `epoch` became `mark-epoch`). Connect finds no epoch
+//! under the new name and records one (the second after its clock's now),
+//! so every token issued before the switch, among them every token consumed
+//! under the old names, is refused (`replay_state_lost`), never consumed a
+//! second time. The same step sets the earlier layouts' epoch keys (on a
+//! cluster, each bucket's, which are in the same slot) to 9999-12-31: an
+//! instance of an earlier version still sharing this Redis during a rolling
+//! upgrade then refuses every consume instead of marking under names the
+//! new instances never read. The cost of an upgrade is that tokens issued
+//! before it cannot be consumed. Revocations, refresh tokens, rate counters
+//! and opaque tokens kept their names in this change, and so their state.
+//!
+//! The epoch does not cover [`mark_once`](Store::mark_once), which knows no
+//! `iat`: a DPoP proof or a client assertion marked under the old names can
+//! be presented once more to a new instance while its own window lasts (a
+//! proof's `iat` window, an assertion's `exp` of at most five minutes ahead
+//! plus leeway), and an older instance still running marks them where the
+//! new ones do not look. To close that window, stop every older instance
+//! and start the new ones once it has passed.
+//!
+//! To roll back to the previous version, stop every newer instance and
+//! delete both epochs, the previous version's (`ts:<id>:epoch`, on a
+//! cluster `ts:{*}:<id>:epoch`) and this one's (`ts:<id>:mark-epoch`,
+//! `ts:{*}:<id>:mark-epoch`): the previous version then records a new epoch
+//! of its own, and so will this one when it comes back, so that neither
+//! consumes a token the other marked.
 //!
 //! # Redis Cluster
 //!

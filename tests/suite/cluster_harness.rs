@@ -390,15 +390,21 @@ pub fn slot(key: &str) -> u16 {
     crc % 16384
 }
 
-/// The slot of the mark `mark_key`, as the store names it on a cluster
-/// (`ts:{<FNV-1a(mark_key) mod 1024>}:…`, see `layout.rs`).
-pub fn mark_slot(mark_key: &str) -> u16 {
+/// The bucket of the mark `mark_key` on a cluster: FNV-1a mod 1024 (see
+/// `layout.rs`).
+pub fn mark_bucket(mark_key: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in mark_key.bytes() {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    slot(&format!("{{{}}}", h % 1024))
+    h % 1024
+}
+
+/// The slot of the mark `mark_key`, as the store names it on a cluster
+/// (`ts:{<bucket>}<digest>`, see `layout.rs`).
+pub fn mark_slot(mark_key: &str) -> u16 {
+    slot(&format!("{{{}}}", mark_bucket(mark_key)))
 }
 
 /// Moves `slot` from the master on `from` to the one on `to` by hand, the

@@ -21,7 +21,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::harness::{base_config, binary, free_port, Spawned, OTHER_KEY, SHOP_KEY};
-use crate::redis_harness::{commandstats, RedisServer};
+use crate::redis_harness::{commandstats, mark_name, RedisServer};
 
 /// The base config's `[tokens] leeway`, in seconds.
 const LEEWAY: i64 = 60;
@@ -879,12 +879,17 @@ async fn marks_expire_with_the_token_in_redis() {
     let mut conn = f.redis_conn().await;
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
     let id = tokensmith::store::redis::namespace_id(&f.issuer());
-    let marks: Vec<&String> = keys.iter().filter(|k| k.contains(":m:")).collect();
-    assert_eq!(
-        marks,
-        vec![&format!("ts:{id}:m:jti:{}", token.jti)],
-        "one mark, under the shared namespace: {keys:?}"
-    );
+    let mark = mark_name(&f.issuer(), &format!("jti:{}", token.jti), false);
+    // A mark is `ts:<id>:` and a digest with no `:`: every other key has a
+    // kind followed by `:`, or is an epoch.
+    let marks: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            k.strip_prefix(&format!("ts:{id}:"))
+                .is_some_and(|rest| !rest.contains(':') && !rest.ends_with("epoch"))
+        })
+        .collect();
+    assert_eq!(marks, vec![&mark], "one mark, under the shared namespace: {keys:?}");
     let pxat = (token.exp + LEEWAY) * 1000;
     let before = unix_ms();
     let pttl: i64 = redis::cmd("PTTL").arg(marks[0]).query_async(&mut conn).await.unwrap();
@@ -907,14 +912,16 @@ async fn marks_expire_with_the_token_in_redis() {
     let r = f.post(B, "/v1/revoke", SHOP_KEY, &json!({ "sub": "alice" })).await;
     assert_eq!(r.status, StatusCode::OK);
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
-    for kind in [":m:", ":revoked-jti:", ":revoked-sub:", ":rate:"] {
+    assert!(keys.contains(&mark), "the mark went away: {keys:?}");
+    for kind in [":revoked-jti:", ":revoked-sub:", ":rate:"] {
         assert!(keys.iter().any(|k| k.contains(kind)), "no {kind} key in {keys:?}");
     }
-    // But three: the namespace's epoch, which must outlive every mark, its
-    // name, and the previous layout's epoch, held shut.
+    // But four: the namespace's epoch, which must outlive every mark, its
+    // name, and the previous layouts' epochs, held shut.
     let forever = [
-        format!("ts:{id}:epoch"),
+        format!("ts:{id}:mark-epoch"),
         format!("ts:ns:{id}"),
+        format!("ts:{id}:epoch"),
         format!("tokensmith:{}:epoch", f.issuer()),
     ];
     for key in &keys {

@@ -202,3 +202,22 @@ pub async fn commandstats(conn: &mut redis::aio::MultiplexedConnection) -> std::
         })
         .collect()
 }
+
+/// The key of the mark of `key` in `namespace`, computed here apart from the
+/// store ("Marks" in `src/store/redis/layout.rs`): `ts:<id>:<digest>` on one
+/// Redis, `ts:{<bucket>}<digest>` on a cluster, `<digest>` the first 21
+/// base64url characters of a SHA-256 of the namespace and the key.
+pub fn mark_name(namespace: &str, key: &str, cluster: bool) -> String {
+    use base64::Engine as _;
+    let mut input = b"tokensmith mark\0".to_vec();
+    input.extend_from_slice(&u64::try_from(namespace.len()).unwrap().to_be_bytes());
+    input.extend_from_slice(namespace.as_bytes());
+    input.extend_from_slice(key.as_bytes());
+    let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tokensmith::jose::alg::sha256(&input));
+    let digest = &digest[..21];
+    if cluster {
+        format!("ts:{{{}}}{digest}", crate::cluster_harness::mark_bucket(key))
+    } else {
+        format!("ts:{}:{digest}", tokensmith::store::redis::namespace_id(namespace))
+    }
+}

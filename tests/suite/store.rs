@@ -1057,7 +1057,7 @@ mod redis_only {
     use tokensmith::store::{Consume, ConsumeOutcome, SpendOutcome, Store, StoreError};
 
     use super::{connect, now, record, TIMEOUT};
-    use crate::redis_harness::{commandstats, free_port, RedisServer, INSTALL_HINT};
+    use crate::redis_harness::{commandstats, free_port, mark_name, RedisServer, INSTALL_HINT};
 
     fn unix_ms() -> i64 {
         let d = std::time::SystemTime::now()
@@ -1081,21 +1081,24 @@ mod redis_only {
         let mut keys: Vec<String> = conn.keys("*").await.unwrap();
         keys.sort();
         let id = namespace_id("issuer-a");
+        let mark = mark_name("issuer-a", "jti-x", false);
         let mut expected = [
-            format!("ts:{id}:epoch"),
-            format!("ts:{id}:m:jti-x"),
+            format!("ts:{id}:mark-epoch"),
+            mark.clone(),
             format!("ts:ns:{id}"),
+            format!("ts:{id}:epoch"),
             "tokensmith:issuer-a:epoch".to_owned(),
         ];
         expected.sort();
         assert_eq!(
             keys, expected,
-            "the mark, the namespace's epoch and name, and the previous layout's epoch held shut"
+            "the mark, the namespace's epoch and name, and the previous layouts' epochs held shut"
         );
+        assert!(mark.len() <= 30, "{mark}");
         let name: String = conn.get(format!("ts:ns:{id}")).await.unwrap();
         assert_eq!(name, "issuer-a");
         let before = unix_ms();
-        let pttl: i64 = conn.pttl(format!("ts:{id}:m:jti-x")).await.unwrap();
+        let pttl: i64 = conn.pttl(&mark).await.unwrap();
         assert!(pttl > 0, "no expiry set: PTTL {pttl}");
         assert!(pttl <= expires_at * 1000 - before, "PTTL {pttl} runs past expires_at");
         assert!(
@@ -1128,23 +1131,24 @@ mod redis_only {
             (format!("ts:{id}:revoked-jti:j"), t + 300),
             (format!("ts:{id}:revoked-sub:u"), t + 600),
             (format!("ts:{id}:rate:c:{window}"), window + 60),
-            (format!("ts:{id}:m:m"), t + 30),
+            (mark_name("n", "m", false), t + 30),
         ];
         let mut conn = raw(&server).await;
         let mut keys: Vec<String> = conn.keys("*").await.unwrap();
         keys.sort();
         let mut names: Vec<String> = expected.iter().map(|(k, _)| k.clone()).collect();
         let forever = [
-            format!("ts:{id}:epoch"),
+            format!("ts:{id}:mark-epoch"),
             format!("ts:ns:{id}"),
+            format!("ts:{id}:epoch"),
             "tokensmith:n:epoch".to_owned(),
         ];
         names.extend(forever.iter().cloned());
         names.sort();
         assert_eq!(keys, names, "nothing else is stored");
-        // Three keys per namespace never expire: the epoch must outlive
+        // Four keys per namespace never expire: the epoch must outlive
         // every mark, or its absence would read as lost state; the name and
-        // the previous layout's epoch (held shut) are one key each.
+        // the previous layouts' epochs (held shut) are one key each.
         for key in forever {
             let pttl: i64 = conn.pttl(&key).await.unwrap();
             assert_eq!(pttl, -1, "{key} has no expiry");
@@ -1233,10 +1237,9 @@ mod redis_only {
         assert_eq!(others, 0, "no other command: {before:?} → {after:?}");
         // The mark is the one mark_once makes: same key, same expiry.
         let before = unix_ms();
-        let id = namespace_id("n");
-        let pttl: i64 = conn.pttl(format!("ts:{id}:m:jti:k0")).await.unwrap();
+        let pttl: i64 = conn.pttl(mark_name("n", "jti:k0", false)).await.unwrap();
         assert!(pttl > 0 && pttl <= (t + 60) * 1000 - before, "PTTL {pttl}");
-        let exists: bool = conn.exists(format!("ts:{id}:m:jti:gone")).await.unwrap();
+        let exists: bool = conn.exists(mark_name("n", "jti:gone", false)).await.unwrap();
         assert!(!exists, "a revoked token was marked");
     }
 
@@ -1519,3 +1522,4 @@ mod redis_only {
 mod cluster_failover;
 mod cluster_reshard;
 mod lost_state;
+mod mark_memory;

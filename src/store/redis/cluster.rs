@@ -17,7 +17,7 @@ impl RedisStore {
         mark: &str,
         now: i64,
     ) -> Result<ConsumeOutcome, StoreError> {
-        let mark_key = self.key("mark", c.mark_key);
+        let mark_key = self.inner.keys.mark(c.mark_key);
         let epoch_key = self.inner.keys.epoch_of(c.mark_key);
         let mut cmd = evalsha(&self.inner.consume_mark, &[&mark_key, &epoch_key]);
         cmd.arg(now)

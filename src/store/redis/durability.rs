@@ -12,9 +12,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ::redis::RedisResult;
-
-use ::redis::Script;
+use ::redis::{RedisResult, Script};
+use tokio::task::JoinSet;
 
 use super::conn::AnyConn;
 use super::layout::{Layout, BUCKETS};
@@ -23,7 +22,7 @@ use super::MAX_UNIX_SECS;
 use crate::store::StoreError;
 
 /// Records `epoch` as the namespace's epoch unless it has one (and holds the
-/// previous layout's epoch far in the future: see `layout.rs`), and answers
+/// previous layouts' epochs far in the future: see `layout.rs`), and answers
 /// the epoch in force. Within `timeout`.
 pub(super) async fn init_epoch(
     conn: &AnyConn,
@@ -35,7 +34,7 @@ pub(super) async fn init_epoch(
     let script = Script::new(EPOCH_INIT_LUA);
     let mut call = script.prepare_invoke();
     call.key(&key)
-        .key(layout.legacy_epoch_of(None))
+        .key(&layout.previous_epochs(None))
         .arg(epoch)
         .arg(MAX_UNIX_SECS);
     let mut conn = conn.clone();
@@ -113,9 +112,13 @@ fn bucket_init_bound(timeout: Duration) -> Duration {
     (timeout * 10).max(Duration::from_secs(5))
 }
 
+/// One bucket's answer to [`EPOCH_INIT_LUA`]: its epoch key, and the
+/// script's reply (1 if it wrote the epoch, and the epoch in force).
+type BucketEpoch = (String, RedisResult<(i64, Option<String>)>);
+
 /// On a cluster: records `epoch` in every bucket that has none (see "Redis
 /// Cluster" in the parent module), all buckets at once, within
-/// [`bucket_init_bound`] (and holds the previous layout's bucket epochs far
+/// [`bucket_init_bound`] (and holds the previous layouts' bucket epochs far
 /// in the future: see `layout.rs`);
 /// answers the latest epoch in force, the one a token must reach to be
 /// consumable in every bucket.
@@ -126,17 +129,33 @@ pub(super) async fn init_bucket_epochs(
     timeout: Duration,
 ) -> Result<i64, StoreError> {
     let script = std::sync::Arc::new(Script::new(EPOCH_INIT_LUA));
-    let mut calls = tokio::task::JoinSet::new();
+    let mut calls = JoinSet::new();
     for b in 0..BUCKETS {
         let (mut conn, script, key) = (conn.clone(), std::sync::Arc::clone(&script), layout.bucket_epoch(b));
-        let legacy = layout.legacy_epoch_of(Some(b));
+        let previous = layout.previous_epochs(Some(b));
         calls.spawn(async move {
             let mut call = script.prepare_invoke();
-            call.key(&key).key(legacy).arg(epoch).arg(MAX_UNIX_SECS);
+            call.key(&key).key(&previous).arg(epoch).arg(MAX_UNIX_SECS);
             let reply: RedisResult<(i64, Option<String>)> = call.invoke_async(&mut conn).await;
             (key, reply)
         });
     }
+    let (latest, written) = gather_bucket_epochs(calls, timeout).await?;
+    if written > 0 {
+        tracing::info!(
+            buckets = written,
+            epoch = latest,
+            "redis cluster: recorded the replay epoch of buckets that had none (a new namespace, or a \
+             master that lost its state); tokens issued before it cannot be consumed in those buckets"
+        );
+    }
+    Ok(latest)
+}
+
+/// Waits for every bucket's answer, for at most [`bucket_init_bound`] in
+/// all; answers the latest epoch in force and how many buckets had none.
+/// Any failure, or an answer missing at the bound, fails the start.
+async fn gather_bucket_epochs(mut calls: JoinSet<BucketEpoch>, timeout: Duration) -> Result<(i64, u32), StoreError> {
     let all = async {
         let (mut latest, mut written) = (i64::MIN, 0u32);
         while let Some(joined) = calls.join_next().await {
@@ -153,23 +172,12 @@ pub(super) async fn init_bucket_epochs(
         Ok((latest, written))
     };
     let bound = bucket_init_bound(timeout);
-    let (latest, written) = match tokio::time::timeout(bound, all).await {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(StoreError::Unavailable(format!(
-                "redis epoch: the cluster did not answer for every bucket within {bound:?}"
-            )))
-        }
-    };
-    if written > 0 {
-        tracing::info!(
-            buckets = written,
-            epoch = latest,
-            "redis cluster: recorded the replay epoch of buckets that had none (a new namespace, or a \
-             master that lost its state); tokens issued before it cannot be consumed in those buckets"
-        );
+    match tokio::time::timeout(bound, all).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "redis epoch: the cluster did not answer for every bucket within {bound:?}"
+        ))),
     }
-    Ok(latest)
 }
 
 /// The settings that decide whether Redis can forget a mark; `None` where
@@ -263,7 +271,70 @@ pub(super) async fn warn_if_marks_can_be_lost(conn: &AnyConn, namespace: &str, t
 
 #[cfg(test)]
 mod tests {
-    use super::Durability;
+    use std::time::Duration;
+
+    use tokio::task::JoinSet;
+    use tokio::time::Instant;
+
+    use super::{bucket_init_bound, gather_bucket_epochs, Durability};
+    use crate::store::StoreError;
+
+    /// The wait for a cluster's 1,024 bucket epochs at connect: ten
+    /// timeouts, and never under five seconds.
+    #[test]
+    fn the_bucket_epochs_may_take_ten_timeouts_or_five_seconds() {
+        let ms = Duration::from_millis;
+        for (timeout, bound) in [
+            (ms(0), ms(5_000)),
+            (ms(100), ms(5_000)),
+            (ms(499), ms(5_000)),
+            (ms(500), ms(5_000)),
+            (ms(501), ms(5_010)),
+            (ms(1_000), ms(10_000)),
+            (ms(2_000), ms(20_000)),
+            (ms(30_000), ms(300_000)),
+        ] {
+            assert_eq!(bucket_init_bound(timeout), bound, "timeout {timeout:?}");
+        }
+    }
+
+    /// 1,024 buckets whose answers (epoch 5, one written) arrive at
+    /// `arrivals`, one after another.
+    fn buckets_answering_at(arrivals: &[Duration]) -> JoinSet<super::BucketEpoch> {
+        let mut calls = JoinSet::new();
+        for b in 0..1024usize {
+            let at = arrivals[b % arrivals.len()];
+            calls.spawn(async move {
+                tokio::time::sleep(at).await;
+                (format!("bucket {b}"), Ok((i64::from(b == 0), Some("5".to_owned()))))
+            });
+        }
+        calls
+    }
+
+    /// On tokio's paused clock: every bucket in by the bound starts the
+    /// store; one bucket late by a millisecond fails it, at the bound and
+    /// not later, whatever the other buckets did.
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_epoch_later_than_the_bound_fails_the_start() {
+        let ms = Duration::from_millis;
+        for (timeout, bound) in [(ms(100), ms(5_000)), (ms(1_000), ms(10_000))] {
+            let started = Instant::now();
+            let all_in = buckets_answering_at(&[ms(1), bound / 2, bound - ms(1)]);
+            assert_eq!(gather_bucket_epochs(all_in, timeout).await, Ok((5, 1)));
+            assert_eq!(started.elapsed(), bound - ms(1));
+
+            let started = Instant::now();
+            let one_late = buckets_answering_at(&[ms(1), bound + ms(1)]);
+            let r = gather_bucket_epochs(one_late, timeout).await;
+            let within = format!("within {bound:?}");
+            assert!(
+                matches!(&r, Err(StoreError::Unavailable(why)) if why.contains(&within)),
+                "started with a bucket missing: {r:?}"
+            );
+            assert_eq!(started.elapsed(), bound, "failed at the bound");
+        }
+    }
 
     fn settings(appendonly: &str, save: &str, maxmemory: &str, policy: &str) -> Durability {
         Durability {

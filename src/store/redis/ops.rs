@@ -6,7 +6,7 @@ use super::*;
 impl Store for RedisStore {
     async fn mark_once(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
         let mut cmd = ::redis::cmd("SET");
-        cmd.arg(self.key("mark", key))
+        cmd.arg(self.inner.keys.mark(key))
             .arg(1)
             .arg("NX")
             .arg("PXAT")
@@ -45,7 +45,7 @@ impl Store for RedisStore {
             &[
                 &self.key("revoked-jti", c.jti),
                 &self.key("revoked-sub", c.sub),
-                &self.key("mark", c.mark_key),
+                &self.inner.keys.mark(c.mark_key),
                 &epoch_key,
             ],
         );

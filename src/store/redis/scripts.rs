@@ -156,12 +156,14 @@ return 0
 "#;
 
 /// Records the epoch `ARGV[1]` under `KEYS[1]` unless one is there, and
-/// holds the previous layout's epoch `KEYS[2]` (same slot) at `ARGV[2]`, a
-/// far-future epoch, so that earlier versions refuse every consume (see
-/// "The layout before this one" in `layout.rs`); answers `{1 if written
+/// holds the previous layouts' epochs `KEYS[2..]` (same slot) at `ARGV[2]`,
+/// a far-future epoch, so that earlier versions refuse every consume (see
+/// "The layouts before this one" in `layout.rs`); answers `{1 if written
 /// else 0, the epoch in force}`.
 pub(super) const EPOCH_INIT_LUA: &str = r#"
 local written = redis.call('SET', KEYS[1], ARGV[1], 'NX') and 1 or 0
-redis.call('SET', KEYS[2], ARGV[2])
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[2])
+end
 return {written, redis.call('GET', KEYS[1])}
 "#;

@@ -87,7 +87,7 @@ async fn a_redis_restart_without_persistence_never_reopens_replays() {
     let mut conn = f.redis_conn().await;
     let epoch: Option<i64> = redis::cmd("GET")
         .arg(format!(
-            "ts:{}:epoch",
+            "ts:{}:mark-epoch",
             tokensmith::store::redis::namespace_id(&f.issuer())
         ))
         .query_async(&mut conn)
@@ -149,11 +149,7 @@ async fn a_consume_retried_after_a_timeout_answers_as_the_first() {
 
     // The timed-out consume ran once Redis resumed: the mark is there.
     let mut conn = f.redis_conn().await;
-    let mark = format!(
-        "ts:{}:m:jti:{}",
-        tokensmith::store::redis::namespace_id(&f.issuer()),
-        token.jti
-    );
+    let mark = crate::redis_harness::mark_name(&f.issuer(), &format!("jti:{}", token.jti), false);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let exists: bool = redis::cmd("EXISTS").arg(&mark).query_async(&mut conn).await.unwrap();

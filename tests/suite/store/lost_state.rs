@@ -11,6 +11,7 @@ use tokensmith::store::redis::{namespace_id, RedisStore};
 use tokensmith::store::{Consume, ConsumeOutcome, Store, StoreError};
 
 use super::{connect, now, TIMEOUT};
+use crate::cluster_harness::{cli, mark_bucket, master_of_slot, slot};
 use crate::redis_harness::RedisServer;
 
 const T: i64 = 1_000_000;
@@ -83,7 +84,9 @@ async fn memory_retry_keys_are_forgotten_with_their_marks() {
 
 async fn get_epoch(server: &RedisServer, namespace: &str) -> Option<String> {
     let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
-    conn.get(format!("ts:{}:epoch", namespace_id(namespace))).await.unwrap()
+    conn.get(format!("ts:{}:mark-epoch", namespace_id(namespace)))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -115,22 +118,99 @@ async fn connect_records_the_epoch_once() {
     );
 }
 
-/// The key layout changed (`tokensmith:<ns>:…` → `ts:<id>:…`): on a live
-/// Redis of the old layout, a token consumed under the old names is not
-/// consumable under the new ones (it predates the new epoch), newer tokens
-/// are consumed normally, and the old epoch is held at 9999-12-31, so an
-/// instance of the earlier version refuses every consume from then on.
+/// 9999-12-31T23:59:59Z: an epoch no token reaches.
+const HELD_SHUT: &str = "253402300799";
+
+/// The mark layout changed twice (`tokensmith:<ns>:mark:<key>` →
+/// `ts:<id>:m:<key>` → `ts:<id>:<digest>`): on a live Redis of either
+/// earlier layout, a token consumed under the old names is not consumable
+/// under the new ones (it predates the new epoch), newer tokens are
+/// consumed normally, and every earlier epoch is held at 9999-12-31, so an
+/// instance of an earlier version refuses every consume from then on.
 #[tokio::test]
-async fn a_token_consumed_under_the_previous_layout_stays_spent() {
-    let server = RedisServer::start();
-    let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
+async fn a_token_consumed_under_an_earlier_layout_stays_spent() {
+    let id = namespace_id("n");
+    let earlier_epochs = ["tokensmith:n:epoch".to_owned(), format!("ts:{id}:epoch")];
+    let earlier_marks = ["tokensmith:n:mark:".to_owned(), format!("ts:{id}:m:")];
+    for (old_epoch, old_marks) in earlier_epochs.iter().zip(&earlier_marks) {
+        let server = RedisServer::start();
+        let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
+        let t = now();
+        // What the earlier version left: its epoch, and the mark of `used`.
+        let () = conn.set(old_epoch, t - 3600).await.unwrap();
+        let () = conn.set(format!("{old_marks}used"), 1).await.unwrap();
+        let s = RedisStore::connect(&server.url, "n", TIMEOUT, t + 1).await.unwrap();
+        assert_eq!(s.epoch(), t + 1, "the new layout starts a new epoch ({old_epoch})");
+        assert_eq!(s.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::StateLost));
+        assert_eq!(s.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::StateLost));
+        assert_eq!(
+            s.consume(token("new", t + 1), t + 1).await,
+            Ok(ConsumeOutcome::FirstUse)
+        );
+        assert_eq!(
+            s.consume(token("new", t + 1), t + 1).await,
+            Ok(ConsumeOutcome::Replayed)
+        );
+        for held in &earlier_epochs {
+            let value: String = conn.get(held).await.unwrap();
+            assert_eq!(value, HELD_SHUT, "{held} is held shut");
+        }
+        // The earlier version's consume script, on its own keys: nothing is
+        // consumable, a token issued after the switch included.
+        let old_consume = redis::Script::new(
+            "local e = redis.call('GET', KEYS[1]) if tonumber(ARGV[1]) < tonumber(e) then return 'lost' end \
+             return redis.call('SET', KEYS[2], 1, 'NX') and 'first' or 'replayed'",
+        );
+        let outcome: String = old_consume
+            .key(old_epoch)
+            .key(format!("{old_marks}new"))
+            .arg(t + 1)
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(outcome, "lost", "{old_epoch}");
+        // A second instance of the new layout keeps the new epoch.
+        let again = RedisStore::connect(&server.url, "n", TIMEOUT, t + 50).await.unwrap();
+        assert_eq!(again.epoch(), t + 1);
+    }
+}
+
+/// `args[0] key args[1..]` with `redis-cli` on the master of `key`'s slot.
+fn on_master_of(any_port: u16, key: &str, args: &[&str]) -> String {
+    let port = master_of_slot(any_port, slot(key));
+    let mut all = vec![args[0], key];
+    all.extend_from_slice(&args[1..]);
+    cli(port, &all).unwrap_or_else(|| panic!("{all:?} on {port}"))
+}
+
+/// The same on a cluster, bucket by bucket: a token consumed under the
+/// layout before (`ts:{<bucket>}:<id>:m:<key>`, its bucket's epoch
+/// `ts:{<bucket>}:<id>:epoch`) predates the new epoch of its bucket, and
+/// every bucket holds both earlier epochs shut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_every_bucket_starts_a_new_epoch_and_holds_the_earlier_ones() {
+    let seeds = crate::cluster_harness::shared_seeds();
+    let any_port: u16 = seeds[0]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let namespace = format!("layout-{}", std::process::id());
+    let id = namespace_id(&namespace);
     let t = now();
-    // What the earlier version left: its epoch, and the mark of `used`.
-    let () = conn.set("tokensmith:n:epoch", t - 3600).await.unwrap();
-    let () = conn.set("tokensmith:n:mark:used", 1).await.unwrap();
-    let s = RedisStore::connect(&server.url, "n", TIMEOUT, t + 1).await.unwrap();
+    let on_master = |key: &str, args: &[&str]| on_master_of(any_port, key, args);
+    // What the earlier version left for `used`: its bucket's epoch, its mark.
+    let b = mark_bucket("used");
+    let old_epoch = format!("ts:{{{b}}}:{id}:epoch");
+    on_master(&old_epoch, &["SET", &(t - 3600).to_string()]);
+    on_master(&format!("ts:{{{b}}}:{id}:m:used"), &["SET", "1", "PX", "600000"]);
+
+    let s = RedisStore::connect_cluster(&seeds, &namespace, TIMEOUT, t + 1)
+        .await
+        .unwrap();
     assert_eq!(s.epoch(), t + 1, "the new layout starts a new epoch");
-    assert_eq!(s.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::StateLost));
     assert_eq!(s.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::StateLost));
     assert_eq!(
         s.consume(token("new", t + 1), t + 1).await,
@@ -140,25 +220,16 @@ async fn a_token_consumed_under_the_previous_layout_stays_spent() {
         s.consume(token("new", t + 1), t + 1).await,
         Ok(ConsumeOutcome::Replayed)
     );
-    let old: String = conn.get("tokensmith:n:epoch").await.unwrap();
-    assert_eq!(old, "253402300799", "the previous layout's epoch is held shut");
-    // The earlier version's consume script, on its own keys: nothing is
-    // consumable, a token issued after the switch included.
-    let old_consume = redis::Script::new(
-        "local e = redis.call('GET', KEYS[1]) if tonumber(ARGV[1]) < tonumber(e) then return 'lost' end \
-         return redis.call('SET', KEYS[2], 1, 'NX') and 'first' or 'replayed'",
-    );
-    let outcome: String = old_consume
-        .key("tokensmith:n:epoch")
-        .key("tokensmith:n:mark:new")
-        .arg(t + 1)
-        .invoke_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(outcome, "lost");
-    // A second instance of the new layout keeps the new epoch.
-    let again = RedisStore::connect(&server.url, "n", TIMEOUT, t + 50).await.unwrap();
-    assert_eq!(again.epoch(), t + 1);
+    for b in [0, 1, b, mark_bucket("new"), 511, 1023] {
+        let epoch = on_master(&format!("ts:{{{b}}}:{id}:mark-epoch"), &["GET"]);
+        assert_eq!(epoch.trim(), (t + 1).to_string(), "bucket {b}");
+        for held in [
+            format!("ts:{{{b}}}:{id}:epoch"),
+            format!("tokensmith:{{{b}}}:{namespace}:epoch"),
+        ] {
+            assert_eq!(on_master(&held, &["GET"]).trim(), HELD_SHUT, "{held}");
+        }
+    }
 }
 
 /// Two namespaces whose key ids collide on one Redis would share marks and
@@ -230,7 +301,7 @@ async fn an_unreadable_epoch_fails_closed() {
     let s = connect(&server, "n", TIMEOUT).await;
     let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
     let () = conn
-        .set(format!("ts:{}:epoch", namespace_id("n")), "yesterday")
+        .set(format!("ts:{}:mark-epoch", namespace_id("n")), "yesterday")
         .await
         .unwrap();
     let t = now();
