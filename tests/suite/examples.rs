@@ -26,6 +26,12 @@ use crate::redis_harness::RedisServer;
 use crate::remote_jwks::Served;
 
 /// Builds the examples once per test run; the directory they are in.
+///
+/// With the whole workspace selected, so with the features that the
+/// dev-dependencies turn on, as in this test binary's own build (which has
+/// already built the library and every dependency): `-p tokensmith-examples`
+/// alone resolves features without them (no tokio `test-util`, for one) and
+/// rebuilds some forty crates, tokio and the library among them.
 pub(crate) fn examples_dir() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -34,8 +40,7 @@ pub(crate) fn examples_dir() -> &'static PathBuf {
         cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
             "build",
             "--quiet",
-            "-p",
-            "tokensmith-examples",
+            "--workspace",
             "--example",
             "identity_backend",
             "--example",
