@@ -129,9 +129,32 @@ pub(super) async fn admit<S: Store>(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use serde_json::json;
 
     use super::*;
+    use crate::store::memory::MemoryStore;
+
+    const NOW: i64 = 1_700_000_000;
+
+    /// The claims of a token of client `shop`, with a refresh family `sid`.
+    fn claims(jti: &str, sub: &str, sid: Option<&str>) -> Claims {
+        let mut c = json!({"iss": "https://i", "sub": sub, "aud": "a", "iat": NOW, "exp": NOW + 60,
+            "jti": jti, "client_id": "shop"});
+        if let Some(sid) = sid {
+            c["sid"] = json!(sid);
+        }
+        Claims::from_payload(c.to_string().as_bytes()).unwrap()
+    }
+
+    async fn code(store: &MemoryStore, c: &Claims, consume: bool) -> &'static str {
+        match admit(store, c, consume, None, 0, NOW).await {
+            Ok(()) => "ok",
+            Err(AuthorityError::Rejected(r)) => r.code(),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
 
     #[test]
     fn retry_keys_are_bound_to_the_client_and_the_key() {
@@ -161,5 +184,60 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// `jti`, `sub` and `sid` are taken up to exactly `MAX_ID_LEN` bytes,
+    /// on both paths, and refused from one more.
+    #[tokio::test]
+    async fn identifiers_are_taken_up_to_max_id_len() {
+        let store = MemoryStore::new(1_000);
+        let at = |c: char| c.to_string().repeat(MAX_ID_LEN);
+        let over = |c: char| c.to_string().repeat(MAX_ID_LEN + 1);
+        for consume in [false, true] {
+            let n = if consume { 'c' } else { 'p' };
+            assert_eq!(code(&store, &claims(&at(n), "u", None), consume).await, "ok");
+            assert_eq!(code(&store, &claims("j1", &at(n), Some(&at(n))), consume).await, "ok");
+            for c in [
+                claims(&over(n), "u", None),
+                claims("j2", &over(n), None),
+                claims("j3", "u", Some(&over(n))),
+            ] {
+                assert_eq!(code(&store, &c, consume).await, "malformed_token", "{consume}");
+            }
+        }
+    }
+
+    /// A token is refused once its `jti` or its refresh family is revoked,
+    /// whether it is only checked or consumed; a consume marks it used.
+    #[tokio::test]
+    async fn revocations_of_the_token_or_its_family_are_seen() {
+        let store = MemoryStore::new(1_000);
+        let until = NOW + 3_600;
+        store.revoke_jti(&client_key("shop", "gone"), until, NOW).await.unwrap();
+        store
+            .revoke_jti(&family_key("shop", "f-gone"), until, NOW)
+            .await
+            .unwrap();
+        for consume in [false, true] {
+            assert_eq!(code(&store, &claims("gone", "u", None), consume).await, "token_revoked");
+            assert_eq!(
+                code(&store, &claims("j", "u", Some("f-gone")), consume).await,
+                "token_revoked"
+            );
+            // Another client's family of the same name is not revoked.
+            let mut other = claims("k", "u", Some("f-gone"));
+            other.extra.insert("client_id".into(), json!("other"));
+            assert_eq!(code(&store, &other, consume).await, "ok");
+        }
+        let fresh = claims("fresh", "u", Some("f-live"));
+        assert_eq!(code(&store, &fresh, false).await, "ok");
+        assert_eq!(code(&store, &fresh, false).await, "ok", "a check marks nothing");
+        assert_eq!(code(&store, &fresh, true).await, "ok");
+        assert_eq!(code(&store, &fresh, true).await, "token_replayed");
+        assert_eq!(
+            code(&store, &fresh, false).await,
+            "ok",
+            "a check does not look at marks"
+        );
     }
 }

@@ -356,6 +356,51 @@ mod tests {
         assert_eq!(spec.ttl, 120);
     }
 
+    /// The scopes asked for are granted in the order asked, each once.
+    #[test]
+    fn requested_scopes_are_kept_once_in_order() {
+        let asked = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            allowed_scopes(&client(), &asked(&["read:orders", "chat", "read:orders"])),
+            Ok(asked(&["read:orders", "chat"]))
+        );
+        assert_eq!(allowed_scopes(&client(), &[]), Ok(vec![]));
+        let spec = apply_policy(
+            &client(),
+            serde_json::from_value(json!({"sub": "u", "scopes": ["chat", "chat"]})).unwrap(),
+            limits(),
+            "https://i",
+        )
+        .unwrap();
+        assert_eq!(spec.scopes, asked(&["chat"]));
+    }
+
+    /// Each refusal says what was refused, for the `error_description`.
+    #[test]
+    fn policy_errors_say_what_was_refused() {
+        for (e, text) in [
+            (PolicyError::InvalidRequest("sub is empty".into()), "sub is empty"),
+            (
+                PolicyError::ScopeNotAllowed("admin".into()),
+                "this client may not grant the scope \"admin\"",
+            ),
+            (
+                PolicyError::AudienceNotAllowed("other".into()),
+                "this client may not issue tokens for the audience \"other\"",
+            ),
+            (
+                PolicyError::TtlNotAllowed { asked: 121, max: 120 },
+                "a lifetime of 121s is above this client's maximum of 120s",
+            ),
+            (
+                PolicyError::ClaimNotAllowed("exp".into()),
+                "this client may not set the claim \"exp\"",
+            ),
+        ] {
+            assert_eq!(e.to_string(), text);
+        }
+    }
+
     #[test]
     fn any_scope_client_keeps_every_valid_scope() {
         let mut c = client();

@@ -335,11 +335,6 @@ fn ecdsa_from_pkcs8(pkcs8: &[u8]) -> Result<sig::EcdsaKeyPair, provider::error::
     sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
 }
 
-#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
-fn ecdsa_from_pkcs8(pkcs8: &[u8]) -> Result<sig::EcdsaKeyPair, provider::error::KeyRejected> {
-    sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rand::SystemRandom::new())
-}
-
 fn check_rsa_bits(bits: u32) -> Result<(), JoseError> {
     match bits {
         2048 | 3072 | 4096 => Ok(()),
@@ -366,18 +361,6 @@ fn generate_rsa_pkcs8(bits: u32) -> Result<Vec<u8>, JoseError> {
     Ok(der.as_ref().to_vec())
 }
 
-#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
-fn generate_rsa_pkcs8(bits: u32) -> Result<Vec<u8>, JoseError> {
-    use rsa::pkcs8::EncodePrivateKey;
-    check_rsa_bits(bits)?;
-    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits as usize)
-        .map_err(|_| JoseError::Crypto("RSA key generation failed"))?;
-    let der = key
-        .to_pkcs8_der()
-        .map_err(|_| JoseError::Crypto("RSA key encoding failed"))?;
-    Ok(der.as_bytes().to_vec())
-}
-
 fn p256_from_point(point: &[u8]) -> Result<PublicKey, JoseError> {
     match point {
         [0x04, rest @ ..] if rest.len() == 64 => {
@@ -395,17 +378,10 @@ fn p256_from_point(point: &[u8]) -> Result<PublicKey, JoseError> {
 
 #[cfg(feature = "aws-lc")]
 type Parsed = sig::ParsedPublicKey;
-#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
-type Parsed = sig::UnparsedPublicKey<Vec<u8>>;
 
 #[cfg(feature = "aws-lc")]
 fn parse_public(alg: &'static dyn sig::VerificationAlgorithm, bytes: Vec<u8>) -> Result<Parsed, JoseError> {
     sig::ParsedPublicKey::new(alg, bytes).map_err(|e| JoseError::InvalidKey(format!("public key rejected: {e}")))
-}
-
-#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
-fn parse_public(alg: &'static dyn sig::VerificationAlgorithm, bytes: Vec<u8>) -> Result<Parsed, JoseError> {
-    Ok(sig::UnparsedPublicKey::new(alg, bytes))
 }
 
 #[cfg(feature = "aws-lc")]
@@ -413,10 +389,45 @@ fn verify_parsed(key: &Parsed, message: &[u8], signature: &[u8]) -> bool {
     key.verify_sig(message, signature).is_ok()
 }
 
+/// The `ring` build's side of the functions above, apart so that
+/// `.cargo/mutants.toml` can leave it out: cargo-mutants mutates the default
+/// build, in which this is not compiled (the ring job of scripts/test runs
+/// the jose tests against it).
 #[cfg(all(feature = "ring", not(feature = "aws-lc")))]
-fn verify_parsed(key: &Parsed, message: &[u8], signature: &[u8]) -> bool {
-    key.verify(message, signature).is_ok()
+mod ring_glue {
+    use super::{check_rsa_bits, provider, rand, sig, JoseError};
+
+    pub(super) fn ecdsa_from_pkcs8(pkcs8: &[u8]) -> Result<sig::EcdsaKeyPair, provider::error::KeyRejected> {
+        sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rand::SystemRandom::new())
+    }
+
+    pub(super) fn generate_rsa_pkcs8(bits: u32) -> Result<Vec<u8>, JoseError> {
+        use rsa::pkcs8::EncodePrivateKey;
+        check_rsa_bits(bits)?;
+        let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits as usize)
+            .map_err(|_| JoseError::Crypto("RSA key generation failed"))?;
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|_| JoseError::Crypto("RSA key encoding failed"))?;
+        Ok(der.as_bytes().to_vec())
+    }
+
+    pub(super) type Parsed = sig::UnparsedPublicKey<Vec<u8>>;
+
+    pub(super) fn parse_public(
+        alg: &'static dyn sig::VerificationAlgorithm,
+        bytes: Vec<u8>,
+    ) -> Result<Parsed, JoseError> {
+        Ok(sig::UnparsedPublicKey::new(alg, bytes))
+    }
+
+    pub(super) fn verify_parsed(key: &Parsed, message: &[u8], signature: &[u8]) -> bool {
+        key.verify(message, signature).is_ok()
+    }
 }
+
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+use ring_glue::{ecdsa_from_pkcs8, generate_rsa_pkcs8, parse_public, verify_parsed, Parsed};
 
 enum Verifier {
     Public(Box<Parsed>),

@@ -148,4 +148,58 @@ mod tests {
         assert!(parse_rsa_public_key(&[0x30, 0x07, 0x02, 0x02, 0x00, 0x01, 0x02, 0x01, 0x03]).is_err());
         assert!(parse_rsa_public_key(&[0x30, 0x81, 0x06, 0x02, 0x01, 0x05, 0x02, 0x01, 0x03]).is_err());
     }
+
+    /// Lengths take the short form up to 127 and the long form of one, two
+    /// and three bytes above it, each at its first value.
+    #[test]
+    fn lengths_round_trip_at_every_form_boundary() {
+        for len in [127, 128, 255, 256, 65_535, 65_536] {
+            let n = vec![0x45; len];
+            let der = encode_rsa_public_key(&n, &[3]);
+            assert_eq!(parse_rsa_public_key(&der).unwrap(), (n, vec![3]), "{len}");
+        }
+        let der = encode_rsa_public_key(&[0x45; 128], &[3]);
+        assert_eq!(der[..7], [0x30, 0x81, 0x86, 0x02, 0x81, 0x80, 0x45]);
+        let der = encode_rsa_public_key(&[0x45; 65_536], &[3]);
+        assert_eq!(der[..6], [0x30, 0x83, 0x01, 0x00, 0x08, 0x02]);
+    }
+
+    /// A length of 0x80 in one byte is BER's indefinite form, not 128.
+    #[test]
+    fn the_indefinite_length_is_refused() {
+        // INTEGER of 123 bytes, INTEGER 3: a body of exactly 128 bytes.
+        let body = [&[0x02, 0x7b][..], &[0x45; 123], &[0x02, 0x01, 0x03]].concat();
+        let definite = [&[0x30, 0x81, 0x80][..], &body].concat();
+        assert_eq!(parse_rsa_public_key(&definite).unwrap(), (vec![0x45; 123], vec![3]));
+        let indefinite = [&[0x30, 0x80][..], &body].concat();
+        assert!(parse_rsa_public_key(&indefinite).is_err());
+    }
+
+    /// Every prefix of a key with three-byte lengths is refused without a
+    /// panic; one that ends right after a complete length is "truncated".
+    #[test]
+    fn truncated_long_forms_are_refused() {
+        let der = encode_rsa_public_key(&[0x45; 65_536], &[3]);
+        for cut in 0..der.len() {
+            assert!(parse_rsa_public_key(&der[..cut]).is_err(), "{cut}");
+        }
+        assert_eq!(parse_rsa_public_key(&der[..5]).unwrap_err(), bad("truncated"));
+        assert_eq!(parse_rsa_public_key(&der[..4]).unwrap_err(), bad("bad length"));
+    }
+
+    #[test]
+    fn empty_and_zero_integers_are_refused() {
+        for der in [
+            &[0x30, 0x05, 0x02, 0x00, 0x02, 0x01, 0x03][..],
+            &[0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x03],
+            &[0x30, 0x06, 0x02, 0x01, 0x05, 0x02, 0x01, 0x00],
+            &[0x30, 0x05, 0x02, 0x01, 0x05, 0x02, 0x00],
+        ] {
+            assert!(parse_rsa_public_key(der).is_err(), "{der:02x?}");
+        }
+        assert_eq!(
+            parse_rsa_public_key(&[0x30, 0x06, 0x02, 0x01, 0x05, 0x02, 0x01, 0x03]).unwrap(),
+            (vec![5], vec![3])
+        );
+    }
 }

@@ -24,6 +24,10 @@ impl<'de> DeserializeSeed<'de> for StrictValue {
     }
 }
 
+/// Reads what `serde_json` hands a visitor from bytes: it calls `visit_unit`
+/// for `null` and `visit_str` (or `visit_borrowed_str`, which forwards to
+/// it) for strings, never `visit_none` or `visit_string`, which are left to
+/// their defaults here and in [`KeySeed`].
 struct StrictVisitor;
 
 impl<'de> Visitor<'de> for StrictVisitor {
@@ -47,13 +51,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
     }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
     fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
@@ -119,12 +117,6 @@ impl<'de, const N: usize> Visitor<'de> for KeySeed<'_, N> {
         Ok(match self.0.iter().position(|n| *n == v) {
             Some(i) => Key::Slot(i),
             None => Key::Other(v.to_owned()),
-        })
-    }
-    fn visit_string<E>(self, v: String) -> Result<Key, E> {
-        Ok(match self.0.iter().position(|n| *n == v) {
-            Some(i) => Key::Slot(i),
-            None => Key::Other(v),
         })
     }
 }
@@ -226,6 +218,39 @@ mod tests {
         ] {
             assert!(parse_object_split(bad, "x", &NAMES).is_err(), "{bad:?}");
         }
+    }
+
+    /// Every JSON type reads as `serde_json` reads it, in both parsers.
+    #[test]
+    fn values_read_as_serde_json_reads_them() {
+        let doc = br#"{"t":true,"f":false,"neg":-3,"big":18446744073709551615,"frac":1.5,
+            "s":"plain","esc":"caf\u00e9","n":null,"arr":[1,"b",[],{}],"obj":{"k":{"l":null}}}"#;
+        let expected: Map<String, Value> = serde_json::from_slice(doc).unwrap();
+        assert_eq!(parse_object(doc, "x").unwrap(), expected);
+        let split = parse_object_split(doc, "x", &["esc", "t"]).unwrap();
+        assert_eq!(split.slots, [Some(Value::from("café")), Some(Value::Bool(true))]);
+        let mut rest = expected;
+        rest.remove("esc");
+        rest.remove("t");
+        assert_eq!(split.rest, rest);
+    }
+
+    /// Errors name what was expected. `serde_json` reaches only the split
+    /// parser's message (an object was expected); the others are what any
+    /// other deserializer would get.
+    #[test]
+    fn errors_name_what_was_expected() {
+        let err = parse_object_split(b"[1]", "the header", &["alg"])
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.to_string().contains("expected a JSON object"), "{err}");
+        type Error = serde::de::value::Error;
+        let bytes = serde::de::value::BytesDeserializer::<Error>::new(b"x");
+        let err = StrictValue.deserialize(bytes).unwrap_err();
+        assert_eq!(err.to_string(), "invalid type: byte array, expected a JSON value");
+        let number = serde::de::value::U64Deserializer::<Error>::new(7);
+        let err = KeySeed(&["alg"]).deserialize(number).map(|_| ()).unwrap_err();
+        assert_eq!(err.to_string(), "invalid type: integer `7`, expected a member name");
     }
 
     #[test]

@@ -253,8 +253,71 @@ mod tests {
         let mut wrong_alg = good.clone();
         wrong_alg.alg = Some("RS256".into());
         assert!(wrong_alg.verifying_key().is_err());
-        let mut hs = good;
+        let mut hs = good.clone();
         hs.alg = Some("HS256".into());
         assert!(hs.verifying_key().is_err());
+        assert!(!good.has_private_members());
+        for name in PRIVATE_MEMBERS {
+            let mut private = good.clone();
+            private.other.insert(name.into(), Value::String("AAAA".into()));
+            assert!(private.has_private_members(), "{name}");
+            assert!(private.public_key().is_err(), "{name}");
+        }
+    }
+
+    /// A key's JWK gives back that key, component for component, for every
+    /// key type, and verifies its signatures.
+    #[test]
+    fn public_keys_round_trip_through_their_jwk() {
+        let keys = [
+            (
+                Algorithm::RS256,
+                &include_bytes!("../../tests/fixtures/rsa2048.der")[..],
+            ),
+            (Algorithm::ES256, &include_bytes!("../../tests/fixtures/p256.der")[..]),
+            (
+                Algorithm::EdDSA,
+                &include_bytes!("../../tests/fixtures/ed25519.der")[..],
+            ),
+        ];
+        for (alg, der) in keys {
+            let key = crate::jose::SigningKey::from_pkcs8(alg, der).unwrap();
+            let jwk = Jwk::from_public(alg, key.public_key());
+            assert_eq!(&jwk.public_key().unwrap(), key.public_key(), "{alg}");
+            assert_eq!(jwk.kid, Some(jwk.thumbprint().unwrap()), "{alg}");
+            let sig = key.sign(b"message").unwrap();
+            jwk.verifying_key().unwrap().verify(b"message", &sig).unwrap();
+        }
+    }
+
+    /// `use` and `key_ops` decide whether a key may verify (RFC 7517 §4.2,
+    /// §4.3): both must allow it.
+    #[test]
+    fn only_keys_for_signatures_verify() {
+        let (key, _) = crate::jose::SigningKey::generate(Algorithm::EdDSA, 0).unwrap();
+        let good = Jwk::from_public(Algorithm::EdDSA, key.public_key());
+        let with = |use_: Option<&str>, ops: Option<Value>| {
+            let mut jwk = good.clone();
+            jwk.use_ = use_.map(str::to_owned);
+            if let Some(ops) = ops {
+                jwk.other.insert("key_ops".into(), ops);
+            }
+            jwk
+        };
+        let ops = |ops: &[&str]| Some(Value::from(ops.to_vec()));
+        for (jwk, ok) in [
+            (with(Some("sig"), None), true),
+            (with(None, None), true),
+            (with(Some("enc"), None), false),
+            (with(None, ops(&["verify"])), true),
+            (with(Some("sig"), ops(&["sign", "verify"])), true),
+            (with(None, ops(&["sign"])), false),
+            (with(None, ops(&[])), false),
+            (with(None, Some(Value::from("verify"))), false),
+            (with(Some("enc"), ops(&["verify"])), false),
+        ] {
+            assert_eq!(jwk.is_for_signing(), ok, "{jwk:?}");
+            assert_eq!(jwk.verifying_key().is_ok(), ok, "{jwk:?}");
+        }
     }
 }

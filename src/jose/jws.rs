@@ -276,6 +276,51 @@ mod tests {
         assert!(jws.verify(&key.verifying_key().unwrap()).is_err());
     }
 
+    /// The cap is exact: a token of `MAX_TOKEN_LEN` bytes is decoded and
+    /// verified, one of a byte more is refused before anything is parsed.
+    #[test]
+    fn tokens_are_taken_up_to_exactly_the_size_cap() {
+        let key = ed_key();
+        let v = key.verifying_key().unwrap();
+        // The payload's length moves the token's by steps of 1 or 2 bytes,
+        // the kid's by others: some pair lands exactly on the cap.
+        let at_cap = (1..4)
+            .flat_map(|k| (6_020..6_060).map(move |n| (k, n)))
+            .map(|(k, n)| sign(&header_segment(Algorithm::EdDSA, &"k".repeat(k)), &vec![b'x'; n], &key).unwrap())
+            .find(|t| t.len() == MAX_TOKEN_LEN)
+            .expect("a token of exactly MAX_TOKEN_LEN bytes");
+        assert!(verify(&at_cap, &v).is_ok());
+        let over = format!("{at_cap}A");
+        let err = decode(&over).unwrap_err();
+        assert_eq!(
+            err,
+            JoseError::TooLarge {
+                len: MAX_TOKEN_LEN + 1,
+                max: MAX_TOKEN_LEN
+            }
+        );
+        assert_eq!(err.to_string(), "token of 8193 bytes exceeds the 8192-byte limit");
+    }
+
+    /// Header members other than `alg`, `kid`, `typ` and `crit` are kept as
+    /// parsed for a profile that reads them (a DPoP proof's `jwk`); the four
+    /// this layer reads are not among them.
+    #[test]
+    fn other_header_members_are_kept_as_parsed() {
+        let enc = |s: &str| URL_SAFE_NO_PAD.encode(s);
+        let header = r#"{"alg":"EdDSA","typ":"dpop+jwt","jwk":{"kty":"OKP","crv":"Ed25519"}}"#;
+        let t = format!("{}.{}.{}", enc(header), enc("{}"), enc("sig"));
+        let jws = decode(&t).unwrap();
+        assert_eq!(
+            jws.header_member("jwk"),
+            Some(&serde_json::json!({"kty": "OKP", "crv": "Ed25519"}))
+        );
+        assert_eq!(jws.header.typ.as_deref(), Some("dpop+jwt"));
+        for absent in ["alg", "typ", "x5u"] {
+            assert_eq!(jws.header_member(absent), None, "{absent}");
+        }
+    }
+
     /// `Jws::payload` hands the verifier exactly the decoded middle part,
     /// whatever its length (cargo-mutants replaced it with `[]` and `[0]`).
     #[test]

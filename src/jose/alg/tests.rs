@@ -118,3 +118,134 @@ fn sha256_matches_the_fips_180_vector() {
     assert_eq!(d[..4], [0xba, 0x78, 0x16, 0xbf]);
     assert_eq!(d[28..], [0xf2, 0x00, 0x15, 0xad]);
 }
+
+const RSA_DER: &[u8] = include_bytes!("../../../tests/fixtures/rsa2048.der");
+
+#[test]
+fn names_types_and_display_agree() {
+    let names = ["RS256", "PS256", "ES256", "EdDSA", "HS256"];
+    assert_eq!(Algorithm::ALL.map(|a| a.to_string()), names);
+    assert_eq!(
+        Algorithm::ALL.map(Algorithm::key_type),
+        ["RSA", "RSA", "EC", "OKP", "oct"]
+    );
+    for (alg, name) in Algorithm::ALL.into_iter().zip(names) {
+        assert_eq!(name.parse::<Algorithm>(), Ok(alg));
+    }
+    assert_eq!(
+        "none".parse::<Algorithm>(),
+        Err(JoseError::UnsupportedAlg("none".into()))
+    );
+}
+
+/// `Debug` names the algorithm and the key's type and size, never key
+/// material.
+#[test]
+fn debug_shows_no_key_material() {
+    let rsa = SigningKey::from_pkcs8(Algorithm::RS256, RSA_DER).unwrap();
+    assert_eq!(
+        format!("{rsa:?}"),
+        "SigningKey { alg: RS256, public: PublicKey::Rsa(2048 bits), .. }"
+    );
+    assert_eq!(
+        format!("{:?}", rsa.verifying_key().unwrap()),
+        "VerifyingKey { alg: RS256, .. }"
+    );
+    let ec = SigningKey::generate(Algorithm::ES256, 0).unwrap().0;
+    assert_eq!(format!("{:?}", ec.public_key()), "PublicKey::P256");
+    let ed = SigningKey::generate(Algorithm::EdDSA, 0).unwrap().0;
+    assert_eq!(format!("{:?}", ed.public_key()), "PublicKey::Ed25519");
+}
+
+/// One RSA key signs RS256 and PS256, each with its own padding: neither
+/// signature verifies as the other algorithm.
+#[test]
+fn rsa_keys_sign_with_the_padding_of_their_algorithm() {
+    let rs = SigningKey::from_pkcs8(Algorithm::RS256, RSA_DER).unwrap();
+    let ps = SigningKey::from_pkcs8(Algorithm::PS256, RSA_DER).unwrap();
+    let (rs_v, ps_v) = (rs.verifying_key().unwrap(), ps.verifying_key().unwrap());
+    let rs_sig = rs.sign(b"message").unwrap();
+    let ps_sig = ps.sign(b"message").unwrap();
+    assert_eq!((rs_sig.len(), ps_sig.len()), (256, 256));
+    rs_v.verify(b"message", &rs_sig).unwrap();
+    ps_v.verify(b"message", &ps_sig).unwrap();
+    assert_eq!(rs_v.verify(b"message", &ps_sig), Err(JoseError::BadSignature));
+    assert_eq!(ps_v.verify(b"message", &rs_sig), Err(JoseError::BadSignature));
+    // PKCS#1 v1.5 is deterministic; PSS is salted.
+    assert_eq!(rs.sign(b"message").unwrap(), rs_sig);
+    assert_ne!(ps.sign(b"message").unwrap(), ps_sig);
+}
+
+/// RSA keys are made at the size asked, and only at 2048, 3072 or 4096
+/// bits; keys over 2048 bits load and verify too.
+#[test]
+fn rsa_keys_are_generated_at_the_size_asked() {
+    for bits in [1024, 2047, 2049, 8192] {
+        assert_eq!(
+            SigningKey::generate(Algorithm::RS256, bits).unwrap_err(),
+            JoseError::InvalidKey(format!("RSA keys are 2048, 3072 or 4096 bits, not {bits}"))
+        );
+    }
+    for bits in [2048, 3072] {
+        let (key, der) = SigningKey::generate(Algorithm::PS256, bits).unwrap();
+        let PublicKey::Rsa { n, .. } = key.public_key() else {
+            panic!("{:?}", key.public_key());
+        };
+        assert_eq!(n.len() * 8, bits as usize);
+        let again = SigningKey::from_pkcs8(Algorithm::PS256, &der).unwrap();
+        assert_eq!(again.public_key(), key.public_key());
+        let sig = key.sign(b"message").unwrap();
+        again.verifying_key().unwrap().verify(b"message", &sig).unwrap();
+    }
+}
+
+/// The 2048-bit floor counts the bits of `n`, not its bytes: 2047 bits in
+/// 256 bytes are refused.
+#[test]
+fn rsa_public_keys_under_2048_bits_are_refused() {
+    let mut n = vec![0xff; 256];
+    n[0] = 0x7f;
+    let short = PublicKey::Rsa { n, e: vec![1, 0, 1] };
+    assert_eq!(
+        VerifyingKey::from_public(Algorithm::RS256, &short).unwrap_err(),
+        JoseError::InvalidKey("RSA key of 2047 bits: at least 2048 are required".into())
+    );
+}
+
+/// Only the provider's PKCS#8 v2 layout is rewritten; anything else is an
+/// error, not a key made of the wrong bytes.
+#[test]
+fn ed25519_v1_rewrite_takes_only_the_v2_layout() {
+    let v2 = sig::Ed25519KeyPair::generate_pkcs8(&rand::SystemRandom::new()).unwrap();
+    let v1 = ed25519_pkcs8_v1(v2.as_ref()).unwrap();
+    assert_eq!(v1.len(), 48);
+    assert_eq!(v1[16..], v2.as_ref()[16..48]);
+    for bad in [&v1[..], &[0x30; 48], &v2.as_ref()[..47], &[]] {
+        assert!(ed25519_pkcs8_v1(bad).is_err(), "{bad:?}");
+    }
+}
+
+/// A P-256 public key is taken only as an uncompressed point of 65 bytes.
+#[test]
+fn p256_points_are_uncompressed_and_65_bytes() {
+    let key = SigningKey::generate(Algorithm::ES256, 0).unwrap().0;
+    let PublicKey::P256 { x, y } = key.public_key() else {
+        panic!("{:?}", key.public_key());
+    };
+    let point = [&[4u8][..], x, y].concat();
+    assert_eq!(&p256_from_point(&point).unwrap(), key.public_key());
+    let longer = [&point[..], &[0]].concat();
+    let compressed = [&[2u8][..], x].concat();
+    for bad in [&point[..64], &longer[..], &compressed[..], &[4u8; 33], &[]] {
+        assert!(p256_from_point(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn random_bytes_are_random() {
+    let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+    random_bytes(&mut a).unwrap();
+    random_bytes(&mut b).unwrap();
+    assert_ne!(a, [0u8; 32]);
+    assert_ne!(a, b);
+}
