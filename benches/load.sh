@@ -6,6 +6,8 @@
 #   OAUTH_ONLY=1 benches/load.sh    # issue 11's lines alone: /v1/tokens RS256, the raw
 #                                   # sign rate, /oauth2/token (RS256, opaque on memory
 #                                   # and Redis), introspection of opaque on Redis
+#   INTROSPECT_ONLY=1 INTROSPECT_ROUNDS=5 benches/load.sh   # introspection of opaque
+#                                   # tokens on Redis alone, at RATE/s, N times
 #   CLUSTER=1 benches/load.sh       # the Redis Cluster lines alone: verify + consume at
 #                                   # RATE/s open loop on 3 masters + 3 replicas,
 #                                   # redis_wait_replicas = 0 and 1; memory per mark
@@ -201,6 +203,7 @@ wait_port "$NPORT"
 echo "== $(nproc) cores, wrk -t1 -c$CONN -d${DUR}s; all servers on 127.0.0.1"
 # JWKS_ROUNDS > 1 alternates nginx and tokensmith, so both see the same
 # machine speed on a shared machine; JWKS_ONLY=1 stops after these lines.
+if [ "${INTROSPECT_ONLY:-0}" != 1 ]; then
 for _ in $(seq 1 "${JWKS_ROUNDS:-1}"); do
   wrk_line "GET jwks.json   nginx (static)" "http://127.0.0.1:$NPORT/.well-known/jwks.json"
   wrk_line "GET jwks.json   tokensmith" "http://127.0.0.1:$rs_PORT/.well-known/jwks.json"
@@ -215,9 +218,10 @@ BASIC2=$(printf '%s' "bench-op:$API_KEY2" | base64 -w0)
 OAUTH_BASIC=$BASIC1 wrk_line "POST /oauth2/token cc RS256" -s benches/load/oauth_token.lua "http://127.0.0.1:$rs_PORT/oauth2/token"
 OAUTH_BASIC=$BASIC2 wrk_line "POST /oauth2/token cc opaque mem" -s benches/load/oauth_token.lua "http://127.0.0.1:$rs_PORT/oauth2/token"
 OAUTH_BASIC=$BASIC2 wrk_line "POST /oauth2/token cc opaque redis" -s benches/load/oauth_token.lua "http://127.0.0.1:$rd_PORT/oauth2/token"
+fi
 
 LG=$RELEASE/examples/loadgen
-if [ "${OAUTH_ONLY:-0}" != 1 ]; then
+if [ "${OAUTH_ONLY:-0}" != 1 ] && [ "${INTROSPECT_ONLY:-0}" != 1 ]; then
 TOKEN=$(curl -s "http://127.0.0.1:$rs_PORT/v1/tokens" -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
   -d '{"sub":"user-1","scopes":["read:orders"],"ttl":"30m"}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
 export TOKEN
@@ -241,7 +245,10 @@ for _ in $(seq 1 200); do
   curl -s "http://127.0.0.1:$rd_PORT/oauth2/token" -u "bench-op:$API_KEY2" -d grant_type=client_credentials |
     grep -o '"access_token":"[^"]*"' | cut -d'"' -f4
 done > "$W/op.tokens"
-printf '%-34s ' "introspect opaque redis"
-LOADGEN_INTROSPECT=bench-op $LG "http://127.0.0.1:$rd_PORT/oauth2/introspect" "$API_KEY2" "$W/op.tokens" "$RATE" "$DUR" false
+for _ in $(seq 1 "${INTROSPECT_ROUNDS:-1}"); do
+  printf '%-34s ' "introspect opaque redis"
+  LOADGEN_INTROSPECT=bench-op $LG "http://127.0.0.1:$rd_PORT/oauth2/introspect" "$API_KEY2" "$W/op.tokens" "$RATE" "$DUR" false
+done
+[ "${INTROSPECT_ONLY:-0}" = 1 ] && exit 0
 echo "== redis ceiling"
 redis-benchmark -p "$RPORT" -t set -n 200000 -c 32 -q | tr '\r' '\n' | grep -v '^$' | tail -1
