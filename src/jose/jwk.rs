@@ -269,18 +269,7 @@ mod tests {
     /// key type, and verifies its signatures.
     #[test]
     fn public_keys_round_trip_through_their_jwk() {
-        let keys = [
-            (
-                Algorithm::RS256,
-                &include_bytes!("../../tests/fixtures/rsa2048.der")[..],
-            ),
-            (Algorithm::ES256, &include_bytes!("../../tests/fixtures/p256.der")[..]),
-            (
-                Algorithm::EdDSA,
-                &include_bytes!("../../tests/fixtures/ed25519.der")[..],
-            ),
-        ];
-        for (alg, der) in keys {
+        for (alg, der) in crate::jose::FIXTURE_KEYS {
             let key = crate::jose::SigningKey::from_pkcs8(alg, der).unwrap();
             let jwk = Jwk::from_public(alg, key.public_key());
             assert_eq!(&jwk.public_key().unwrap(), key.public_key(), "{alg}");

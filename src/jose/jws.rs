@@ -340,18 +340,7 @@ mod tests {
     /// EdDSA (cargo-mutants deleted the RSA arm and only the growth showed).
     #[test]
     fn sign_allocates_the_token_once_for_every_key_type() {
-        let keys = [
-            (
-                Algorithm::RS256,
-                &include_bytes!("../../tests/fixtures/rsa2048.der")[..],
-            ),
-            (Algorithm::ES256, &include_bytes!("../../tests/fixtures/p256.der")[..]),
-            (
-                Algorithm::EdDSA,
-                &include_bytes!("../../tests/fixtures/ed25519.der")[..],
-            ),
-        ];
-        for (alg, der) in keys {
+        for (alg, der) in crate::jose::FIXTURE_KEYS {
             let key = SigningKey::from_pkcs8(alg, der).unwrap();
             let token = sign(&header_segment(alg, "k"), &[b'x'; 300], &key).unwrap();
             assert!(verify(&token, &key.verifying_key().unwrap()).is_ok(), "{alg:?}");

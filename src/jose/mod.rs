@@ -11,6 +11,16 @@ pub(crate) mod json;
 pub mod jwk;
 pub mod jws;
 
+/// The test fixture keys (PKCS#8 DER, `tests/fixtures/`), one per key type,
+/// with the algorithm each is used for: for unit tests that must cover every
+/// key type.
+#[cfg(test)]
+pub(crate) const FIXTURE_KEYS: [(Algorithm, &[u8]); 3] = [
+    (Algorithm::RS256, include_bytes!("../../tests/fixtures/rsa2048.der")),
+    (Algorithm::ES256, include_bytes!("../../tests/fixtures/p256.der")),
+    (Algorithm::EdDSA, include_bytes!("../../tests/fixtures/ed25519.der")),
+];
+
 pub use alg::{Algorithm, PublicKey, SigningKey, VerifyingKey};
 pub use jwk::{Jwk, JwkSet};
 

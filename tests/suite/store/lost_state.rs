@@ -82,6 +82,25 @@ async fn memory_retry_keys_are_forgotten_with_their_marks() {
 // ---------------------------------------------------------------------------
 // Redis: the epoch is the namespace's, and outlives no data.
 
+/// What a store of the new layout, connected at `t + 1` over what an
+/// earlier layout left (its epoch `earlier`, and the mark of `used`), must
+/// show: a new epoch, `used` (issued before it) refused however often, and a
+/// token issued after it consumed once.
+async fn started_a_new_epoch(s: &RedisStore, t: i64, earlier: &str) {
+    assert_eq!(s.epoch(), t + 1, "the new layout starts a new epoch (over {earlier})");
+    for _ in 0..2 {
+        assert_eq!(s.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::StateLost));
+    }
+    assert_eq!(
+        s.consume(token("new", t + 1), t + 1).await,
+        Ok(ConsumeOutcome::FirstUse)
+    );
+    assert_eq!(
+        s.consume(token("new", t + 1), t + 1).await,
+        Ok(ConsumeOutcome::Replayed)
+    );
+}
+
 async fn get_epoch(server: &RedisServer, namespace: &str) -> Option<String> {
     let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
     conn.get(format!("ts:{}:mark-epoch", namespace_id(namespace)))
@@ -140,17 +159,7 @@ async fn a_token_consumed_under_an_earlier_layout_stays_spent() {
         let () = conn.set(old_epoch, t - 3600).await.unwrap();
         let () = conn.set(format!("{old_marks}used"), 1).await.unwrap();
         let s = RedisStore::connect(&server.url, "n", TIMEOUT, t + 1).await.unwrap();
-        assert_eq!(s.epoch(), t + 1, "the new layout starts a new epoch ({old_epoch})");
-        assert_eq!(s.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::StateLost));
-        assert_eq!(s.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::StateLost));
-        assert_eq!(
-            s.consume(token("new", t + 1), t + 1).await,
-            Ok(ConsumeOutcome::FirstUse)
-        );
-        assert_eq!(
-            s.consume(token("new", t + 1), t + 1).await,
-            Ok(ConsumeOutcome::Replayed)
-        );
+        started_a_new_epoch(&s, t, old_epoch).await;
         for held in &earlier_epochs {
             let value: String = conn.get(held).await.unwrap();
             assert_eq!(value, HELD_SHUT, "{held} is held shut");
@@ -210,16 +219,7 @@ async fn on_a_cluster_every_bucket_starts_a_new_epoch_and_holds_the_earlier_ones
     let s = RedisStore::connect_cluster(&seeds, &namespace, TIMEOUT, t + 1)
         .await
         .unwrap();
-    assert_eq!(s.epoch(), t + 1, "the new layout starts a new epoch");
-    assert_eq!(s.consume(token("used", t - 10), t).await, Ok(ConsumeOutcome::StateLost));
-    assert_eq!(
-        s.consume(token("new", t + 1), t + 1).await,
-        Ok(ConsumeOutcome::FirstUse)
-    );
-    assert_eq!(
-        s.consume(token("new", t + 1), t + 1).await,
-        Ok(ConsumeOutcome::Replayed)
-    );
+    started_a_new_epoch(&s, t, "the cluster's").await;
     for b in [0, 1, b, mark_bucket("new"), 511, 1023] {
         let epoch = on_master(&format!("ts:{{{b}}}:{id}:mark-epoch"), &["GET"]);
         assert_eq!(epoch.trim(), (t + 1).to_string(), "bucket {b}");
