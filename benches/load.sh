@@ -85,7 +85,9 @@ token_format = "opaque"
 TOML
   # serve makes no keys (only `serve --dev` does): make them first.
   (cd "$W/$name" && "$BIN" keys init >/dev/null 2>"$W/$name/log") || { cat "$W/$name/log" >&2; exit 1; }
-  (cd "$W/$name" && TOKENSMITH_LOG=warn "$BIN" serve >/dev/null 2>>"$W/$name/log") &
+  # exec: $! is then the server itself, which cleanup kills (a subshell
+  # killed in its place left the server running after the bench).
+  (cd "$W/$name" && TOKENSMITH_LOG=warn exec "$BIN" serve >/dev/null 2>>"$W/$name/log") &
   PIDS+=($!)
   wait_port "$p" "$W/$name/log"
   printf -v "${name}_PORT" '%s' "$p"
@@ -194,7 +196,11 @@ http {
   access_log off;
   default_type application/json;
   client_body_temp_path $W; proxy_temp_path $W; fastcgi_temp_path $W; uwsgi_temp_path $W; scgi_temp_path $W;
-  server { listen 127.0.0.1:$NPORT; root $W/www; etag on; add_header Cache-Control "public, max-age=1800"; }
+  server {
+    listen 127.0.0.1:$NPORT; root $W/www; etag on; add_header Cache-Control "public, max-age=1800";
+    # The open-loop reference: the machine's and the generator's own tail.
+    location = /ping { return 200 '{"active":false}'; }
+  }
 }
 NGINX
 "$NGINX" -c "$W/nginx.conf" -p "$W"
@@ -246,6 +252,10 @@ for _ in $(seq 1 200); do
     grep -o '"access_token":"[^"]*"' | cut -d'"' -f4
 done > "$W/op.tokens"
 for _ in $(seq 1 "${INTROSPECT_ROUNDS:-1}"); do
+  # The floor, in the same run: nginx answering the same requests with a
+  # fixed body. Its p99 is the tail the machine and the generator add.
+  printf '%-34s ' "reference: nginx fixed reply"
+  LOADGEN_INTROSPECT=bench-op $LG "http://127.0.0.1:$NPORT/ping" "$API_KEY2" "$W/op.tokens" "$RATE" "$DUR" false
   printf '%-34s ' "introspect opaque redis"
   LOADGEN_INTROSPECT=bench-op $LG "http://127.0.0.1:$rd_PORT/oauth2/introspect" "$API_KEY2" "$W/op.tokens" "$RATE" "$DUR" false
 done
