@@ -7,7 +7,11 @@
 #                                   # sign rate, /oauth2/token (RS256, opaque on memory
 #                                   # and Redis), introspection of opaque on Redis
 #   INTROSPECT_ONLY=1 INTROSPECT_ROUNDS=5 benches/load.sh   # introspection of opaque
-#                                   # tokens on Redis alone, at RATE/s, N times
+#                                   # tokens on Redis alone, at RATE/s, N times, each
+#                                   # after the same requests answered by nginx (the floor)
+#   PIN=1 ...                       # the load generator on the last core, every server
+#                                   # (tokensmith, Redis, nginx) on the others: on a small
+#                                   # machine they no longer take each other's CPU
 #   CLUSTER=1 benches/load.sh       # the Redis Cluster lines alone: verify + consume at
 #                                   # RATE/s open loop on 3 masters + 3 replicas,
 #                                   # redis_wait_replicas = 0 and 1; memory per mark
@@ -30,6 +34,13 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 # RELEASE=<dir> NO_BUILD=1 runs binaries built before (tokensmith and
 # examples/{loadgen,sign_rate} under <dir>) instead of building them.
 RELEASE=${RELEASE:-$PWD/target/release}
+# PIN=1: servers on cores 0..n-2, the load generators on core n-1.
+SRV=() GEN=()
+if [ "${PIN:-0}" = 1 ]; then
+  last=$(($(nproc) - 1))
+  [ "$last" -ge 1 ] || { echo "error: PIN=1 needs at least 2 cores" >&2; exit 1; }
+  SRV=(taskset -c "0-$((last - 1))") GEN=(taskset -c "$last")
+fi
 [ "${NO_BUILD:-0}" = 1 ] || cargo build --release --quiet --bin tokensmith --example sign_rate --example loadgen
 BIN=$RELEASE/tokensmith
 W=$(mktemp -d)
@@ -87,7 +98,7 @@ TOML
   (cd "$W/$name" && "$BIN" keys init >/dev/null 2>"$W/$name/log") || { cat "$W/$name/log" >&2; exit 1; }
   # exec: $! is then the server itself, which cleanup kills (a subshell
   # killed in its place left the server running after the bench).
-  (cd "$W/$name" && TOKENSMITH_LOG=warn exec "$BIN" serve >/dev/null 2>>"$W/$name/log") &
+  (cd "$W/$name" && TOKENSMITH_LOG=warn exec "${SRV[@]}" "$BIN" serve >/dev/null 2>>"$W/$name/log") &
   PIDS+=($!)
   wait_port "$p" "$W/$name/log"
   printf -v "${name}_PORT" '%s' "$p"
@@ -102,6 +113,30 @@ wrk_line() { # LABEL wrk-args...
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   local non2xx; non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
   printf '%-34s %10s req/s   p50 %8s   p99 %8s   non-2xx %s\n' "$label" "$rps" "$p50" "$p99" "${non2xx:-0}"
+}
+
+# route_buckets PORT ROUTE: the cumulative counts of ROUTE's latency
+# histogram in /metrics, "le=count" a line.
+route_buckets() {
+  curl -s "http://127.0.0.1:$1/metrics" |
+    sed -n "s/^tokensmith_request_duration_seconds_bucket{route=\"${2//\//\\/}\",le=\"\([^\"]*\)\"} \([0-9]*\)$/\1=\2/p"
+}
+# server_quantiles BEFORE AFTER: the buckets that hold p50, p99 and p99.9
+# of the requests between two route_buckets readings.
+server_quantiles() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+def parse(t): return [(l.split("=")[0], int(l.split("=")[1])) for l in t.split() if "=" in l]
+b, a = dict(parse(sys.argv[1])), parse(sys.argv[2])
+d = [(le, n - b.get(le, 0)) for le, n in a]
+total = d[-1][1] if d else 0
+def q(p):
+    for le, n in d:
+        if n >= p * total:
+            return "<= %s ms" % ("inf" if le == "+Inf" else "%g" % (float(le) * 1000))
+    return "?"
+print("%d requests: p50 %s, p99 %s, p99.9 %s" % (total, q(0.50), q(0.99), q(0.999)))
+PY
 }
 
 # collect_tokens INSTANCE COUNT: COUNT distinct tokens of INSTANCE in $W/INSTANCE.tokens.
@@ -159,7 +194,7 @@ redis_wait_replicas = 1"
   collect_tokens cl1 "$NEED"
   echo "== Redis Cluster (3 masters + 3 replicas), open loop at ${RATE}/s for ${DUR}s (latency from scheduled start)"
   echo "   load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-  LG=$RELEASE/examples/loadgen
+  LG="${GEN[*]} $RELEASE/examples/loadgen"
   printf '%-34s ' "verify + consume  cluster wait=0"; $LG "http://127.0.0.1:$cl0_PORT/v1/verify" "$API_KEY" "$W/cl0.tokens" "$RATE" "$DUR" true
   printf '%-34s ' "verify + consume  cluster wait=1"; $LG "http://127.0.0.1:$cl1_PORT/v1/verify" "$API_KEY" "$W/cl1.tokens" "$RATE" "$DUR" true
   echo "   load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -175,7 +210,7 @@ redis_wait_replicas = 1"
 fi
 
 RPORT=$(port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" >/dev/null &
+"${SRV[@]}" redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" >/dev/null &
 PIDS+=($!)
 wait_port "$RPORT"
 
@@ -203,7 +238,7 @@ http {
   }
 }
 NGINX
-"$NGINX" -c "$W/nginx.conf" -p "$W"
+"${SRV[@]}" "$NGINX" -c "$W/nginx.conf" -p "$W"
 wait_port "$NPORT"
 
 echo "== $(nproc) cores, wrk -t1 -c$CONN -d${DUR}s; all servers on 127.0.0.1"
@@ -226,7 +261,7 @@ OAUTH_BASIC=$BASIC2 wrk_line "POST /oauth2/token cc opaque mem" -s benches/load/
 OAUTH_BASIC=$BASIC2 wrk_line "POST /oauth2/token cc opaque redis" -s benches/load/oauth_token.lua "http://127.0.0.1:$rd_PORT/oauth2/token"
 fi
 
-LG=$RELEASE/examples/loadgen
+LG="${GEN[*]} $RELEASE/examples/loadgen"
 if [ "${OAUTH_ONLY:-0}" != 1 ] && [ "${INTROSPECT_ONLY:-0}" != 1 ]; then
 TOKEN=$(curl -s "http://127.0.0.1:$rs_PORT/v1/tokens" -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
   -d '{"sub":"user-1","scopes":["read:orders"],"ttl":"30m"}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
@@ -256,8 +291,13 @@ for _ in $(seq 1 "${INTROSPECT_ROUNDS:-1}"); do
   # fixed body. Its p99 is the tail the machine and the generator add.
   printf '%-34s ' "reference: nginx fixed reply"
   LOADGEN_INTROSPECT=bench-op $LG "http://127.0.0.1:$NPORT/ping" "$API_KEY2" "$W/op.tokens" "$RATE" "$DUR" false
+  before=$(route_buckets "$rd_PORT" /oauth2/introspect)
   printf '%-34s ' "introspect opaque redis"
   LOADGEN_INTROSPECT=bench-op $LG "http://127.0.0.1:$rd_PORT/oauth2/introspect" "$API_KEY2" "$W/op.tokens" "$RATE" "$DUR" false
+  # The server's own view: its latency histogram over this round (from
+  # the request read to the response written; no queue, no generator).
+  printf '%-34s %s\n' "  in the server" \
+    "$(server_quantiles "$before" "$(route_buckets "$rd_PORT" /oauth2/introspect)")"
 done
 [ "${INTROSPECT_ONLY:-0}" = 1 ] && exit 0
 echo "== redis ceiling"
