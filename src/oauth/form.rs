@@ -147,6 +147,20 @@ mod tests {
         assert!(f.require("zz").is_err());
     }
 
+    /// Hex digits of either case, each digit its own value: every one of
+    /// `0-9a-fA-F` in both places of an escape.
+    #[test]
+    fn escapes_take_hex_digits_of_either_case() {
+        let f = Form::parse(b"a=%3a%3A%2f%2F%7e%7E&b=%c3%a9%C3%A9&c=%4a%4b%4c%4d%4e%4f%61%62%63%64%65%66").unwrap();
+        assert_eq!(f.get("a"), Some(concat!("::", "//", "~~")));
+        assert_eq!(f.get("b"), Some("éé"));
+        assert_eq!(f.get("c"), Some("JKLMNOabcdef"));
+        // Every ASCII byte, escaped in lower and in upper case.
+        let ascii: String = (0u8..128).map(|b| format!("%{b:02x}%{b:02X}")).collect();
+        let expected: String = (0u8..128).flat_map(|b| [char::from(b), char::from(b)]).collect();
+        assert_eq!(decode(ascii.as_bytes(), "v").unwrap(), expected);
+    }
+
     #[test]
     fn repeats_bad_escapes_and_non_utf8_are_invalid_requests() {
         for body in [
