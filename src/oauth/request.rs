@@ -327,7 +327,8 @@ mod tests {
             }
         );
         assert!(a.is_basic());
-        assert!(!format!("{a:?}").contains("sk_1"));
+        // Debug names the client and the method, never the secret.
+        assert_eq!(format!("{a:?}"), r#"Secret { client_id: "shop", basic: true, .. }"#);
         // Form-urlencoded inside Basic (RFC 6749 §2.3.1).
         let a = ClientAuth::from_request(Some(&basic("a%3Ab", "s%2Bk+x")), &form("")).unwrap();
         assert_eq!(
@@ -346,6 +347,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(j, ClientAuth::Assertion { client_id: None, .. }));
+        assert_eq!(format!("{j:?}"), "Assertion { client_id: None, .. }");
         for (header, body, code) in [
             (
                 Some(basic("shop", "sk_1")),
@@ -365,6 +367,10 @@ mod tests {
                 "invalid_client",
             ),
             (Some("Bearer sk_1".into()), "", "invalid_client"),
+            // Neither half of a Basic credential may be empty.
+            (Some(basic("", "sk_1")), "", "invalid_client"),
+            (Some(basic("shop", "")), "", "invalid_client"),
+            (Some(basic("", "")), "", "invalid_client"),
         ] {
             let e = ClientAuth::from_request(header.as_deref(), &form(body)).unwrap_err();
             assert_eq!(e.code(), code, "{header:?} {body}");
