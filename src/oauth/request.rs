@@ -355,6 +355,18 @@ mod tests {
                 "invalid_request",
             ),
             (Some(basic("shop", "sk_1")), "client_id=other", "invalid_request"),
+            // Half an assertion is a method too: with another, two methods.
+            (
+                Some(basic("shop", "sk_1")),
+                "client_assertion_type=x",
+                "invalid_request",
+            ),
+            (Some(basic("shop", "sk_1")), "client_assertion=e.e.e", "invalid_request"),
+            (
+                None,
+                "client_id=shop&client_secret=sk_1&client_assertion=e.e.e",
+                "invalid_request",
+            ),
             (None, "client_secret=sk_1", "invalid_request"),
             (None, "client_id=shop", "invalid_client"),
             (None, "", "invalid_client"),
