@@ -410,6 +410,10 @@ mod tests {
             ("grant_type=client_credentials&scope=a%22b", "invalid_scope"),
             ("grant_type=client_credentials&resource=relative", "invalid_target"),
             ("grant_type=client_credentials&resource=https%3A%2F%2Fr%23f", "invalid_target"),
+            // An absolute URI: a scheme, of scheme characters, and more after `://`.
+            ("grant_type=client_credentials&resource=%3A%2F%2Fr", "invalid_target"),
+            ("grant_type=client_credentials&resource=ht+tp%3A%2F%2Fr", "invalid_target"),
+            ("grant_type=client_credentials&resource=https%3A%2F%2F", "invalid_target"),
             ("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=t", "invalid_request"),
             (
                 "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=t&subject_token_type=x&actor_token=a",
@@ -418,7 +422,28 @@ mod tests {
         ] {
             assert_eq!(TokenGrant::from_form(&form(body)).unwrap_err().code(), code, "{body}");
         }
-        let r = TokenGrant::from_form(&form("grant_type=refresh_token&refresh_token=secret")).unwrap();
-        assert!(!format!("{r:?}").contains("secret"));
+        let ok = TokenGrant::from_form(&form("grant_type=client_credentials&resource=x%2B1.a-b%3A%2F%2Fr")).unwrap();
+        assert_eq!(
+            ok,
+            TokenGrant::ClientCredentials {
+                scope: None,
+                audience: vec!["x+1.a-b://r".into()]
+            }
+        );
+        // Debug shows what was asked, never a token.
+        let r = TokenGrant::from_form(&form("grant_type=refresh_token&refresh_token=secret&scope=a")).unwrap();
+        assert_eq!(format!("{r:?}"), r#"RefreshToken { scope: Some(["a"]), .. }"#);
+        assert_eq!(
+            format!("{g:?}"),
+            r#"ClientCredentials { scope: Some(["a", "b"]), audience: ["x", "https://r"] }"#
+        );
+        let x = TokenGrant::from_form(&form(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=secret&subject_token_type=t&audience=a",
+        ))
+        .unwrap();
+        assert_eq!(
+            format!("{x:?}"),
+            r#"ExchangeRequest { subject_token_type: "t", audience: ["a"], scope: None, requested_token_type: None, .. }"#
+        );
     }
 }
