@@ -127,9 +127,7 @@ impl Authority {
         let header = jws::header_segment_typ(signer.alg, &signer.kid, AT_JWT);
         let token = jws::sign(&header, &claims.to_json_rfc9068(), &signer.key)
             .map_err(|e| AuthorityError::Issue(IssueError::Crypto(e)))?;
-        if token.len() > jws::MAX_TOKEN_LEN {
-            return Err(AuthorityError::Issue(IssueError::TooLarge { len: token.len() }));
-        }
+        let token = crate::issuer::within_size(token).map_err(AuthorityError::Issue)?;
         tracing::debug!(client = %client.id, jti = %claims.jti, kid = %signer.kid, "at+jwt issued");
         Ok(IssuedToken { token, claims })
     }
@@ -204,5 +202,42 @@ impl Authority {
             self.store.opaque_remove(&opaque_hash(token), self.clock.now()).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::panic)]
+    use super::*;
+
+    /// A compact JWS has dots; an opaque token of ours has none and is at
+    /// most 64 bytes. Nothing else is looked up in the store.
+    #[test]
+    fn only_short_dotless_tokens_look_opaque() {
+        assert!(looks_opaque("ts_abc"));
+        assert!(looks_opaque(&"x".repeat(64)));
+        for not in [
+            "",
+            "a.b.c",
+            "ts_a.b",
+            ".",
+            &"x".repeat(65),
+            &format!("{}.", "x".repeat(63)),
+        ] {
+            assert!(!looks_opaque(not), "{not:?}");
+        }
+    }
+
+    /// The stored form reads back as the claims it was made from, with
+    /// this issuer's `iss`.
+    #[test]
+    fn stored_claims_read_back() {
+        let c = Claims::from_payload(
+            br#"{"iss":"https://i","sub":"u","aud":["a","b"],"iat":10,"exp":70,"jti":"j","scope":"r w","tenant":"t"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let back = decode("https://i", &encode(&c)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, c);
+        assert!(decode("https://i", b"[1]").is_err());
     }
 }

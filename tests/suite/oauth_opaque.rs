@@ -147,9 +147,23 @@ async fn revocation_is_instant_on_every_instance_and_the_store_never_holds_the_t
             assert!(!String::from_utf8_lossy(&v).contains(secret), "{k}");
         }
     }
-    // Revoked on A: B refuses it at once.
+    // Revoked on A: B refuses it at once, and its record is gone.
+    let records = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("*:opaque:*")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            keys
+        }
+    };
+    let before = records(&mut conn).await;
     let r = form(&a, "/oauth2/revoke", shop(), &format!("token={}", enc(&token))).await;
     assert_eq!(r.status, StatusCode::OK);
+    let after = records(&mut conn).await;
+    assert_eq!(after.len() + 1, before.len(), "{before:?} {after:?}");
     assert!(!active(&b, &token).await);
     assert_eq!(verify(&b, &token).await.0, StatusCode::UNAUTHORIZED);
     // /v1/revoke by jti works the same for an opaque token.
