@@ -183,11 +183,9 @@ impl Authority {
         }
         match grant {
             TokenGrant::ClientCredentials { scope, audience } => {
-                let aud = match audience.len() {
-                    0 => None,
-                    1 => audience.into_iter().next().map(Audience::One),
-                    _ => Some(Audience::Many(audience)),
-                };
+                // None: the client's audience. One audience or a list of one
+                // are the same to the policy.
+                let aud = (!audience.is_empty()).then_some(Audience::Many(audience));
                 let req = TokenRequest {
                     sub: client.id.clone(),
                     aud,

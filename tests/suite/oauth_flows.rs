@@ -235,8 +235,11 @@ async fn token_exchange_of_an_access_token_narrows_to_the_caller() {
     let c = r.json()["claims"].clone();
     assert_eq!((c["sub"].as_str(), c["client_id"].as_str()), (Some("u1"), Some("bot")));
     assert!(c.get("storeId").is_none(), "{c}");
-    // Its own token, narrowed; widening is refused.
-    ok(&exchange(&app, shop(), &subject, "&scope=read%3Aorders").await);
+    // Its own token, narrowed to the scope asked; widening is refused.
+    let v = ok(&exchange(&app, shop(), &subject, "&scope=read%3Aorders").await);
+    assert_eq!(v["scope"], "read:orders");
+    let c = claims_of(&app, v["access_token"].as_str().unwrap(), "chatbot").await;
+    assert_eq!(c["scopes"], json!(["read:orders"]), "{c}");
     refused(
         &exchange(&app, shop(), &subject, "&scope=write%3Aorders").await,
         StatusCode::BAD_REQUEST,
@@ -497,8 +500,37 @@ async fn private_key_jwt_with_inline_keys() {
             "invalid_client",
         );
     }
-    // Exactly five minutes ahead is allowed.
+    // Exactly five minutes ahead is allowed, and a jti of exactly 256 bytes.
     ok(&with_assertion(&app, &assertion(&key, &kid, json!({ "exp": NOW + 300 })), "").await);
+    ok(&with_assertion(&app, &assertion(&key, &kid, json!({ "jti": "j".repeat(256) })), "").await);
+    // An assertion is not a token of ours: it may have been made long ago
+    // (no max_ttl), as long as it expires within five minutes.
+    ok(&with_assertion(
+        &app,
+        &assertion(&key, &kid, json!({ "iat": NOW - 7 * 86_400, "exp": NOW + 60 })),
+        "",
+    )
+    .await);
+}
+
+/// An assertion's `exp` is checked with the service's configured leeway.
+#[tokio::test]
+async fn private_key_jwt_takes_the_configured_leeway() {
+    let (key, jwk) = p256();
+    let cfg = format!(
+        "{}
+[[clients]]
+id = \"signer\"\naudience = \"signer-api\"\nscopes = [\"s\"]\njwks = {{ keys = [ {jwk} ] }}\n",
+        base_config().replace("leeway = \"60s\"", "leeway = \"5s\"")
+    );
+    let app = TestApp::new(&cfg);
+    let kid = Jwk::from_public(Algorithm::ES256, key.public_key()).kid.unwrap();
+    ok(&with_assertion(&app, &assertion(&key, &kid, json!({ "exp": NOW - 4 })), "").await);
+    refused(
+        &with_assertion(&app, &assertion(&key, &kid, json!({ "exp": NOW - 5 })), "").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    );
 }
 
 #[tokio::test]
@@ -509,11 +541,23 @@ async fn private_key_jwt_with_a_jwks_uri() {
     let body = json!({ "keys": [jwk] }).to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let served = Router::new().route("/jwks.json", get(move || std::future::ready(body.clone())));
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&fetches);
+    let served = Router::new().route(
+        "/jwks.json",
+        get(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(body.clone())
+        }),
+    );
     let server = tokio::spawn(async move { axum::serve(listener, served).await });
     let app = app_with(Some(&format!("http://{addr}/jwks.json")));
     let a = assertion(&key, &kid, json!({ "iss": "fetcher", "sub": "fetcher" }));
     ok(&with_assertion(&app, &a, "").await);
+    // The client's keys are fetched once and kept for its next assertions.
+    let a = assertion(&key, &kid, json!({ "iss": "fetcher", "sub": "fetcher" }));
+    ok(&with_assertion(&app, &a, "").await);
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
     // An assertion with a kid the JWKS does not have.
     let a = assertion(&key, "unknown-kid", json!({ "iss": "fetcher", "sub": "fetcher" }));
     refused(
