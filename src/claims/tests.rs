@@ -241,3 +241,16 @@ fn a_fractional_date_is_refused_from_9e15_on() {
     // An integer is read as it is, however large.
     assert_eq!(exp("9000000000000000"), Ok(9_000_000_000_000_000));
 }
+
+/// Reserved: every registered claim and each of the service's own
+/// (`client_id`, `sid`, `cnf`), each on its own; anything else, a near
+/// miss of one of them included, is free for a client to allow.
+#[test]
+fn reserved_claims_are_the_registered_ones_and_the_services_own() {
+    for name in REGISTERED.iter().copied().chain([CLIENT_ID, SID, CNF]) {
+        assert!(is_reserved(name), "{name}");
+    }
+    for name in ["tier", "storeId", "client", "sids", "CNF", "", "scope_"] {
+        assert!(!is_reserved(name), "{name}");
+    }
+}
