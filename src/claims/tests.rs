@@ -290,3 +290,16 @@ fn to_value_is_the_payload_as_json() {
     assert_eq!(v, serde_json::from_slice::<Value>(&c.to_json()).unwrap());
     assert_eq!((v["sub"].as_str(), v["storeId"].as_str()), (Some("u1"), Some("st_1")));
 }
+
+/// Only a leading `application/` is dropped from a `typ`: twelve other
+/// characters in front of `at+jwt` are not that prefix.
+#[test]
+fn a_typ_with_another_twelve_character_prefix_is_refused() {
+    let at = Validation::new("https://i").typ("at+jwt");
+    for bad in ["application-at+jwt", "applications/at+jwt", "xxxxxxxxxxxxat+jwt"] {
+        assert_eq!(at.check_typ(Some(bad)).unwrap_err().code(), "malformed_token", "{bad}");
+    }
+    let long = Validation::new("https://i").typ("application/vnd.x+jwt");
+    assert_eq!(long.check_typ(Some("vnd.x+jwt")), Ok(()));
+    assert!(long.check_typ(Some("application+vnd.x+jwt")).is_err());
+}
