@@ -424,6 +424,139 @@ impl Authority {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::claims::Claims;
+    use crate::clients::OriginPattern;
+    use crate::store::StoreError;
+
+    fn scopes(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn shop() -> Client {
+        Client {
+            allowed_origins: vec![OriginPattern::parse("https://shop.example.com").unwrap()],
+            ..Client::new("shop", "chatbot")
+        }
+    }
+
+    /// Each flow is charged to a counter of its own: no two share a name.
+    #[test]
+    fn each_flow_has_a_counter_of_its_own() {
+        let flows = [Flow::Api, Flow::Guest, Flow::Session, Flow::Exchange, Flow::Refresh];
+        for (i, a) in flows.iter().enumerate() {
+            assert!(!a.name().is_empty(), "{a:?}");
+            for b in &flows[i + 1..] {
+                assert_ne!(a.name(), b.name(), "{a:?} and {b:?}");
+            }
+        }
+    }
+
+    /// A page is judged by its `Origin`; a client must be the one the
+    /// grant was issued to.
+    #[test]
+    fn a_grant_is_held_by_its_own_client_or_a_page_it_allows() {
+        let shop = shop();
+        let other = Client::new("other", "chatbot");
+        let code = |r: Result<(), AuthorityError>| r.map_or_else(|e| e.code(), |()| "ok");
+        assert_eq!(code(Presenter::Client(&shop).check(&shop)), "ok");
+        assert_eq!(code(Presenter::Client(&other).check(&shop)), "invalid_grant");
+        let page = |origin| Presenter::Page { origin }.check(&shop);
+        assert_eq!(code(page(Some("https://shop.example.com"))), "ok");
+        assert_eq!(code(page(Some("https://evil.example.com"))), "origin_not_allowed");
+        assert_eq!(code(page(None)), "ok");
+    }
+
+    /// An origin is required where the flow says so; a given one must be
+    /// in the client's allowlist either way.
+    #[test]
+    fn an_origin_is_checked_and_required_where_the_flow_says() {
+        let shop = shop();
+        let code = |origin, required| match Authority::check_origin(&shop, origin, required) {
+            Ok(()) => "ok",
+            Err(e) => e.code(),
+        };
+        for required in [false, true] {
+            assert_eq!(code(Some("https://shop.example.com"), required), "ok");
+            assert_eq!(code(Some("https://other.example.com"), required), "origin_not_allowed");
+        }
+        assert_eq!(code(None, false), "ok");
+        assert_eq!(code(None, true), "origin_not_allowed");
+    }
+
+    /// Narrowing keeps only the scopes asked for, all of which the grant
+    /// must have: it never widens.
+    #[test]
+    fn narrowing_keeps_the_scopes_asked_and_never_widens() {
+        let id = Identity {
+            sub: "alice".into(),
+            scopes: scopes(&["chat", "read", "write"]),
+            claims: Map::new(),
+        };
+        assert_eq!(narrowed(id.clone(), None).unwrap().scopes, id.scopes);
+        let asked = scopes(&["write", "chat"]);
+        assert_eq!(
+            narrowed(id.clone(), Some(&asked)).unwrap().scopes,
+            scopes(&["chat", "write"])
+        );
+        let wider = scopes(&["chat", "admin"]);
+        let e = narrowed(id, Some(&wider)).err().unwrap();
+        assert_eq!(e.code(), "scope_not_allowed");
+        assert!(e.to_string().contains("admin"), "{e}");
+    }
+
+    /// Every refused refresh token is the same `invalid_refresh_token`; a
+    /// store or random failure keeps its kind.
+    #[test]
+    fn refresh_errors_become_one_refusal_or_keep_their_cause() {
+        for why in [
+            InvalidReason::Malformed,
+            InvalidReason::Unknown,
+            InvalidReason::Reused,
+            InvalidReason::Revoked,
+        ] {
+            let e = AuthorityError::from(RefreshError::Invalid(why));
+            assert!(
+                matches!(e, AuthorityError::Rejected(Rejection::InvalidRefreshToken)),
+                "{e:?}"
+            );
+        }
+        let e = AuthorityError::from(RefreshError::Store(StoreError::Full { capacity: 1 }));
+        assert!(
+            matches!(e, AuthorityError::Store(StoreError::Full { capacity: 1 })),
+            "{e:?}"
+        );
+        let e = AuthorityError::from(RefreshError::Random(crate::jose::JoseError::Crypto("rng")));
+        assert_eq!(e.code(), "server_error");
+    }
+
+    /// A grant's debug form names its token by `jti` and hides the refresh token.
+    #[test]
+    fn a_grants_debug_form_hides_the_refresh_token() {
+        let claims = Claims {
+            iss: "https://issuer.test".into(),
+            sub: "alice".into(),
+            aud: vec![],
+            iat: 0,
+            exp: 60,
+            nbf: None,
+            jti: "jti-1".into(),
+            scopes: vec![],
+            extra: Map::new(),
+        };
+        let grant = Grant {
+            token: IssuedToken {
+                token: "the.access.token".into(),
+                claims,
+            },
+            refresh_token: Some("refresh-secret".into()),
+        };
+        let dbg = format!("{grant:?}");
+        assert!(dbg.contains("jti-1") && dbg.contains("<redacted>"), "{dbg}");
+        assert!(
+            !dbg.contains("refresh-secret") && !dbg.contains("the.access.token"),
+            "{dbg}"
+        );
+    }
 
     #[test]
     fn ipv6_is_limited_by_its_slash_64() {
