@@ -529,6 +529,48 @@ mod tests {
         assert_eq!(e.code(), "server_error");
     }
 
+    /// What a test subscriber wrote, shared with the writer it hands out.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What converting `e` logs at WARN or above, on this thread.
+    fn warned(e: RefreshError) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || drop(AuthorityError::from(e)));
+        let text = String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
+        text
+    }
+
+    /// A spent refresh token presented again (two holders: a theft, or a
+    /// client that refreshes twice) is the one refusal logged as a warning.
+    #[test]
+    fn only_a_reused_refresh_token_is_a_warning() {
+        let reused = warned(RefreshError::Invalid(InvalidReason::Reused));
+        assert!(
+            reused.contains("WARN") && reused.contains("family is revoked"),
+            "{reused:?}"
+        );
+        for why in [InvalidReason::Malformed, InvalidReason::Unknown, InvalidReason::Revoked] {
+            assert_eq!(warned(RefreshError::Invalid(why)), "", "{why:?}");
+        }
+    }
+
     /// A grant's debug form names its token by `jti` and hides the refresh token.
     #[test]
     fn a_grants_debug_form_hides_the_refresh_token() {
