@@ -529,6 +529,112 @@ mod tests {
         assert_eq!(e.code(), "server_error");
     }
 
+    const NOW: i64 = 1_800_000_000;
+    const ISSUER: &str = "https://issuer.test";
+    const ORIGIN: &str = "https://shop.example.com";
+
+    /// An authority on a memory store and a stopped clock, with `client`.
+    fn authority(dir: &std::path::Path, client: Client) -> Authority {
+        use crate::config::Config;
+        use crate::keys::disk::KeyDir;
+        let cfg = Config::from_toml_str(&format!("issuer = {ISSUER:?}"), []).unwrap();
+        let ring = KeyDir::new(dir).init(crate::jose::Algorithm::EdDSA, 0, 0).unwrap();
+        let clients = crate::clients::ClientRegistry::from_clients(&[client]).unwrap();
+        let store = crate::store::memory::MemoryStore::new(1000).into();
+        Authority::new(
+            &cfg,
+            ring.shared().unwrap(),
+            clients,
+            store,
+            crate::clock::ManualClock::new(NOW),
+        )
+        .unwrap()
+    }
+
+    fn public_shop() -> Client {
+        Client {
+            public_key: Some("pk_test_shop".into()),
+            config: serde_json::json!({"theme": "dark"}).as_object().unwrap().clone(),
+            ..shop()
+        }
+    }
+
+    /// The guest flow's rate: an address gets a tenth of the client's
+    /// (20/m: 2), other addresses go on until the client's own is spent.
+    #[tokio::test]
+    async fn an_address_gets_a_tenth_of_the_clients_rate_and_the_client_its_own() {
+        let t = tempfile::tempdir().unwrap();
+        let limited = Client {
+            rate_limit: Some(crate::units::RateLimit::parse("20/m").unwrap()),
+            ..public_shop()
+        };
+        let a = authority(t.path(), limited);
+        let guest = |ip: [u8; 4]| {
+            let a = &a;
+            async move {
+                match a
+                    .guest("pk_test_shop", Some(ORIGIN), Some(IpAddr::from(ip)), None)
+                    .await
+                {
+                    Ok(_) => "ok",
+                    Err(e) => e.code(),
+                }
+            }
+        };
+        assert_eq!(guest([192, 0, 2, 1]).await, "ok");
+        assert_eq!(guest([192, 0, 2, 1]).await, "ok");
+        assert_eq!(guest([192, 0, 2, 1]).await, "rate_limited");
+        let mut granted = 2;
+        for host in 2..=30 {
+            if guest([192, 0, 2, host]).await == "ok" {
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, 20);
+    }
+
+    /// The CORS answers and the bootstrap config: for a client's own origins only.
+    #[test]
+    fn origins_are_allowed_by_the_client_that_lists_them() {
+        let t = tempfile::tempdir().unwrap();
+        let a = authority(t.path(), public_shop());
+        assert!(a.origin_allowed_by_any(ORIGIN));
+        assert!(!a.origin_allowed_by_any("https://evil.example.com"));
+        assert!(a.origin_allowed_for("pk_test_shop", ORIGIN));
+        assert!(!a.origin_allowed_for("pk_test_shop", "https://evil.example.com"));
+        assert!(!a.origin_allowed_for("pk_test_other", ORIGIN));
+        let config = a.client_config("pk_test_shop", Some(ORIGIN)).unwrap();
+        assert_eq!(config["theme"], "dark");
+        let code = |pk, origin| a.client_config(pk, origin).err().map(|e| e.code());
+        assert_eq!(code("pk_test_shop", None), Some("origin_not_allowed"));
+        assert_eq!(code("pk_test_other", Some(ORIGIN)), Some("unknown_client"));
+    }
+
+    /// A visitor token lives at most `EXCHANGE_TTL_MAX`: one of exactly
+    /// that is exchanged, one a second longer is refused, whoever made it.
+    #[tokio::test]
+    async fn a_visitor_token_of_exactly_the_maximum_lifetime_is_exchanged() {
+        let t = tempfile::tempdir().unwrap();
+        let a = authority(t.path(), public_shop());
+        let visitor = |ttl| {
+            let spec = crate::issuer::TokenSpec {
+                sub: "alice".into(),
+                aud: vec![super::super::exchange_audience(ISSUER)],
+                ttl,
+                ..Default::default()
+            };
+            a.sign(Some("shop"), spec).unwrap().token
+        };
+        let (at_max, over) = (
+            visitor(super::super::EXCHANGE_TTL_MAX),
+            visitor(super::super::EXCHANGE_TTL_MAX + 1),
+        );
+        let granted = a.exchange(&at_max, Some(ORIGIN), None, None).await.unwrap();
+        assert_eq!(granted.token.claims.sub, "alice");
+        let refused = a.exchange(&over, Some(ORIGIN), None, None).await.unwrap_err();
+        assert_eq!(refused.code(), "ttl_too_long");
+    }
+
     /// What a test subscriber wrote, shared with the writer it hands out.
     #[derive(Clone, Default)]
     struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
