@@ -307,6 +307,58 @@ mod tests {
         assert_ne!(a, mark_key(&proof("k1j", "1")));
     }
 
+    /// An authority of `toml` on a memory store and a clock stopped at `NOW`.
+    fn authority(dir: &std::path::Path, toml: &str) -> Authority {
+        let cfg = crate::config::Config::from_toml_str(toml, []).unwrap();
+        let ring = crate::keys::disk::KeyDir::new(dir)
+            .init(Algorithm::EdDSA, 0, 0)
+            .unwrap();
+        let clients = crate::clients::ClientRegistry::from_clients(&[Client::new("shop", "api")]).unwrap();
+        let store = MemoryStore::new(100).into();
+        Authority::new(
+            &cfg,
+            ring.shared().unwrap(),
+            clients,
+            store,
+            crate::clock::ManualClock::new(NOW),
+        )
+        .unwrap()
+    }
+
+    /// Proofs name the URL a client addresses: the issuer's, or
+    /// `dpop.external_url` when this service is reached through another.
+    #[test]
+    fn a_proofs_url_is_the_issuers_or_the_external_one() {
+        let t = tempfile::tempdir().unwrap();
+        let direct = authority(&t.path().join("a"), r#"issuer = "https://issuer.test""#);
+        assert_eq!(direct.dpop_url("/v1/guest"), "https://issuer.test/v1/guest");
+        let proxied = authority(
+            &t.path().join("b"),
+            "issuer = \"https://issuer.test\"\n[dpop]\nexternal_url = \"https://edge.example.com/\"\n",
+        );
+        assert_eq!(
+            proxied.dpop_url("/oauth2/token"),
+            "https://edge.example.com/oauth2/token"
+        );
+    }
+
+    /// A token request's proof is checked against this service's URL for
+    /// the path, and spent.
+    #[tokio::test]
+    async fn a_token_requests_proof_is_checked_for_the_url_and_spent() {
+        let t = tempfile::tempdir().unwrap();
+        let a = authority(t.path(), r#"issuer = "https://issuer.test""#);
+        let (key, jkt) = new_key();
+        let p = make_proof(&key, "POST", "https://issuer.test/v1/guest", NOW, None, None).unwrap();
+        let checked = a.dpop_proof(&p, "POST", "/v1/guest").await.unwrap();
+        assert_eq!((checked.jkt.as_str(), checked.iat), (jkt.as_str(), NOW));
+        let again = a.dpop_proof(&p, "POST", "/v1/guest").await.unwrap_err();
+        assert_eq!(again.code(), "invalid_dpop_proof");
+        let elsewhere = make_proof(&key, "POST", "https://issuer.test/v1/guest", NOW, None, None).unwrap();
+        let e = a.dpop_proof(&elsewhere, "POST", "/v1/refresh").await.unwrap_err();
+        assert_eq!(e.code(), "invalid_dpop_proof");
+    }
+
     /// A proof's `jti` is spent once per key; the same `jti` of another key
     /// is another proof.
     #[tokio::test]
