@@ -468,3 +468,30 @@ fn iteration_and_any_origin_cover_every_client() {
     assert_eq!((empty.len(), empty.is_empty(), empty.iter().count()), (0, true, 0));
     assert!(!empty.any_origin_allowed("https://shop.example.com"));
 }
+
+/// The config check shows these: each names the entry that repeats and the
+/// one it repeats, and says what they share.
+#[test]
+fn duplicate_errors_name_both_clients_and_what_they_share() {
+    let id = ClientError::DuplicateId("shop".into()).to_string();
+    assert!(id.contains("shop") && id.contains("id is used twice"), "{id}");
+    let pk = ClientError::DuplicatePublicKey {
+        client: "beta".into(),
+        other: "shop".into(),
+    }
+    .to_string();
+    assert!(
+        pk.starts_with("client beta:") && pk.contains("public key as client shop"),
+        "{pk}"
+    );
+    let key = ClientError::DuplicateApiKey {
+        client: "beta".into(),
+        other: "shop".into(),
+        index: 1,
+    }
+    .to_string();
+    assert!(
+        key.starts_with("client beta:") && key.contains("API key hash is also listed for client shop"),
+        "{key}"
+    );
+}
