@@ -230,3 +230,253 @@ impl From<DpopError> for AuthorityError {
         AuthorityError::Dpop(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::dpop::{make_proof, Nonces};
+    use crate::jose::{Algorithm, Jwk, SigningKey};
+    use crate::store::memory::MemoryStore;
+
+    const NOW: i64 = 1_800_000_000;
+    const URL: &str = "https://rs.test/orders";
+
+    fn proof(jkt: &str, jti: &str) -> Proof {
+        Proof {
+            jkt: jkt.into(),
+            jti: jti.into(),
+            iat: NOW,
+        }
+    }
+
+    fn rules() -> DpopRules {
+        DpopRules {
+            iat_window: 60,
+            require_nonce: false,
+            nonces: Nonces::from_secret(b"test", 300),
+        }
+    }
+
+    /// A token whose `cnf.jkt` is `jkt` (none: unbound).
+    fn claims(jkt: Option<&str>) -> Claims {
+        let mut extra = Map::new();
+        if let Some(jkt) = jkt {
+            extra.insert(CNF.into(), json!({ "jkt": jkt }));
+        }
+        Claims {
+            iss: "https://issuer.test".into(),
+            sub: "alice".into(),
+            aud: vec!["api".into()],
+            iat: NOW,
+            exp: NOW + 60,
+            nbf: None,
+            jti: "t1".into(),
+            scopes: vec![],
+            extra,
+        }
+    }
+
+    fn new_key() -> (SigningKey, String) {
+        let key = SigningKey::generate(Algorithm::EdDSA, 0).unwrap().0;
+        let jkt = Jwk::from_public(key.algorithm(), key.public_key())
+            .thumbprint()
+            .unwrap();
+        (key, jkt)
+    }
+
+    fn code(r: Result<(), AuthorityError>) -> &'static str {
+        match r {
+            Ok(()) => "ok",
+            Err(e) => e.code(),
+        }
+    }
+
+    /// A proof's mark is named by its key and its `jti` together, in 128
+    /// bits: the same `jti` under two keys, or two `jti`s of one key, are
+    /// two marks.
+    #[test]
+    fn a_mark_is_named_by_the_key_and_the_jti() {
+        let a = mark_key(&proof("k1", "j1"));
+        assert!(a.starts_with("dpop:"), "{a}");
+        assert_eq!(a.len(), "dpop:".len() + 22);
+        assert_eq!(a, mark_key(&proof("k1", "j1")));
+        assert_ne!(a, mark_key(&proof("k2", "j1")));
+        assert_ne!(a, mark_key(&proof("k1", "j2")));
+        // The separator keeps ("k1j", "1") apart from ("k1", "j1").
+        assert_ne!(a, mark_key(&proof("k1j", "1")));
+    }
+
+    /// An authority of `toml` on a memory store and a clock stopped at `NOW`.
+    fn authority(dir: &std::path::Path, toml: &str) -> Authority {
+        let cfg = crate::config::Config::from_toml_str(toml, []).unwrap();
+        let ring = crate::keys::disk::KeyDir::new(dir)
+            .init(Algorithm::EdDSA, 0, 0)
+            .unwrap();
+        let clients = crate::clients::ClientRegistry::from_clients(&[Client::new("shop", "api")]).unwrap();
+        let store = MemoryStore::new(100).into();
+        Authority::new(
+            &cfg,
+            ring.shared().unwrap(),
+            clients,
+            store,
+            crate::clock::ManualClock::new(NOW),
+        )
+        .unwrap()
+    }
+
+    /// Proofs name the URL a client addresses: the issuer's, or
+    /// `dpop.external_url` when this service is reached through another.
+    #[test]
+    fn a_proofs_url_is_the_issuers_or_the_external_one() {
+        let t = tempfile::tempdir().unwrap();
+        let direct = authority(&t.path().join("a"), r#"issuer = "https://issuer.test""#);
+        assert_eq!(direct.dpop_url("/v1/guest"), "https://issuer.test/v1/guest");
+        let proxied = authority(
+            &t.path().join("b"),
+            "issuer = \"https://issuer.test\"\n[dpop]\nexternal_url = \"https://edge.example.com/\"\n",
+        );
+        assert_eq!(
+            proxied.dpop_url("/oauth2/token"),
+            "https://edge.example.com/oauth2/token"
+        );
+    }
+
+    /// A token request's proof is checked against this service's URL for
+    /// the path, and spent.
+    #[tokio::test]
+    async fn a_token_requests_proof_is_checked_for_the_url_and_spent() {
+        let t = tempfile::tempdir().unwrap();
+        let a = authority(t.path(), r#"issuer = "https://issuer.test""#);
+        let (key, jkt) = new_key();
+        let p = make_proof(&key, "POST", "https://issuer.test/v1/guest", NOW, None, None).unwrap();
+        let checked = a.dpop_proof(&p, "POST", "/v1/guest").await.unwrap();
+        assert_eq!((checked.jkt.as_str(), checked.iat), (jkt.as_str(), NOW));
+        let again = a.dpop_proof(&p, "POST", "/v1/guest").await.unwrap_err();
+        assert_eq!(again.code(), "invalid_dpop_proof");
+        let elsewhere = make_proof(&key, "POST", "https://issuer.test/v1/guest", NOW, None, None).unwrap();
+        let e = a.dpop_proof(&elsewhere, "POST", "/v1/refresh").await.unwrap_err();
+        assert_eq!(e.code(), "invalid_dpop_proof");
+    }
+
+    /// A proof's `jti` is spent once per key; the same `jti` of another key
+    /// is another proof.
+    #[tokio::test]
+    async fn a_proof_is_spent_once() {
+        let store = MemoryStore::new(100);
+        assert_eq!(code(spend(&store, &proof("k1", "j1"), 60, NOW).await), "ok");
+        assert_eq!(
+            code(spend(&store, &proof("k1", "j1"), 60, NOW + 1).await),
+            "invalid_dpop_proof"
+        );
+        assert_eq!(code(spend(&store, &proof("k2", "j1"), 60, NOW + 1).await), "ok");
+    }
+
+    /// A proof binds the token and, for a page, the family to its key; with
+    /// no proof nothing is added.
+    #[test]
+    fn a_proof_binds_the_token_and_the_family_to_its_key() {
+        let mut spec = TokenSpec::default();
+        bind(&mut spec, None);
+        assert!(spec.extra.is_empty());
+        bind(&mut spec, Some(&proof("k1", "j1")));
+        assert_eq!(Value::Object(spec.extra), json!({ "cnf": { "jkt": "k1" } }));
+
+        let mut kept = Map::new();
+        kept.insert("tier".into(), json!("gold"));
+        assert_eq!(family_claims(&kept, None), kept);
+        let bound = family_claims(&kept, Some(&proof("k1", "j1")));
+        assert_eq!(
+            Value::Object(bound.clone()),
+            json!({ "tier": "gold", "cnf": { "jkt": "k1" } })
+        );
+        assert_eq!(family_jkt(&bound), Some("k1"));
+        assert_eq!(family_jkt(&kept), None);
+        // A cnf of another shape is bound to no key anyone has.
+        kept.insert(CNF.into(), json!("k1"));
+        assert_eq!(family_jkt(&kept), Some(""));
+    }
+
+    /// `dpop = "required"` refuses a request without a proof; the default
+    /// takes either.
+    #[test]
+    fn a_client_that_requires_dpop_gets_nothing_without_a_proof() {
+        let optional = Client::new("shop", "api");
+        let mut required = optional.clone();
+        required.oauth.dpop = DpopMode::Required;
+        let p = proof("k1", "j1");
+        assert_eq!(code(Authority::dpop_allowed(&optional, None)), "ok");
+        assert_eq!(code(Authority::dpop_allowed(&optional, Some(&p))), "ok");
+        assert_eq!(code(Authority::dpop_allowed(&required, Some(&p))), "ok");
+        assert_eq!(code(Authority::dpop_allowed(&required, None)), "invalid_dpop_proof");
+    }
+
+    /// A bound family is renewed only with a proof by its key; an unbound
+    /// one with or without a proof.
+    #[test]
+    fn a_bound_family_is_renewed_only_with_a_proof_by_its_key() {
+        let unbound = Map::new();
+        let bound = family_claims(&Map::new(), Some(&proof("k1", "j1")));
+        let by = |jkt: &str| proof(jkt, "j2");
+        assert_eq!(code(Authority::dpop_refresh_allowed(&unbound, None)), "ok");
+        assert_eq!(code(Authority::dpop_refresh_allowed(&unbound, Some(&by("k2")))), "ok");
+        assert_eq!(code(Authority::dpop_refresh_allowed(&bound, Some(&by("k1")))), "ok");
+        for p in [None, Some(by("k2"))] {
+            assert_eq!(
+                code(Authority::dpop_refresh_allowed(&bound, p.as_ref())),
+                "invalid_dpop_proof",
+                "{p:?}"
+            );
+        }
+    }
+
+    /// A bound token only as `DPoP`, an unbound one only as `Bearer`.
+    #[test]
+    fn a_token_is_presented_by_the_scheme_of_its_binding() {
+        let bound = claims(Some("k1"));
+        let unbound = claims(None);
+        assert_eq!(code(Authority::dpop_presentation(&bound, true)), "ok");
+        assert_eq!(code(Authority::dpop_presentation(&unbound, false)), "ok");
+        assert_eq!(code(Authority::dpop_presentation(&bound, false)), "invalid_dpop_proof");
+        assert_eq!(code(Authority::dpop_presentation(&unbound, true)), "invalid_dpop_proof");
+    }
+
+    /// Using a bound token: a proof by its key, for this request, carrying
+    /// the hash of this token, once. A proof by another key, or with the
+    /// hash of another token, is refused.
+    #[tokio::test]
+    async fn a_bound_token_is_admitted_with_a_proof_by_its_key_once() {
+        let store = MemoryStore::new(100);
+        let rules = rules();
+        let (key, jkt) = new_key();
+        let (other, _) = new_key();
+        let bound = claims(Some(&jkt));
+        let admit = |proof: String, claims: Claims| {
+            let store = &store;
+            let rules = &rules;
+            async move {
+                let req = ProofRequest {
+                    proof: &proof,
+                    method: "GET",
+                    url: URL,
+                    access_token: None,
+                };
+                code(Authority::admit_dpop(store, rules, &claims, "the-token", Presentation::Dpop(req), NOW).await)
+            }
+        };
+        let good = make_proof(&key, "GET", URL, NOW, Some("the-token"), None).unwrap();
+        assert_eq!(admit(good.clone(), bound.clone()).await, "ok");
+        assert_eq!(admit(good, bound.clone()).await, "invalid_dpop_proof", "spent");
+        let by_other = make_proof(&other, "GET", URL, NOW, Some("the-token"), None).unwrap();
+        assert_eq!(admit(by_other, bound.clone()).await, "invalid_dpop_proof");
+        let other_token = make_proof(&key, "GET", URL, NOW, Some("another-token"), None).unwrap();
+        assert_eq!(admit(other_token, bound.clone()).await, "invalid_dpop_proof");
+        let no_ath = make_proof(&key, "GET", URL, NOW, None, None).unwrap();
+        assert_eq!(admit(no_ath, bound.clone()).await, "invalid_dpop_proof");
+        // An unbound token is refused under DPoP, admitted as Bearer.
+        let fresh = make_proof(&key, "GET", URL, NOW, Some("the-token"), None).unwrap();
+        assert_eq!(admit(fresh, claims(None)).await, "invalid_dpop_proof");
+        let bearer = Authority::admit_dpop(&store, &rules, &claims(None), "t", Presentation::Bearer, NOW).await;
+        assert_eq!(code(bearer), "ok");
+    }
+}

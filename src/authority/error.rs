@@ -170,3 +170,142 @@ impl From<SessionError> for AuthorityError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::panic)]
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// Every refusal has its stable code of API.md; the store's "full" and
+    /// an oversized token have their own, apart from their kind's.
+    #[test]
+    fn each_refusal_has_its_api_code() {
+        let cases = [
+            (AuthorityError::InvalidRequest("no sub".into()), "invalid_request"),
+            (AuthorityError::InvalidApiKey, "invalid_api_key"),
+            (AuthorityError::Rejected(Rejection::Revoked), "token_revoked"),
+            (
+                AuthorityError::Policy(PolicyError::ScopeNotAllowed("admin".into())),
+                "scope_not_allowed",
+            ),
+            (AuthorityError::NoSessionCheck, "not_found"),
+            (AuthorityError::InvalidSession, "invalid_session"),
+            (
+                AuthorityError::SessionUnavailable(SessionError::Unavailable("down".into())),
+                "invalid_session",
+            ),
+            (AuthorityError::OriginNotAllowed, "origin_not_allowed"),
+            (AuthorityError::UnknownClient, "unknown_client"),
+            (AuthorityError::RateLimited { retry_after: 7 }, "rate_limited"),
+            (AuthorityError::Store(StoreError::Full { capacity: 3 }), "store_full"),
+            (
+                AuthorityError::Store(StoreError::Unavailable("down".into())),
+                "store_unavailable",
+            ),
+            (
+                AuthorityError::ConsumeUnconfirmed {
+                    retryable: true,
+                    cause: StoreError::Unavailable("timeout".into()),
+                },
+                "store_unavailable",
+            ),
+            (
+                AuthorityError::Issue(IssueError::TooLarge { len: 9000 }),
+                "invalid_request",
+            ),
+            (
+                AuthorityError::Issue(IssueError::Crypto(JoseError::Crypto("sign"))),
+                "server_error",
+            ),
+            (AuthorityError::Random(JoseError::Crypto("rng")), "server_error"),
+            (
+                AuthorityError::Misconfigured("reserved audience".into()),
+                "invalid_config",
+            ),
+            (AuthorityError::GrantOfOtherClient, "invalid_grant"),
+            (
+                AuthorityError::Dpop(crate::dpop::DpopError::Invalid("no proof".into())),
+                "invalid_dpop_proof",
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.code(), code, "{e:?}");
+        }
+    }
+
+    /// The text says why; an error with a cause says it in the cause's words
+    /// and keeps the cause as its `source()` (the log's chain).
+    #[test]
+    fn the_cause_is_the_source_and_its_text() {
+        let rl = AuthorityError::RateLimited { retry_after: 7 };
+        assert_eq!(rl.to_string(), "rate limit reached; retry in 7s");
+        assert!(rl.source().is_none());
+        assert!(AuthorityError::InvalidApiKey.source().is_none());
+        let with_cause: [(AuthorityError, String); 8] = [
+            (Rejection::Revoked.into(), Rejection::Revoked.to_string()),
+            (
+                AuthorityError::Policy(PolicyError::ClaimNotAllowed("role".into())),
+                PolicyError::ClaimNotAllowed("role".into()).to_string(),
+            ),
+            (
+                SessionError::Unavailable("down".into()).into(),
+                SessionError::Unavailable("down".into()).to_string(),
+            ),
+            (
+                StoreError::Full { capacity: 3 }.into(),
+                StoreError::Full { capacity: 3 }.to_string(),
+            ),
+            (
+                AuthorityError::ConsumeUnconfirmed {
+                    retryable: false,
+                    cause: StoreError::Unavailable("timeout".into()),
+                },
+                StoreError::Unavailable("timeout".into()).to_string(),
+            ),
+            (
+                IssueError::TooLarge { len: 9000 }.into(),
+                IssueError::TooLarge { len: 9000 }.to_string(),
+            ),
+            (
+                AuthorityError::Random(JoseError::Crypto("rng")),
+                JoseError::Crypto("rng").to_string(),
+            ),
+            (
+                AuthorityError::Dpop(crate::dpop::DpopError::Invalid("stale".into())),
+                crate::dpop::DpopError::Invalid("stale".into()).to_string(),
+            ),
+        ];
+        for (e, cause) in with_cause {
+            let source = e.source().unwrap_or_else(|| panic!("{e:?} has no source"));
+            assert_eq!(source.to_string(), cause, "{e:?}");
+            assert!(e.to_string().contains(&cause), "{e}");
+        }
+    }
+
+    /// A policy's malformed request is the request's fault, not a policy
+    /// refusal; a session that is not signed in is no outage.
+    #[test]
+    fn conversions_sort_the_request_from_the_policy_and_the_session_from_the_outage() {
+        let e = AuthorityError::from(PolicyError::InvalidRequest("bad ttl".into()));
+        assert!(
+            matches!(&e, AuthorityError::InvalidRequest(why) if why == "bad ttl"),
+            "{e:?}"
+        );
+        let e = AuthorityError::from(PolicyError::TtlNotAllowed { asked: 10, max: 5 });
+        assert!(matches!(
+            e,
+            AuthorityError::Policy(PolicyError::TtlNotAllowed { asked: 10, max: 5 })
+        ));
+        let e = AuthorityError::from(SessionError::NoCredentials);
+        assert!(matches!(e, AuthorityError::InvalidSession), "{e:?}");
+        let e = AuthorityError::from(SessionError::Rejected { status: 401 });
+        assert!(matches!(e, AuthorityError::InvalidSession), "{e:?}");
+        let e = AuthorityError::from(SessionError::Unavailable("down".into()));
+        assert!(
+            matches!(e, AuthorityError::SessionUnavailable(SessionError::Unavailable(_))),
+            "{e:?}"
+        );
+    }
+}

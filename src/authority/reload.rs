@@ -111,4 +111,33 @@ mod tests {
         assert!(same.is_empty());
         assert_eq!(same.to_string(), "0 added, 0 removed, 0 changed, 1 unchanged");
     }
+
+    /// One kind of change alone is a change: `is_empty` needs all three
+    /// lists empty, whichever one is not.
+    #[test]
+    fn one_kind_of_change_alone_is_not_empty() {
+        let a = Client::new("a", "x");
+        let a2 = Client {
+            scopes: vec!["chat".into()],
+            ..a.clone()
+        };
+        let b = Client::new("b", "y");
+        for (old, new, shown) in [
+            (
+                vec![a.clone()],
+                vec![a.clone(), b.clone()],
+                "1 added (b), 0 removed, 0 changed, 1 unchanged",
+            ),
+            (
+                vec![a.clone(), b],
+                vec![a.clone()],
+                "0 added, 1 removed (b), 0 changed, 1 unchanged",
+            ),
+            (vec![a], vec![a2], "0 added, 0 removed, 1 changed (a), 0 unchanged"),
+        ] {
+            let change = ClientsChange::between(&registry(&old), &registry(&new));
+            assert_eq!(change.to_string(), shown);
+            assert!(!change.is_empty(), "{shown}");
+        }
+    }
 }

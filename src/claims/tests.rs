@@ -241,3 +241,65 @@ fn a_fractional_date_is_refused_from_9e15_on() {
     // An integer is read as it is, however large.
     assert_eq!(exp("9000000000000000"), Ok(9_000_000_000_000_000));
 }
+
+/// Reserved: every registered claim and each of the service's own
+/// (`client_id`, `sid`, `cnf`), each on its own; anything else, a near
+/// miss of one of them included, is free for a client to allow.
+#[test]
+fn reserved_claims_are_the_registered_ones_and_the_services_own() {
+    for name in REGISTERED.iter().copied().chain([CLIENT_ID, SID, CNF]) {
+        assert!(is_reserved(name), "{name}");
+    }
+    for name in ["tier", "storeId", "client", "sids", "CNF", "", "scope_"] {
+        assert!(!is_reserved(name), "{name}");
+    }
+}
+
+/// The accessors of the service's own claims read them from the extra
+/// claims: `client_id` and `sid` when they are strings, and `cnf.jkt` so
+/// that a `cnf` of any other shape is bound to no key anyone has (`""`),
+/// never unbound.
+#[test]
+fn client_id_sid_and_cnf_jkt_are_read_from_the_extra_claims() {
+    let plain = Claims::from_payload(&payload(good())).unwrap();
+    assert_eq!((plain.client_id(), plain.sid(), plain.cnf_jkt()), (None, None, None));
+    let mut g = good();
+    g[CLIENT_ID] = json!("shop");
+    g[SID] = json!("fam_1");
+    g[CNF] = json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"});
+    let bound = Claims::from_payload(&payload(g.clone())).unwrap();
+    assert_eq!(bound.client_id(), Some("shop"));
+    assert_eq!(bound.sid(), Some("fam_1"));
+    assert_eq!(bound.cnf_jkt(), Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"));
+    for odd in [json!("jkt"), json!({"jkt": 7}), json!({}), json!(null)] {
+        g[CNF] = odd.clone();
+        let c = Claims::from_payload(&payload(g.clone())).unwrap();
+        assert_eq!(c.cnf_jkt(), Some(""), "{odd}");
+    }
+    g[CLIENT_ID] = json!(5);
+    g[SID] = json!(["fam_1"]);
+    let odd = Claims::from_payload(&payload(g)).unwrap();
+    assert_eq!((odd.client_id(), odd.sid()), (None, None));
+}
+
+/// `to_value` is the payload as JSON, for `verify` output.
+#[test]
+fn to_value_is_the_payload_as_json() {
+    let c = Claims::from_payload(&payload(good())).unwrap();
+    let v = c.to_value();
+    assert_eq!(v, serde_json::from_slice::<Value>(&c.to_json()).unwrap());
+    assert_eq!((v["sub"].as_str(), v["storeId"].as_str()), (Some("u1"), Some("st_1")));
+}
+
+/// Only a leading `application/` is dropped from a `typ`: twelve other
+/// characters in front of `at+jwt` are not that prefix.
+#[test]
+fn a_typ_with_another_twelve_character_prefix_is_refused() {
+    let at = Validation::new("https://i").typ("at+jwt");
+    for bad in ["application-at+jwt", "applications/at+jwt", "xxxxxxxxxxxxat+jwt"] {
+        assert_eq!(at.check_typ(Some(bad)).unwrap_err().code(), "malformed_token", "{bad}");
+    }
+    let long = Validation::new("https://i").typ("application/vnd.x+jwt");
+    assert_eq!(long.check_typ(Some("vnd.x+jwt")), Ok(()));
+    assert!(long.check_typ(Some("application+vnd.x+jwt")).is_err());
+}

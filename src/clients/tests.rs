@@ -437,3 +437,61 @@ fn origin_hosts_allow_only_label_characters() {
         assert!(e.contains(why), "{bad:?}: {e}");
     }
 }
+
+/// A client made in code gets what a config entry naming nothing else gets:
+/// `max_ttl` of the embedded 24h, refresh tokens of 24h in families of 30d,
+/// as the defaults' documented texts say.
+#[test]
+fn a_new_client_has_the_documented_defaults() {
+    let c = Client::new("shop", "chatbot");
+    let hours = |h: u64| Duration::from_secs(h * 60 * 60);
+    assert_eq!(c.max_ttl, hours(24));
+    assert_eq!((c.refresh_ttl, DEFAULT_REFRESH_TTL), (hours(24), (hours(24), "24h")));
+    assert_eq!(
+        (c.refresh_family_ttl, DEFAULT_REFRESH_FAMILY_TTL),
+        (hours(30 * 24), (hours(30 * 24), "30d"))
+    );
+    assert!(c.api_keys.is_empty() && c.public_key.is_none() && c.allowed_origins.is_empty());
+}
+
+/// Every client is iterated once, and any of them may allow an origin.
+#[test]
+fn iteration_and_any_origin_cover_every_client() {
+    let (reg, _) = registry();
+    let mut ids: Vec<&str> = reg.iter().map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["other", "shop"]);
+    assert!(reg.any_origin_allowed("https://shop.example.com"));
+    assert!(reg.any_origin_allowed("http://localhost:8080"));
+    assert!(!reg.any_origin_allowed("https://evil.example.com"));
+    let empty = ClientRegistry::default();
+    assert_eq!((empty.len(), empty.is_empty(), empty.iter().count()), (0, true, 0));
+    assert!(!empty.any_origin_allowed("https://shop.example.com"));
+}
+
+/// The config check shows these: each names the entry that repeats and the
+/// one it repeats, and says what they share.
+#[test]
+fn duplicate_errors_name_both_clients_and_what_they_share() {
+    let id = ClientError::DuplicateId("shop".into()).to_string();
+    assert!(id.contains("shop") && id.contains("id is used twice"), "{id}");
+    let pk = ClientError::DuplicatePublicKey {
+        client: "beta".into(),
+        other: "shop".into(),
+    }
+    .to_string();
+    assert!(
+        pk.starts_with("client beta:") && pk.contains("public key as client shop"),
+        "{pk}"
+    );
+    let key = ClientError::DuplicateApiKey {
+        client: "beta".into(),
+        other: "shop".into(),
+        index: 1,
+    }
+    .to_string();
+    assert!(
+        key.starts_with("client beta:") && key.contains("API key hash is also listed for client shop"),
+        "{key}"
+    );
+}

@@ -390,9 +390,9 @@ fn verify_parsed(key: &Parsed, message: &[u8], signature: &[u8]) -> bool {
 }
 
 /// The `ring` build's side of the functions above, apart so that
-/// `.cargo/mutants.toml` can leave it out: cargo-mutants mutates the default
-/// build, in which this is not compiled (the ring job of scripts/test runs
-/// the jose tests against it).
+/// scripts/mutants can tell its mutants from the rest: the default (aws-lc)
+/// build does not compile it, so its "ring" area mutates it in the ring
+/// build (the ring job of scripts/test runs the jose tests against it).
 #[cfg(all(feature = "ring", not(feature = "aws-lc")))]
 mod ring_glue {
     use super::{check_rsa_bits, provider, rand, sig, JoseError};
