@@ -47,3 +47,23 @@ impl fmt::Display for RequestError {
 }
 
 impl std::error::Error for RequestError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text of each kind is its description alone: it becomes the
+    /// answer's `error_description`, next to the code.
+    #[test]
+    fn the_text_is_the_description() {
+        for e in [
+            RequestError::InvalidRequest("a".into()),
+            RequestError::InvalidClient("a".into()),
+            RequestError::InvalidScope("a".into()),
+            RequestError::InvalidTarget("a".into()),
+            RequestError::UnsupportedGrantType("a".into()),
+        ] {
+            assert_eq!(e.to_string(), "a", "{}", e.code());
+        }
+    }
+}

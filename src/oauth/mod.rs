@@ -65,7 +65,7 @@ pub fn endpoint(issuer: &str, path: &str) -> String {
 }
 
 /// The answer of the introspection endpoint (RFC 7662 §2.2).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Introspection {
     /// Whether the token is active for the caller. When false, nothing else is said.
     pub active: bool,
@@ -110,10 +110,31 @@ pub struct Introspection {
     pub sid: Option<String>,
 }
 
+/// [`Introspection::inactive`]: `{"active": false}` and nothing else.
+impl Default for Introspection {
+    fn default() -> Introspection {
+        Introspection::inactive()
+    }
+}
+
 impl Introspection {
     /// The answer for a token the caller may not see, or that is not active.
     pub fn inactive() -> Introspection {
-        Introspection::default()
+        Introspection {
+            active: false,
+            scope: None,
+            client_id: None,
+            sub: None,
+            aud: None,
+            iss: None,
+            exp: None,
+            iat: None,
+            nbf: None,
+            jti: None,
+            token_type: None,
+            cnf: None,
+            sid: None,
+        }
     }
 
     /// The answer for an active token with these claims.
@@ -154,7 +175,7 @@ impl Introspection {
             exp: Some(record.expires_at.min(record.family_expires_at)),
             token_type: Some("refresh_token"),
             sid: Some(record.family.clone()),
-            ..Introspection::default()
+            ..Introspection::inactive()
         }
     }
 }
