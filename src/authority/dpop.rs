@@ -309,20 +309,7 @@ mod tests {
 
     /// An authority of `toml` on a memory store and a clock stopped at `NOW`.
     fn authority(dir: &std::path::Path, toml: &str) -> Authority {
-        let cfg = crate::config::Config::from_toml_str(toml, []).unwrap();
-        let ring = crate::keys::disk::KeyDir::new(dir)
-            .init(Algorithm::EdDSA, 0, 0)
-            .unwrap();
-        let clients = crate::clients::ClientRegistry::from_clients(&[Client::new("shop", "api")]).unwrap();
-        let store = MemoryStore::new(100).into();
-        Authority::new(
-            &cfg,
-            ring.shared().unwrap(),
-            clients,
-            store,
-            crate::clock::ManualClock::new(NOW),
-        )
-        .unwrap()
+        crate::authority::test_authority(dir, toml, &[Client::new("shop", "api")], NOW)
     }
 
     /// Proofs name the URL a client addresses: the issuer's, or

@@ -204,6 +204,27 @@ fn revocation_keys(claims: &Claims) -> (String, String) {
 
 /// The key a single-use mark is kept under. The `jti` is ours (the
 /// signature was checked), 128 random bits: no namespace is needed.
+/// For tests: an authority of the config `toml` with `clients`, its keys
+/// made in `dir`, on a memory store, its clock stopped at `now`.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+fn test_authority(dir: &std::path::Path, toml: &str, clients: &[Client], now: i64) -> Authority {
+    let cfg = Config::from_toml_str(toml, []).unwrap();
+    let ring = crate::keys::disk::KeyDir::new(dir)
+        .init(crate::jose::Algorithm::EdDSA, 0, 0)
+        .unwrap();
+    let clients = ClientRegistry::from_clients(clients).unwrap();
+    let store = crate::store::memory::MemoryStore::new(1000).into();
+    Authority::new(
+        &cfg,
+        ring.shared().unwrap(),
+        clients,
+        store,
+        crate::clock::ManualClock::new(now),
+    )
+    .unwrap()
+}
+
 fn mark_key(claims: &Claims) -> String {
     format!("jti:{}", claims.jti)
 }

@@ -113,20 +113,7 @@ const ORIGIN: &str = "https://shop.example.com";
 
 /// An authority on a memory store and a stopped clock, with `client`.
 fn authority(dir: &std::path::Path, client: Client) -> Authority {
-    use crate::config::Config;
-    use crate::keys::disk::KeyDir;
-    let cfg = Config::from_toml_str(&format!("issuer = {ISSUER:?}"), []).unwrap();
-    let ring = KeyDir::new(dir).init(crate::jose::Algorithm::EdDSA, 0, 0).unwrap();
-    let clients = crate::clients::ClientRegistry::from_clients(&[client]).unwrap();
-    let store = crate::store::memory::MemoryStore::new(1000).into();
-    Authority::new(
-        &cfg,
-        ring.shared().unwrap(),
-        clients,
-        store,
-        crate::clock::ManualClock::new(NOW),
-    )
-    .unwrap()
+    crate::authority::test_authority(dir, &format!("issuer = {ISSUER:?}"), &[client], NOW)
 }
 
 fn public_shop() -> Client {
