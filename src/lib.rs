@@ -138,6 +138,8 @@ pub(crate) mod refresh;
 pub mod server;
 pub(crate) mod session;
 pub mod store;
+#[cfg(test)]
+mod testlog;
 pub mod units;
 pub(crate) mod verifier;
 

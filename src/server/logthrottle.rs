@@ -97,36 +97,14 @@ mod tests {
         assert_eq!(t.admit("session_check", at(1500)), Some(1));
     }
 
-    /// What a test subscriber wrote, shared with the writer it hands out.
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// The lines `f` logs at WARN or above, on this thread; and how long it took.
     fn logged(f: impl FnOnce()) -> (Vec<String>, Duration) {
-        let out = Captured::default();
-        let writer = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let started = Instant::now();
-        tracing::subscriber::with_default(subscriber, f);
-        let took = started.elapsed();
-        let text = String::from_utf8_lossy(&out.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned();
+        let mut took = Duration::ZERO;
+        let text = crate::testlog::warnings(|| {
+            let started = Instant::now();
+            f();
+            took = started.elapsed();
+        });
         (text.lines().map(str::to_owned).collect(), took)
     }
 

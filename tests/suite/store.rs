@@ -785,6 +785,85 @@ mod memory_only {
         assert_eq!(MemoryStore::new(0).ping().await, Err(StoreError::Full { capacity: 0 }));
     }
 
+    /// `ready_at` is `ping` with the caller's clock: the time it is given
+    /// is what sweeps the expired marks (a readiness probe alone makes a
+    /// full store ready again once its marks expire).
+    #[tokio::test]
+    async fn ready_at_records_the_time_before_it_judges() {
+        let s = MemoryStore::new(2);
+        assert_eq!(s.ready_at(T), Ok(()));
+        s.mark_once("a", T + 10, T).await.unwrap();
+        s.mark_once("b", T + 1000, T).await.unwrap();
+        assert_eq!(s.ready_at(T + 5), Err(StoreError::Full { capacity: 2 }));
+        assert_eq!(s.stats().marks, 2);
+        // "a" expired at T + 10; past the sweep's grace it is gone.
+        assert_eq!(s.ready_at(T + 100), Ok(()));
+        assert_eq!(s.stats().marks, 1);
+        assert_eq!(
+            s.mark_once("b", T + 1000, T + 100).await,
+            Ok(false),
+            "the live mark is kept"
+        );
+        // Its debug form says what it is and how large, nothing it holds.
+        let debug = format!("{s:?}");
+        assert!(
+            debug.starts_with("MemoryStore {") && debug.contains("capacity: 2") && !debug.contains("\"b\""),
+            "{debug}"
+        );
+    }
+
+    /// Revoked refresh families count against the capacity like every
+    /// other kind of entry: a full table refuses a new family (and keeps the
+    /// ones it has), and makes room once a family's tokens have expired.
+    #[tokio::test]
+    async fn revoked_families_are_bounded_and_swept() {
+        let s = MemoryStore::new(2);
+        s.refresh_revoke_family("f1", T + 10, T).await.unwrap();
+        s.refresh_revoke_family("f2", T + 1000, T).await.unwrap();
+        assert_eq!(
+            s.refresh_revoke_family("f3", T + 1000, T).await,
+            Err(StoreError::Full { capacity: 2 })
+        );
+        assert_eq!(s.stats().revoked_families, 2);
+        // An existing family still moves its end later.
+        s.refresh_revoke_family("f1", T + 20, T).await.unwrap();
+        // Once f1's tokens expired (past the grace), f3 takes its place.
+        assert_eq!(s.refresh_revoke_family("f3", T + 1000, T + 100).await, Ok(()));
+        assert_eq!(s.stats().revoked_families, 2);
+        assert_eq!(
+            s.refresh_revoke_family("f4", T + 1000, T + 100).await,
+            Err(StoreError::Full { capacity: 2 })
+        );
+    }
+
+    /// Opaque tokens are bounded by the capacity too. A full table sweeps
+    /// what expired more than the grace (two seconds) before the latest
+    /// `now`, exactly at that bound, and refuses a new token only when
+    /// nothing could be swept; live tokens are never evicted.
+    #[tokio::test]
+    async fn opaque_tokens_are_bounded_and_swept_at_the_grace() {
+        let s = MemoryStore::new(2);
+        s.opaque_insert("h1", b"one", T + 10, T).await.unwrap();
+        s.opaque_insert("h2", b"two", T + 1000, T).await.unwrap();
+        assert_eq!(
+            s.opaque_insert("h3", b"three", T + 1000, T).await,
+            Err(StoreError::Full { capacity: 2 })
+        );
+        // At T + 11, h1 expired one second ago: within the grace, kept.
+        assert_eq!(
+            s.opaque_insert("h3", b"three", T + 1000, T + 11).await,
+            Err(StoreError::Full { capacity: 2 })
+        );
+        // At T + 12 it is past the grace: swept, and h3 takes its place.
+        assert_eq!(s.opaque_insert("h3", b"three", T + 1000, T + 12).await, Ok(()));
+        assert_eq!(
+            s.opaque_insert("h4", b"four", T + 1000, T + 12).await,
+            Err(StoreError::Full { capacity: 2 })
+        );
+        assert_eq!(s.opaque_get("h2", T + 12).await, Ok(Some(b"two".to_vec())));
+        assert_eq!(s.opaque_get("h3", T + 12).await, Ok(Some(b"three".to_vec())));
+    }
+
     #[tokio::test]
     async fn a_consume_of_a_revoked_token_is_revoked_even_when_full() {
         let s = MemoryStore::new(1);
@@ -1186,6 +1265,13 @@ mod redis_only {
             .map(|n| delta(n))
             .sum();
         assert_eq!(others, 0, "no other command: {before:?} → {after:?}");
+        // The store times each call it made, for /metrics.
+        let mut metrics = String::new();
+        s.render_metrics(&mut metrics);
+        assert!(
+            metrics.contains("tokensmith_store_duration_seconds_count{op=\"mark_once\"} 10\n"),
+            "{metrics}"
+        );
     }
 
     /// One consume is one round trip: one EVALSHA. The script's own
@@ -1295,6 +1381,92 @@ mod redis_only {
         }
         assert!(!s.is_reconnecting(), "a script error is no connection failure");
         s.ping().await.unwrap();
+    }
+
+    /// With `wait_replicas`, a single-use decision stands only once enough
+    /// replicas confirmed it: here a master with one replica. While the
+    /// replica is frozen, a decision is refused after half the timeout
+    /// (`WAIT`'s bound), saying so, though the master holds it (a failover
+    /// could forget it). NOSCRIPT inside the pipeline with `WAIT` loads the
+    /// script and runs it again; a script's own error is never taken for
+    /// NOSCRIPT, with or without `WAIT`.
+    #[tokio::test]
+    async fn a_decision_stands_once_the_replicas_confirmed_it() {
+        let server = RedisServer::start();
+        let master = server.port.to_string();
+        let mut replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master]);
+        let mut conn = raw(&server).await;
+        let synced = Instant::now();
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if info.contains("connected_slaves:1") && info.contains("state=online") {
+                break;
+            }
+            assert!(
+                synced.elapsed() < Duration::from_secs(10),
+                "the replica did not sync: {info}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let waiting = connect(&server, "n", Duration::from_millis(2000))
+            .await
+            .with_wait_replicas(1);
+        let plain = connect(&server, "n", TIMEOUT).await;
+        let t = now();
+
+        assert_eq!(waiting.mark_once("jti:m", t + 60, t).await, Ok(true));
+        let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+        let before = commandstats(&mut conn).await;
+        assert_eq!(
+            waiting.consume(Consume::new("c", "u", t, "jti:c", t + 60), t).await,
+            Ok(ConsumeOutcome::FirstUse)
+        );
+        let after = commandstats(&mut conn).await;
+        let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        assert_eq!((delta("evalsha"), delta("script|load")), (2, 1), "NOSCRIPT, load, run");
+
+        // An unreadable revocation fails the script: one run, nothing loaded.
+        let id = namespace_id("n");
+        let () = conn
+            .set(format!("ts:{id}:revoked-jti:bad"), "not a revocation")
+            .await
+            .unwrap();
+        for s in [&waiting, &plain] {
+            let before = commandstats(&mut conn).await;
+            let r = s.consume(Consume::new("bad", "u", t, "jti:bad", t + 60), t).await;
+            assert!(
+                matches!(&r, Err(StoreError::Unavailable(why)) if !why.contains("replicas")),
+                "{r:?}"
+            );
+            let after = commandstats(&mut conn).await;
+            let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+            assert_eq!((delta("evalsha"), delta("script|load")), (1, 0), "{r:?}");
+        }
+
+        replica.pause();
+        let started = Instant::now();
+        let r = waiting.mark_once("jti:frozen", t + 60, t).await;
+        let expected = "redis mark_once: written on the master but confirmed by 0 of 1 replicas within 1s";
+        assert!(
+            matches!(&r, Err(StoreError::Unavailable(why)) if why.starts_with(expected)),
+            "{r:?}"
+        );
+        assert!(started.elapsed() >= Duration::from_secs(1), "WAIT ran its bound");
+        assert_eq!(
+            plain.mark_once("jti:frozen", t + 60, t).await,
+            Ok(false),
+            "the master has it"
+        );
+        replica.resume();
+
+        let mut metrics = String::new();
+        waiting.render_metrics(&mut metrics);
+        let line = "tokensmith_store_errors_total{op=\"mark_once\",kind=\"replicas\"} 1\n";
+        assert!(metrics.contains(line), "{line} in {metrics}");
     }
 
     #[tokio::test]

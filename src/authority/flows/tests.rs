@@ -200,32 +200,9 @@ async fn a_visitor_token_of_exactly_the_maximum_lifetime_is_exchanged() {
     assert_eq!(refused.code(), "ttl_too_long");
 }
 
-/// What a test subscriber wrote, shared with the writer it hands out.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// What converting `e` logs at WARN or above, on this thread.
 fn warned(e: RefreshError) -> String {
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, || drop(AuthorityError::from(e)));
-    let text = String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
-    text
+    crate::testlog::warnings(|| drop(AuthorityError::from(e)))
 }
 
 /// A spent refresh token presented again (two holders: a theft, or a

@@ -244,7 +244,13 @@ async fn a_namespace_whose_id_is_taken_is_refused() {
         .unwrap();
     match RedisStore::connect(&server.url, "n", TIMEOUT, now()).await {
         Err(StoreError::Unavailable(why)) => {
-            assert!(why.contains("\"someone-else\"") && why.contains("\"n\""), "{why}")
+            // Both namespaces and the id they share, as it appears in key names.
+            assert!(
+                why.contains("\"someone-else\"")
+                    && why.contains("\"n\"")
+                    && why.contains(&format!("key id {} ", namespace_id("n"))),
+                "{why}"
+            )
         }
         other => panic!("connected: {other:?}"),
     }
