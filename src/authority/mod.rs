@@ -534,3 +534,6 @@ impl Authority {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -584,11 +584,13 @@ impl RedisStore {
 }
 
 impl fmt::Debug for RedisStore {
-    // No URL: it may carry a password.
+    // No URL: it may carry a password. The database number is what tells
+    // two namespaces on one server apart when their key ids collide.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("namespace", &self.inner.namespace)
             .field("cluster", &self.is_cluster())
+            .field("db", &self.inner.conn.db())
             .field("timeout", &self.inner.timeout)
             .field("wait_replicas", &self.inner.wait_replicas)
             .finish_non_exhaustive()

@@ -1272,6 +1272,13 @@ mod redis_only {
             metrics.contains("tokensmith_store_duration_seconds_count{op=\"mark_once\"} 10\n"),
             "{metrics}"
         );
+        // A revocation check is one MGET of both entries (a cluster, whose
+        // slots differ, sends two GETs).
+        let before = commandstats(&mut conn).await;
+        assert_eq!(s.is_revoked("k0", "u", t, t).await, Ok(false));
+        let after = commandstats(&mut conn).await;
+        let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        assert_eq!((delta("mget"), delta("get")), (1, 0), "{before:?} → {after:?}");
     }
 
     /// One consume is one round trip: one EVALSHA. The script's own
@@ -1461,12 +1468,42 @@ mod redis_only {
             Ok(false),
             "the master has it"
         );
+        // A first use is refused the same way; a replay needs no replica
+        // to stay a replay.
+        let r = waiting.consume(Consume::new("f", "u", t, "jti:f", t + 60), t).await;
+        let expected = "redis consume: written on the master but confirmed by 0 of 1 replicas";
+        assert!(
+            matches!(&r, Err(StoreError::Unavailable(why)) if why.starts_with(expected)),
+            "{r:?}"
+        );
+        assert_eq!(
+            waiting.consume(Consume::new("c", "u", t, "jti:c", t + 60), t).await,
+            Ok(ConsumeOutcome::Replayed)
+        );
         replica.resume();
 
         let mut metrics = String::new();
         waiting.render_metrics(&mut metrics);
         let line = "tokensmith_store_errors_total{op=\"mark_once\",kind=\"replicas\"} 1\n";
         assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
+    /// A store's debug form names its namespace and database, never the
+    /// URL (which may carry a password) nor the server's address.
+    #[tokio::test]
+    async fn debug_names_the_namespace_and_database_never_the_url() {
+        let server = RedisServer::start();
+        let url = format!("{}3", server.url);
+        let s = RedisStore::connect(&url, "shop-ns", TIMEOUT, now()).await.unwrap();
+        let debug = format!("{s:?}");
+        assert!(
+            debug.starts_with("RedisStore {")
+                && debug.contains("namespace: \"shop-ns\"")
+                && debug.contains("db: 3,")
+                && debug.contains("cluster: false"),
+            "{debug}"
+        );
+        assert!(!debug.contains(&server.port.to_string()), "{debug}");
     }
 
     #[tokio::test]

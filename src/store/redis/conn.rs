@@ -199,6 +199,11 @@ impl Conn {
         }
     }
 
+    /// The database number every command uses (a cluster has only 0).
+    pub(super) fn db(&self) -> i64 {
+        self.handle().conn.get_db()
+    }
+
     /// The cluster connection, for commands routed by hand.
     pub(super) fn cluster_conn(&self) -> Option<ClusterConnection> {
         match self {

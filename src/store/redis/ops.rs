@@ -136,11 +136,12 @@ impl Store for RedisStore {
             .await?;
         let reply = Vec::<String>::from_redis_value(&reply)
             .map_err(|e| StoreError::Unavailable(format!("redis refresh_spend: {e}")))?;
-        match reply.as_slice() {
-            [outcome] if outcome == "unknown" => Ok(SpendOutcome::Unknown),
-            [outcome] if outcome == "revoked" => Ok(SpendOutcome::Revoked),
-            [outcome] if outcome == "reused" => Ok(SpendOutcome::Reused),
-            [outcome, json, expires_at] if outcome == "spent" => {
+        let words: Vec<&str> = reply.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["unknown"] => Ok(SpendOutcome::Unknown),
+            ["revoked"] => Ok(SpendOutcome::Revoked),
+            ["reused"] => Ok(SpendOutcome::Reused),
+            ["spent", json, expires_at] => {
                 self.replicated("refresh_spend", acked)?;
                 let mut record: RefreshRecord = serde_json::from_str(json).map_err(|e| {
                     StoreError::Unavailable(format!("redis refresh_spend: unreadable refresh record: {e}"))
@@ -148,7 +149,7 @@ impl Store for RedisStore {
                 record.expires_at = expires_at.parse().map_err(|_| bad_reply("refresh_spend", expires_at))?;
                 Ok(SpendOutcome::Spent(record))
             }
-            _ => Err(bad_reply("refresh_spend", reply)),
+            _ => Err(bad_reply("refresh_spend", &reply)),
         }
     }
 

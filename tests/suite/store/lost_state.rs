@@ -265,6 +265,9 @@ async fn a_namespace_whose_id_is_taken_is_refused() {
 /// ones normally.
 #[tokio::test]
 async fn a_redis_that_lost_its_state_refuses_every_older_token() {
+    // The test runtime is single-threaded: every call logs here.
+    let (captured, subscriber) = capture();
+    let _guard = tracing::subscriber::set_default(subscriber);
     let server = RedisServer::start();
     let a = connect(&server, "n", TIMEOUT).await;
     let b = connect(&server, "n", TIMEOUT).await;
@@ -299,6 +302,11 @@ async fn a_redis_that_lost_its_state_refuses_every_older_token() {
     // Nothing was marked for the refused ones.
     assert_eq!(a.mark_once("used", t + 60, t).await, Ok(true));
     assert_eq!(a.mark_once("unused", t + 60, t).await, Ok(true));
+    // The loss is logged once, as an error, by the instance that saw it.
+    let log = captured.text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(errors[0].contains("replay state lost"), "{log}");
 }
 
 #[tokio::test]
@@ -340,14 +348,7 @@ impl Write for Captured {
 /// logged, after checking that a consume works on it.
 async fn connect_and_log(args: &[&str]) -> String {
     let server = RedisServer::start_with(args);
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .without_time()
-        .finish();
+    let (captured, subscriber) = capture();
     let t = now();
     {
         // The test runtime is single-threaded: the whole connect runs here.
@@ -359,8 +360,27 @@ async fn connect_and_log(args: &[&str]) -> String {
             "{args:?}"
         );
     }
-    let bytes = captured.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
+    captured.text()
+}
+
+/// A subscriber writing INFO and above, without colours or times, into
+/// what it returns with it.
+fn capture() -> (Captured, impl tracing::Subscriber + Send + Sync) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    (captured, subscriber)
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
 }
 
 fn warnings(log: &str) -> Vec<&str> {
