@@ -1,5 +1,7 @@
 //! Tests of the authority as a whole (each rule's own tests are beside it).
 
+#![allow(clippy::unwrap_used)]
+
 use crate::clients::Client;
 
 /// The authority's debug form says which issuer, clients and store it
