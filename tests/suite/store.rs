@@ -1584,6 +1584,55 @@ mod redis_only {
         }
     }
 
+    /// An outage is one warning however long it lasts; the retries back off
+    /// (100 ms, doubling, at most 250 ms apart: a few attempts a second, not
+    /// a busy loop), and the reconnection says how many attempts it took.
+    /// Single-threaded, so that the reconnection task logs on this thread.
+    #[tokio::test]
+    async fn an_outage_is_one_warning_and_backed_off_attempts() {
+        let (captured, subscriber) = super::lost_state::capture();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let mut server = RedisServer::start();
+        let s = connect(&server, "n", Duration::from_millis(500)).await;
+        let t = now();
+        assert_eq!(s.mark_once("before", t + 60, t).await, Ok(true));
+        server.stop();
+        let down = Instant::now();
+        assert!(s.mark_once("during", t + 60, t).await.is_err());
+        assert!(s.is_reconnecting());
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        server.restart();
+        wait_for_redis(&server, Duration::from_secs(5)).await;
+        while s.is_reconnecting() {
+            assert!(down.elapsed() < Duration::from_secs(10), "no reconnection");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let outage = down.elapsed();
+        let log = captured.text();
+        let warned = log.lines().filter(|l| l.contains("WARN") && l.contains("::conn:")).count();
+        assert_eq!(warned, 1, "{log}");
+        assert!(
+            log.contains("redis: unreachable; reconnecting in the background"),
+            "{log}"
+        );
+        let attempts: u128 = log
+            .lines()
+            .find_map(|l| l.contains("redis: reconnected").then(|| l.split("attempts=").nth(1))?)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no attempts in {log}"));
+        // At least three failed attempts over 1.2 s (five when the machine is
+        // quiet); at most one per 100 ms.
+        assert!(
+            (4..=2 + outage.as_millis() / 100).contains(&attempts),
+            "{attempts} attempts over {outage:?}: {log}"
+        );
+        assert_eq!(
+            s.mark_once("before", t + 60, t).await,
+            Ok(true),
+            "Redis came back empty"
+        );
+    }
+
     /// After an outage the store reconnects by itself: once Redis answers
     /// again, the store's very first call succeeds, with no failed call
     /// needed to trigger the reconnection.

@@ -68,3 +68,52 @@ pub(super) fn revocation_in_force(what: &str, entry: &str, now: i64) -> Result<O
         _ => Err(bad_reply(what, entry)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use ::redis::{Value, VerbatimFormat};
+
+    use super::{in_runtime, texts};
+    use crate::store::StoreError;
+
+    /// Every kind of text a node's reply can hold is read, in order, from
+    /// any nesting; a map's keys (node addresses) are not replies.
+    #[test]
+    fn texts_reads_every_text_of_a_multi_node_reply() {
+        let reply = Value::Map(vec![
+            (
+                Value::SimpleString("10.0.0.1:6379".into()),
+                Value::BulkString(b"cluster_state:ok".to_vec()),
+            ),
+            (
+                Value::SimpleString("10.0.0.2:6379".into()),
+                Value::Array(vec![
+                    Value::SimpleString("simple".into()),
+                    Value::VerbatimString {
+                        format: VerbatimFormat::Text,
+                        text: "verbatim".into(),
+                    },
+                    Value::Set(vec![Value::BulkString(b"in a set".to_vec())]),
+                    Value::Int(7),
+                    Value::Nil,
+                ]),
+            ),
+        ]);
+        let mut out = Vec::new();
+        texts(&reply, &mut out);
+        assert_eq!(out, ["cluster_state:ok", "simple", "verbatim", "in a set"]);
+    }
+
+    /// Outside a Tokio runtime a call is an error, not a panic.
+    #[test]
+    fn outside_a_runtime_is_an_error() {
+        match in_runtime() {
+            Err(StoreError::Unavailable(why)) => assert!(why.contains("outside a Tokio runtime"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(rt.block_on(async { in_runtime() }), Ok(()));
+    }
+}

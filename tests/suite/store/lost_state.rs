@@ -332,7 +332,7 @@ async fn an_unreadable_epoch_fails_closed() {
 
 /// Log lines written while `f` runs on this thread, at INFO and above.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -365,7 +365,7 @@ async fn connect_and_log(args: &[&str]) -> String {
 
 /// A subscriber writing INFO and above, without colours or times, into
 /// what it returns with it.
-fn capture() -> (Captured, impl tracing::Subscriber + Send + Sync) {
+pub(super) fn capture() -> (Captured, impl tracing::Subscriber + Send + Sync) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -378,7 +378,7 @@ fn capture() -> (Captured, impl tracing::Subscriber + Send + Sync) {
 }
 
 impl Captured {
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
