@@ -1134,6 +1134,15 @@ async fn after_rotation_old_tokens_verify_and_new_ones_carry_the_new_kid() {
 // ---------------------------------------------------------------------------
 // Operators
 
+/// A rotated-out key stays published while a token it signed can still
+/// verify: the longest lifetime (`tokens.max_ttl`, 24 h here) plus the
+/// clock leeway (60 s).
+#[tokio::test]
+async fn a_retired_key_is_kept_for_the_longest_lifetime_and_the_leeway() {
+    let app = TestApp::base();
+    assert_eq!(app.state.policy.retire_after, 24 * 3600 + 60);
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let app = TestApp::base();

@@ -1609,7 +1609,10 @@ mod redis_only {
         }
         let outage = down.elapsed();
         let log = captured.text();
-        let warned = log.lines().filter(|l| l.contains("WARN") && l.contains("::conn:")).count();
+        let warned = log
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("::conn:"))
+            .count();
         assert_eq!(warned, 1, "{log}");
         assert!(
             log.contains("redis: unreachable; reconnecting in the background"),

@@ -121,5 +121,15 @@ async fn an_idempotency_key_without_consume_is_ignored() {
     let r = app.send(req.body(Body::from(body)).unwrap()).await;
     let v: Value = assert_ok(&r);
     assert_eq!(v["valid"], true);
+    // Nor is it read: one a consume would refuse changes nothing either.
+    let req = Request::post("/v1/verify")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {SHOP_KEY}"))
+        .header("idempotency-key", "a\tb");
+    let body = json!({ "token": token }).to_string();
+    assert_eq!(
+        assert_ok(&app.send(req.body(Body::from(body)).unwrap()).await)["valid"],
+        true
+    );
     assert_ok(&consume_as(&app, SHOP_KEY, &token, None).await);
 }
