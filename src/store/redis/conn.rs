@@ -225,16 +225,14 @@ fn is_tls_url(url: &str) -> bool {
     url.get(..9).is_some_and(|s| s.eq_ignore_ascii_case("rediss://"))
 }
 
-/// Errors that say the connection, not the command, failed: refused,
-/// reset, closed, timed out, or a reply stream that no longer parses.
-/// Server error replies (a script error, `NOSCRIPT`, a wrong type) do not
-/// count: the connection is fine.
+/// Errors that say the connection, not the command, failed: any I/O error
+/// (refused, reset, closed, timed out: the client reports each as one), or
+/// one after which the client must reconnect (a reply stream that no longer
+/// parses, a failed authentication, a cluster node it has no connection
+/// to). Server error replies (a script error, `NOSCRIPT`, a wrong type,
+/// `MOVED`) do not count: the connection is fine.
 pub(super) fn is_connection_error(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_unrecoverable_error()
+    e.is_io_error() || e.is_unrecoverable_error()
 }
 
 /// Starts the reconnection task unless one runs. Only for a failure on the
@@ -309,5 +307,39 @@ async fn fresh_connection(single: &Single, timeout: Duration) -> Result<Connecti
         Ok(Ok((_, pong))) => Err(format!("unexpected PING reply {pong:?}")),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use ::redis::{ErrorKind, RedisError};
+
+    use super::is_connection_error;
+
+    #[test]
+    fn connection_errors_are_io_and_reconnect_errors_only() {
+        let io = |kind: io::ErrorKind| RedisError::from(io::Error::new(kind, "test"));
+        for e in [
+            io(io::ErrorKind::ConnectionRefused),
+            io(io::ErrorKind::ConnectionReset),
+            io(io::ErrorKind::TimedOut),
+            io(io::ErrorKind::Other),
+            RedisError::from((ErrorKind::ParseError, "test")),
+            RedisError::from((ErrorKind::AuthenticationFailed, "test")),
+            RedisError::from((ErrorKind::ClusterConnectionNotFound, "test")),
+        ] {
+            assert!(is_connection_error(&e), "{e:?}");
+        }
+        for e in [
+            RedisError::from((ErrorKind::ResponseError, "test")),
+            RedisError::from((ErrorKind::NoScriptError, "test")),
+            RedisError::from((ErrorKind::TypeError, "test")),
+            RedisError::from((ErrorKind::Moved, "test")),
+            RedisError::from((ErrorKind::TryAgain, "test")),
+        ] {
+            assert!(!is_connection_error(&e), "{e:?}");
+        }
     }
 }

@@ -37,7 +37,6 @@ pub(super) fn kind_of(e: &RedisError) -> &'static str {
         }
         _ if e.is_timeout() => "timeout",
         _ if super::conn::is_connection_error(e) => "connection",
-        ErrorKind::ClusterConnectionNotFound => "connection",
         _ => "server",
     }
 }
@@ -138,5 +137,29 @@ mod tests {
             text.contains("tokensmith_store_errors_total{op=\"consume\",kind=\"replicas\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn failures_are_counted_by_kind() {
+        use std::io;
+        let io = |kind: io::ErrorKind| RedisError::from(io::Error::new(kind, "test"));
+        let cases = [
+            (RedisError::from((ErrorKind::Moved, "test")), "redirect"),
+            (RedisError::from((ErrorKind::Ask, "test")), "redirect"),
+            (RedisError::from((ErrorKind::TryAgain, "test")), "redirect"),
+            (RedisError::from((ErrorKind::ClusterDown, "test")), "redirect"),
+            (RedisError::from((ErrorKind::MasterDown, "test")), "redirect"),
+            (io(io::ErrorKind::TimedOut), "timeout"),
+            (io(io::ErrorKind::ConnectionRefused), "connection"),
+            (
+                RedisError::from((ErrorKind::ClusterConnectionNotFound, "test")),
+                "connection",
+            ),
+            (RedisError::from((ErrorKind::ResponseError, "test")), "server"),
+            (RedisError::from((ErrorKind::NoScriptError, "test")), "server"),
+        ];
+        for (e, kind) in cases {
+            assert_eq!(kind_of(&e), kind, "{e:?}");
+        }
     }
 }
