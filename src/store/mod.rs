@@ -536,3 +536,50 @@ fn rate_decision(count: u64, limit: u32, end: i64, now: i64) -> RateDecision {
         retry_after: remaining.max(1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{AnyStore, StoreError, EPOCH_WAIT};
+    use crate::clock::ManualClock;
+    use crate::store::memory::MemoryStore;
+
+    const EPOCH: i64 = 1_800_000_000;
+
+    /// How long `wait_for_epoch` waits (tokio's paused clock: no real time
+    /// passes) with the caller's clock standing at `now`.
+    async fn waited(now: i64) -> Duration {
+        let store: AnyStore = MemoryStore::new(10).with_epoch(EPOCH).into();
+        assert_eq!(store.epoch(), EPOCH);
+        let clock = ManualClock::new(now);
+        let started = tokio::time::Instant::now();
+        store.wait_for_epoch(clock.as_ref()).await;
+        started.elapsed()
+    }
+
+    /// A clock at the epoch goes on at once; one short of it is waited for,
+    /// at most `EPOCH_WAIT` (here it never moves: the wait ends at the bound).
+    #[tokio::test(start_paused = true)]
+    async fn waits_for_the_epoch_at_most_its_bound() {
+        assert_eq!(waited(EPOCH).await, Duration::ZERO);
+        assert_eq!(waited(EPOCH + 5).await, Duration::ZERO);
+        let short = waited(EPOCH - 1).await;
+        assert!(
+            short >= EPOCH_WAIT && short < EPOCH_WAIT + Duration::from_millis(100),
+            "{short:?}"
+        );
+    }
+
+    #[test]
+    fn errors_say_what_failed() {
+        assert_eq!(
+            StoreError::Unavailable("redis: no answer".into()).to_string(),
+            "store unavailable: redis: no answer"
+        );
+        assert_eq!(
+            StoreError::Full { capacity: 3 }.to_string(),
+            "store full (capacity 3): refusing new entries rather than evicting live ones"
+        );
+    }
+}

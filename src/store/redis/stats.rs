@@ -129,6 +129,17 @@ mod tests {
             text.contains("tokensmith_store_duration_seconds_count{op=\"consume\"} 2"),
             "{text}"
         );
+        // Buckets are cumulative: the slow call is only in the wide ones.
+        let bucket = |le: &str| format!("tokensmith_store_duration_seconds_bucket{{op=\"consume\",le=\"{le}\"}} ");
+        for (le, n) in [("0.0002", 0), ("0.0005", 1), ("0.5", 1), ("+Inf", 2)] {
+            assert!(text.contains(&format!("{}{n}\n", bucket(le))), "{le}: {text}");
+        }
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tokensmith_store_duration_seconds_sum{op=\"consume\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN);
+        assert!((sum - 0.6003).abs() < 1e-9, "{sum}: {text}");
         assert!(
             text.contains("tokensmith_store_errors_total{op=\"consume\",kind=\"timeout\"} 1"),
             "{text}"
