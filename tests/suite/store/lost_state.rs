@@ -232,30 +232,6 @@ async fn on_a_cluster_every_bucket_starts_a_new_epoch_and_holds_the_earlier_ones
     }
 }
 
-/// A cluster namespace's first start records every bucket's epoch and says
-/// so, once; a later start finds them all and says nothing of it.
-#[tokio::test]
-async fn on_a_cluster_the_first_start_records_the_epochs_and_says_so() {
-    let seeds = crate::cluster_harness::shared_seeds();
-    let namespace = format!("epochs-log-{}", std::process::id());
-    let t = now();
-    for (start, expected) in [("first", 1), ("second", 0)] {
-        // Single-threaded: the start logs on this thread.
-        let (captured, subscriber) = capture();
-        let _guard = tracing::subscriber::set_default(subscriber);
-        RedisStore::connect_cluster(&seeds, &namespace, TIMEOUT, t)
-            .await
-            .unwrap();
-        let log = captured.text();
-        let recorded: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("recorded the replay epoch of buckets that had none"))
-            .collect();
-        assert_eq!(recorded.len(), expected, "{start} start: {log}");
-        assert!(recorded.iter().all(|l| l.contains("buckets=1024")), "{log}");
-    }
-}
-
 /// Two namespaces whose key ids collide on one Redis would share marks and
 /// revocations: the second is refused at connect, with a message naming both.
 #[tokio::test]
