@@ -1,7 +1,8 @@
 //! Consume throughput of the Redis store, one Redis or a cluster (issue 13):
 //! C tasks consume fresh marks back to back for D seconds through
 //! `RedisStore::consume`, then it prints consumes/s and the p50/p99 latency
-//! of one consume, and `MEMORY USAGE` of one mark.
+//! of one consume. (`MEMORY USAGE` of a mark is read by `benches/load.sh`
+//! and by the `store::mark_memory` tests, not here.)
 //!
 //! ```text
 //! cargo run --release --example consume_rate -- redis://127.0.0.1:6379 64 5 0
