@@ -203,6 +203,15 @@ pub async fn commandstats(conn: &mut redis::aio::MultiplexedConnection) -> std::
         .collect()
 }
 
+/// How many times the command `name` ran between two [`commandstats`]
+/// readings, as a function of the name.
+pub fn ran_between<'a>(
+    before: &'a std::collections::HashMap<String, u64>,
+    after: &'a std::collections::HashMap<String, u64>,
+) -> impl Fn(&str) -> u64 + 'a {
+    move |name| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0)
+}
+
 /// The key of the mark of `key` in `namespace`, computed here apart from the
 /// store ("Marks" in `src/store/redis/layout.rs`): `ts:<id>:<digest>` on one
 /// Redis, `ts:{<bucket>}<digest>` on a cluster, `<digest>` the first 21

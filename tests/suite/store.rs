@@ -1136,7 +1136,7 @@ mod redis_only {
     use tokensmith::store::{Consume, ConsumeOutcome, SpendOutcome, Store, StoreError};
 
     use super::{connect, now, record, TIMEOUT};
-    use crate::redis_harness::{commandstats, free_port, mark_name, RedisServer, INSTALL_HINT};
+    use crate::redis_harness::{commandstats, free_port, mark_name, ran_between, RedisServer, INSTALL_HINT};
 
     fn unix_ms() -> i64 {
         let d = std::time::SystemTime::now()
@@ -1257,7 +1257,7 @@ mod redis_only {
             assert_eq!(s.mark_once(&format!("k{i}"), t + 60, t).await, Ok(false));
         }
         let after = commandstats(&mut conn).await;
-        let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        let delta = ran_between(&before, &after);
         assert_eq!(delta("set"), 10, "one SET per mark_once: {before:?} → {after:?}");
         let others: u64 = after
             .keys()
@@ -1277,7 +1277,7 @@ mod redis_only {
         let before = commandstats(&mut conn).await;
         assert_eq!(s.is_revoked("k0", "u", t, t).await, Ok(false));
         let after = commandstats(&mut conn).await;
-        let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        let delta = ran_between(&before, &after);
         assert_eq!((delta("mget"), delta("get")), (1, 0), "{before:?} → {after:?}");
     }
 
@@ -1314,7 +1314,7 @@ mod redis_only {
             Ok(ConsumeOutcome::Revoked)
         );
         let after = commandstats(&mut conn).await;
-        let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        let delta = ran_between(&before, &after);
         assert_eq!(delta("evalsha"), 11, "one EVALSHA per consume: {before:?} → {after:?}");
         assert_eq!(delta("mget"), 11, "inside the script: {before:?} → {after:?}");
         assert_eq!(
@@ -1353,7 +1353,7 @@ mod redis_only {
             Ok(ConsumeOutcome::FirstUse)
         );
         let after = commandstats(&mut conn).await;
-        let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        let delta = ran_between(&before, &after);
         assert_eq!(
             (delta("evalsha"), delta("script|load")),
             (2, 1),
@@ -1433,7 +1433,7 @@ mod redis_only {
             Ok(ConsumeOutcome::FirstUse)
         );
         let after = commandstats(&mut conn).await;
-        let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        let delta = ran_between(&before, &after);
         assert_eq!((delta("evalsha"), delta("script|load")), (2, 1), "NOSCRIPT, load, run");
 
         // An unreadable revocation fails the script: one run, nothing loaded.
@@ -1450,7 +1450,7 @@ mod redis_only {
                 "{r:?}"
             );
             let after = commandstats(&mut conn).await;
-            let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+            let delta = ran_between(&before, &after);
             assert_eq!((delta("evalsha"), delta("script|load")), (1, 0), "{r:?}");
         }
 
