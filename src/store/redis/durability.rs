@@ -143,6 +143,7 @@ pub(super) async fn init_bucket_epochs(
     let (latest, written) = gather_bucket_epochs(calls, timeout).await?;
     if written > 0 {
         tracing::info!(
+            id = layout.id(),
             buckets = written,
             epoch = latest,
             "redis cluster: recorded the replay epoch of buckets that had none (a new namespace, or a \

@@ -232,6 +232,31 @@ async fn on_a_cluster_every_bucket_starts_a_new_epoch_and_holds_the_earlier_ones
     }
 }
 
+/// A cluster namespace's first start records every bucket's epoch and says
+/// so, once; a later start finds them all and says nothing of it.
+#[tokio::test]
+async fn on_a_cluster_the_first_start_records_the_epochs_and_says_so() {
+    let seeds = crate::cluster_harness::shared_seeds();
+    let namespace = format!("epochs-log-{}-{}", std::process::id(), now());
+    let id = namespace_id(&namespace);
+    let log = durability_log();
+    let t = now();
+    for (start, expected) in [("first", 1), ("second", 0)] {
+        let before = log.text().len();
+        RedisStore::connect_cluster(&seeds, &namespace, TIMEOUT, t)
+            .await
+            .unwrap();
+        let text = log.text();
+        let recorded: Vec<&str> = text[before..]
+            .lines()
+            .filter(|l| l.contains("recorded the replay epoch of buckets that had none"))
+            .filter(|l| l.contains(&format!("id=\"{id}\"")))
+            .collect();
+        assert_eq!(recorded.len(), expected, "{start} start: {text}");
+        assert!(recorded.iter().all(|l| l.contains("buckets=1024")), "{text}");
+    }
+}
+
 /// Two namespaces whose key ids collide on one Redis would share marks and
 /// revocations: the second is refused at connect, with a message naming both.
 #[tokio::test]
@@ -375,6 +400,31 @@ pub(super) fn capture() -> (Captured, impl tracing::Subscriber + Send + Sync) {
         .without_time()
         .finish();
     (captured, subscriber)
+}
+
+/// What the durability module logged at INFO and above, on every thread of
+/// this test binary that has no subscriber of its own, since the first call.
+/// A global subscriber, not a thread-local one: a callsite first reached
+/// while other tests swap their thread-local subscribers can miss one of
+/// them, never the global one. Tests find their own lines by namespace id.
+pub(super) fn durability_log() -> &'static Captured {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let only = tracing_subscriber::filter::Targets::new()
+            .with_target("tokensmith::store::redis::durability", tracing::Level::INFO);
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_filter(only);
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("no other global subscriber in the test binary");
+        captured
+    })
 }
 
 impl Captured {
