@@ -129,6 +129,9 @@ pub struct MemoryStats {
     pub refresh_tokens: usize,
     /// Refresh-token families revoked after a reuse, until they expire.
     pub revoked_families: usize,
+    /// Opaque tokens (OAuth 2.0 access tokens kept server-side), expired
+    /// ones not yet swept included.
+    pub opaque_tokens: usize,
 }
 
 struct Inner {
@@ -253,6 +256,7 @@ impl MemoryStore {
             (r.tokens.len(), r.revoked_families.len())
         };
         let retry_keys = inner.marks.iter().map(|shard| lock(shard).retry_keys.len()).sum();
+        let opaque_tokens = lock(&inner.opaque).len();
         MemoryStats {
             marks: inner.mark_count.load(Ordering::Acquire),
             retry_keys,
@@ -260,6 +264,7 @@ impl MemoryStore {
             rate_counters,
             refresh_tokens,
             revoked_families,
+            opaque_tokens,
         }
     }
 }

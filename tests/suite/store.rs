@@ -44,7 +44,9 @@ async fn connect_cluster(namespace: &str) -> RedisStore {
 
 /// Runs each case once per backend, as `store::memory::<case>`,
 /// `store::redis::<case>` and `store::cluster::<case>` (the shared
-/// Redis Cluster, see `cluster_harness.rs`).
+/// Redis Cluster, see `cluster_harness.rs`). The memory and single-Redis
+/// stores are reached through `AnyStore`, as the server reaches them, so
+/// its dispatch is under test too; the cluster store directly.
 macro_rules! both_backends {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -52,6 +54,7 @@ macro_rules! both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let store = tokensmith::store::memory::MemoryStore::start(100_000);
+                    let store: tokensmith::store::AnyStore = store.into();
                     super::$case(std::sync::Arc::new(store)).await;
                 }
             )*
@@ -62,6 +65,7 @@ macro_rules! both_backends {
                 async fn $case() {
                     let server = crate::redis_harness::RedisServer::start();
                     let store = super::connect(&server, "suite", super::TIMEOUT).await;
+                    let store: tokensmith::store::AnyStore = store.into();
                     super::$case(std::sync::Arc::new(store)).await;
                 }
             )*
@@ -601,6 +605,20 @@ pub(crate) async fn consume_first_use_then_replayed<S: Store>(s: Arc<S>) {
 pub(crate) async fn consume_of_a_token_revoked_by_jti_marks_nothing<S: Store>(s: Arc<S>) {
     let t = now();
     s.revoke_jti("r1", t + 300, t).await.unwrap();
+    assert_eq!(
+        s.consume(Consume::new("r1", "alice", t - 10, "jti:r1", t + 300), t)
+            .await,
+        Ok(ConsumeOutcome::Revoked)
+    );
+    // Checked after one consume: a second one must not be what removes a
+    // mark the first left.
+    assert_eq!(
+        s.mark_once("jti:r1", t + 300, t).await,
+        Ok(true),
+        "a revoked consume created a mark"
+    );
+    // A revocation wins over an existing mark (the one just placed), every
+    // time.
     for _ in 0..2 {
         assert_eq!(
             s.consume(Consume::new("r1", "alice", t - 10, "jti:r1", t + 300), t)
@@ -608,17 +626,6 @@ pub(crate) async fn consume_of_a_token_revoked_by_jti_marks_nothing<S: Store>(s:
             Ok(ConsumeOutcome::Revoked)
         );
     }
-    assert_eq!(
-        s.mark_once("jti:r1", t + 300, t).await,
-        Ok(true),
-        "a revoked consume created a mark"
-    );
-    // A revocation wins over an existing mark.
-    assert_eq!(
-        s.consume(Consume::new("r1", "alice", t - 10, "jti:r1", t + 300), t)
-            .await,
-        Ok(ConsumeOutcome::Revoked)
-    );
     // Revocations are kept until `until` only (memory decides with `now`;
     // Redis's key has not expired yet, the script compares with `now` too).
     s.revoke_jti("r2", t + 100, t).await.unwrap();
@@ -811,8 +818,11 @@ mod memory_only {
         assert_eq!(s.ping().await, Ok(()));
         assert_eq!(s.stats().marks, 1, "the live mark is kept");
         assert_eq!(s.mark_once("c", T + 1000, T + 100).await, Ok(false));
-        // A store with room for nothing is never ready.
+        // A store with room for nothing is never ready, also as the server
+        // holds it.
         assert_eq!(MemoryStore::new(0).ping().await, Err(StoreError::Full { capacity: 0 }));
+        let any: tokensmith::store::AnyStore = MemoryStore::new(0).into();
+        assert_eq!(any.ping().await, Err(StoreError::Full { capacity: 0 }));
     }
 
     /// `ready_at` is `ping` with the caller's clock: the time it is given
@@ -1055,7 +1065,8 @@ mod memory_only {
                 revocations: 2,
                 rate_counters: 1,
                 refresh_tokens: 1,
-                revoked_families: 0
+                revoked_families: 0,
+                opaque_tokens: 0
             }
         );
         // A caller at T+100: the short-lived entries are gone after a sweep.
@@ -1069,7 +1080,8 @@ mod memory_only {
                 revocations: 1,
                 rate_counters: 0,
                 refresh_tokens: 1,
-                revoked_families: 0
+                revoked_families: 0,
+                opaque_tokens: 0
             }
         );
         for i in 0..5 {
@@ -1087,6 +1099,32 @@ mod memory_only {
                 ..MemoryStats::default()
             }
         );
+    }
+
+    /// A sweep reclaims what expired at or before the latest `now` less the
+    /// grace (2 s), and keeps what expires a second later.
+    #[tokio::test]
+    async fn a_sweep_reclaims_exactly_at_the_grace() {
+        let s = MemoryStore::new(1000);
+        // Rate windows [T, T+10) and [T+10, T+20).
+        s.rate_hit("ended", 5, 10, T).await.unwrap();
+        s.rate_hit("open", 5, 10, T + 10).await.unwrap();
+        s.opaque_insert("at-grace", b"a", T + 10, T).await.unwrap();
+        s.opaque_insert("after-grace", b"b", T + 11, T).await.unwrap();
+        s.opaque_insert("long", b"c", T + 1000, T).await.unwrap();
+        s.sweep();
+        assert_eq!((s.stats().rate_counters, s.stats().opaque_tokens), (2, 3));
+        // A caller at T+12: the horizon is T+10.
+        assert_eq!(s.is_revoked("x", "y", T, T + 12).await, Ok(false));
+        s.sweep();
+        let stats = s.stats();
+        assert_eq!((stats.rate_counters, stats.opaque_tokens), (1, 2), "{stats:?}");
+        assert_eq!(s.opaque_get("long", T + 12).await, Ok(Some(b"c".to_vec())));
+        // The open window still counts its hit: four more, then refused.
+        for _ in 0..4 {
+            s.rate_hit("open", 5, 10, T + 12).await.unwrap();
+        }
+        assert!(!s.rate_hit("open", 5, 10, T + 12).await.unwrap().allowed);
     }
 
     #[tokio::test]

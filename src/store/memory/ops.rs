@@ -25,9 +25,7 @@ impl Inner {
     }
 
     pub(super) fn release_marks(&self, n: usize) {
-        if n > 0 {
-            self.mark_count.fetch_sub(n, Ordering::AcqRel);
-        }
+        self.mark_count.fetch_sub(n, Ordering::AcqRel);
     }
 
     /// Shard by shard, so only one shard is locked at a time.

@@ -213,10 +213,12 @@ async fn a_killed_master_never_lets_a_replay_through() {
 }
 
 /// A slot that no master serves makes the store not ready (`/readyz` 503),
-/// and a consume on it fails (503), never answers from a guess.
+/// and a consume on it fails (503), never answers from a guess. The cluster
+/// runs with `cluster-require-full-coverage no`, so it still reports
+/// `cluster_state:ok`: only `cluster_slots_ok` tells.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unassigned_slot_is_not_ready_and_fails_closed() {
-    let cluster = RedisCluster::start(1000, &[]);
+    let cluster = RedisCluster::start(1000, &["--cluster-require-full-coverage", "no"]);
     let store = RedisStore::connect_cluster(&cluster.seeds(), "unassigned", Duration::from_millis(600), now() - 3600)
         .await
         .expect("connect to the cluster");
@@ -227,6 +229,10 @@ async fn an_unassigned_slot_is_not_ready_and_fails_closed() {
     for &p in &cluster.ports() {
         // Every node forgets who serves the slot.
         cli(p, &["CLUSTER", "DELSLOTS", &slot.to_string()]);
+    }
+    for &p in &cluster.ports() {
+        let info = cli(p, &["CLUSTER", "INFO"]).unwrap_or_default();
+        assert!(info.contains("cluster_state:ok"), "node {p}: {info}");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.ping().await.is_ok() {
