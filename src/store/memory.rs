@@ -59,6 +59,8 @@ use crate::jose::alg::sha256;
 
 mod ops;
 mod tables;
+#[cfg(test)]
+mod tests;
 
 use tables::{MarkShard, RateCounter, RefreshTokens, Revocations, SubRevocation, TokenEntry};
 

@@ -1,0 +1,61 @@
+//! Unit tests of the mark table's internals: when a shard reclaims expired
+//! marks, and when a mark's slot is free again.
+
+use super::*;
+use crate::store::Store;
+
+const T: i64 = 1_000_000;
+
+fn shard_of(key: &str) -> usize {
+    usize::from(compact(key)[0]) % SHARDS
+}
+
+/// `n` mark keys that share one shard.
+fn same_shard_keys(n: usize) -> Vec<String> {
+    let first = shard_of("k0");
+    (0..)
+        .map(|i| format!("k{i}"))
+        .filter(|k| shard_of(k) == first)
+        .take(n)
+        .collect()
+}
+
+/// A shard reclaims its expired marks when it is about to grow, and only
+/// then: a sweep per insert would make each mark cost a scan of its shard.
+#[tokio::test]
+async fn a_shard_reclaims_expired_marks_only_when_about_to_grow() {
+    let s = MemoryStore::new(1000);
+    let keys = same_shard_keys(40);
+    assert_eq!(s.mark_once(&keys[0], T + 1, T).await, Ok(true));
+    let shard = &s.inner.marks[shard_of(&keys[0])];
+    let mut expired_held = true;
+    for k in &keys[1..] {
+        let (len, capacity) = {
+            let shard = lock(shard);
+            (shard.map.len(), shard.map.capacity())
+        };
+        let before = s.stats().marks;
+        // keys[0] expired long before T+100, and no sweeper runs.
+        assert_eq!(s.mark_once(k, T + 1000, T + 100).await, Ok(true));
+        let after = s.stats().marks;
+        if expired_held && len == capacity {
+            assert_eq!(after, before, "{k}: the expired mark makes room for the new one");
+            expired_held = false;
+        } else {
+            assert_eq!(after, before + 1, "{k}: nothing reclaimed at {len} of {capacity}");
+        }
+    }
+    assert!(!expired_held, "the shard never had to grow");
+}
+
+/// A mark is held until its expiry and free again at exactly that second,
+/// before any sweep has reclaimed it.
+#[tokio::test]
+async fn a_mark_is_free_again_at_exactly_its_expiry() {
+    let s = MemoryStore::new(1000);
+    assert_eq!(s.mark_once("m", T + 10, T).await, Ok(true));
+    assert_eq!(s.mark_once("m", T + 10, T + 9).await, Ok(false));
+    assert_eq!(s.mark_once("m", T + 50, T + 10).await, Ok(true), "expired at T+10");
+    assert_eq!(s.mark_once("m", T + 50, T + 49).await, Ok(false), "the new mark holds");
+    assert_eq!(s.stats().marks, 1, "its slot was reused");
+}
