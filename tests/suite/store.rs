@@ -825,6 +825,20 @@ mod memory_only {
         assert_eq!(any.ping().await, Err(StoreError::Full { capacity: 0 }));
     }
 
+    /// Below capacity a readiness probe answers at once: it scans no table
+    /// (the marks that expired are reclaimed by the sweeper, or when a
+    /// table is about to grow).
+    #[tokio::test]
+    async fn ping_below_capacity_sweeps_nothing() {
+        let s = MemoryStore::new(10);
+        s.mark_once("short", T + 1, T).await.unwrap();
+        assert_eq!(s.is_revoked("x", "y", T, T + 100).await, Ok(false));
+        assert_eq!(s.ping().await, Ok(()));
+        assert_eq!(s.stats().marks, 1, "not swept by the probe");
+        s.sweep();
+        assert_eq!(s.stats().marks, 0);
+    }
+
     /// `ready_at` is `ping` with the caller's clock: the time it is given
     /// is what sweeps the expired marks (a readiness probe alone makes a
     /// full store ready again once its marks expire).
@@ -1023,6 +1037,12 @@ mod memory_only {
         s.rate_hit("r1", 5, 60, T).await.unwrap();
         s.rate_hit("r2", 5, 60, T).await.unwrap();
         assert_eq!(s.rate_hit("r3", 5, 60, T).await, Err(StoreError::Full { capacity: 2 }));
+        // A key already counted keeps counting while the table is full: its
+        // hits 2 to 5 are allowed, the sixth is not.
+        for hit in 2..=6 {
+            let d = s.rate_hit("r1", 5, 60, T + 1).await.unwrap();
+            assert_eq!(d.allowed, hit <= 5, "hit {hit}");
+        }
         assert!(
             s.rate_hit("r3", 5, 60, T + 120).await.unwrap().allowed,
             "ended windows are swept"
