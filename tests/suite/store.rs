@@ -104,6 +104,7 @@ both_backends!(
     refresh_revoke_family_ends_every_token_of_it,
     opaque_tokens_kept_until_expiry_removed_at_once,
     refresh_live_is_what_a_spend_would_accept,
+    refresh_spend_never_overwrites_a_stored_hash,
 );
 
 // --- OAuth 2.0 (issue 11) ---
@@ -145,6 +146,27 @@ async fn refresh_live_is_what_a_spend_would_accept<S: Store>(s: Arc<S>) {
     s.refresh_insert("live-short-0", &short, t).await.unwrap();
     assert!(s.refresh_live("live-short-0", t + 49).await.unwrap().is_some());
     assert_eq!(s.refresh_live("live-short-0", t + 50).await, Ok(None), "family expired");
+}
+
+/// A spend whose successor hash is already stored (another family's token,
+/// or the presented token itself) fails and changes nothing: overwriting
+/// would erase a live token or the memory of a spent one.
+async fn refresh_spend_never_overwrites_a_stored_hash<S: Store>(s: Arc<S>) {
+    let t = now();
+    chain(&*s, "ow-a", t, 0).await;
+    chain(&*s, "ow-b", t, 0).await;
+    for taken in [h("ow-b", 0), h("ow-a", 0)] {
+        let out = s.refresh_spend(&h("ow-a", 0), &taken, t + 1).await;
+        assert!(out.is_err(), "successor {taken}: {out:?}");
+    }
+    let b = s.refresh_live(&h("ow-b", 0), t + 1).await.unwrap();
+    assert_eq!(
+        b.map(|r| r.family),
+        Some("ow-b".to_owned()),
+        "the other family's token is intact"
+    );
+    let out = s.refresh_spend(&h("ow-a", 0), &h("ow-a", 1), t + 2).await.unwrap();
+    assert!(matches!(out, SpendOutcome::Spent(_)), "still unspent: {out:?}");
 }
 
 async fn opaque_tokens_kept_until_expiry_removed_at_once<S: Store>(s: Arc<S>) {
@@ -825,6 +847,34 @@ mod memory_only {
         assert_eq!(any.ping().await, Err(StoreError::Full { capacity: 0 }));
     }
 
+    /// A full rate table makes room by dropping windows that ended at or
+    /// before the latest `now` less the grace, exactly.
+    #[tokio::test]
+    async fn a_full_rate_table_drops_windows_ended_at_the_grace() {
+        let s = MemoryStore::new(1);
+        s.rate_hit("r1", 5, 10, T).await.unwrap(); // window [T, T+10)
+        assert_eq!(
+            s.rate_hit("r2", 5, 10, T + 11).await,
+            Err(StoreError::Full { capacity: 1 })
+        );
+        assert!(s.rate_hit("r2", 5, 10, T + 12).await.unwrap().allowed);
+        assert_eq!(s.stats().rate_counters, 1);
+    }
+
+    /// A key's counter belongs to one window: the same key counted over a
+    /// window of another length starts afresh, even from the same start.
+    #[tokio::test]
+    async fn a_new_window_length_starts_a_new_count() {
+        let s = MemoryStore::new(10);
+        let at = T - T.rem_euclid(60) + 5; // 60 s and 30 s windows both start at at - 5
+        for _ in 0..2 {
+            assert!(s.rate_hit("k", 2, 60, at).await.unwrap().allowed);
+        }
+        assert!(!s.rate_hit("k", 2, 60, at).await.unwrap().allowed);
+        let d = s.rate_hit("k", 2, 30, at).await.unwrap();
+        assert_eq!((d.allowed, d.retry_after), (true, 25));
+    }
+
     /// Below capacity a readiness probe answers at once: it scans no table
     /// (the marks that expired are reclaimed by the sweeper, or when a
     /// table is about to grow).
@@ -1132,13 +1182,20 @@ mod memory_only {
         s.opaque_insert("at-grace", b"a", T + 10, T).await.unwrap();
         s.opaque_insert("after-grace", b"b", T + 11, T).await.unwrap();
         s.opaque_insert("long", b"c", T + 1000, T).await.unwrap();
+        s.mark_once("m-at-grace", T + 10, T).await.unwrap();
+        s.mark_once("m-after-grace", T + 11, T).await.unwrap();
         s.sweep();
-        assert_eq!((s.stats().rate_counters, s.stats().opaque_tokens), (2, 3));
+        let stats = s.stats();
+        assert_eq!((stats.rate_counters, stats.opaque_tokens, stats.marks), (2, 3, 2));
         // A caller at T+12: the horizon is T+10.
         assert_eq!(s.is_revoked("x", "y", T, T + 12).await, Ok(false));
         s.sweep();
         let stats = s.stats();
-        assert_eq!((stats.rate_counters, stats.opaque_tokens), (1, 2), "{stats:?}");
+        assert_eq!(
+            (stats.rate_counters, stats.opaque_tokens, stats.marks),
+            (1, 2, 1),
+            "{stats:?}"
+        );
         assert_eq!(s.opaque_get("long", T + 12).await, Ok(Some(b"c".to_vec())));
         // The open window still counts its hit: four more, then refused.
         for _ in 0..4 {
