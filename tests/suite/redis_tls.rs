@@ -471,7 +471,16 @@ async fn mutual_tls_sends_the_client_certificate() {
     let server = TlsRedis::start(&pki, "server", true, &[]);
     // Without a client certificate the server ends the handshake.
     unavailable(connect(&server.url(), &pki.tls("ca", false)).await);
-    let store = Arc::new(connect(&server.url(), &pki.tls("ca", true)).await.unwrap());
+    let tls = pki.tls("ca", true);
+    // Its debug form says what is set, never what the files hold.
+    let key = std::fs::read_to_string(pki.path("client.key")).unwrap();
+    let body = key.lines().nth(1).unwrap();
+    assert_eq!(
+        format!("{tls:?}"),
+        "RedisTls { ca: Some(\"custom\"), client_certificate: true }"
+    );
+    assert!(!format!("{tls:#?}").contains(body));
+    let store = Arc::new(connect(&server.url(), &tls).await.unwrap());
     crate::store::consume_first_use_then_replayed(store).await;
 }
 

@@ -273,7 +273,7 @@ async fn reconnect(store: Weak<Inner>) {
             return;
         };
         attempts = attempts.saturating_add(1);
-        match fresh_connection(single, inner.timeout).await {
+        match fresh_connection(&single.client, &single.config, inner.timeout).await {
             Ok(conn) => {
                 single.conn.store(Arc::new(conn));
                 single.reconnecting.store(false, Ordering::Release);
@@ -296,9 +296,13 @@ async fn reconnect(store: Weak<Inner>) {
 
 /// A new manager whose connection has answered `PING`, within one timeout:
 /// connecting alone succeeds against a paused Redis (the kernel accepts).
-async fn fresh_connection(single: &Single, timeout: Duration) -> Result<ConnectionManager, String> {
+async fn fresh_connection(
+    client: &Client,
+    config: &ConnectionManagerConfig,
+    timeout: Duration,
+) -> Result<ConnectionManager, String> {
     let attempt = async {
-        let mut conn = ConnectionManager::new_with_config(single.client.clone(), single.config.clone()).await?;
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
         let pong: String = ::redis::cmd("PING").query_async(&mut conn).await?;
         Ok::<_, RedisError>((conn, pong))
     };
@@ -312,11 +316,74 @@ async fn fresh_connection(single: &Single, timeout: Duration) -> Result<Connecti
 
 #[cfg(test)]
 mod tests {
-    use std::io;
+    use std::io::{self, Read, Write};
+    use std::time::Duration;
 
-    use ::redis::{ErrorKind, RedisError};
+    use ::redis::aio::ConnectionManagerConfig;
+    use ::redis::{Client, ErrorKind, RedisError};
 
-    use super::is_connection_error;
+    use super::{fresh_connection, is_connection_error};
+
+    /// The length of the first complete RESP command (an array of bulk
+    /// strings) at the start of `buf`.
+    fn one_command(buf: &[u8]) -> Option<usize> {
+        let line = |at: usize| -> Option<(&[u8], usize)> {
+            let end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+            Some((&buf[at..end], end + 2))
+        };
+        let number = |text: &[u8], tag: u8| -> Option<usize> {
+            std::str::from_utf8(text.strip_prefix(&[tag])?).ok()?.parse().ok()
+        };
+        let (head, mut at) = line(0)?;
+        for _ in 0..number(head, b'*')? {
+            let (len, next) = line(at)?;
+            at = next + number(len, b'$')? + 2;
+        }
+        (at <= buf.len()).then_some(at)
+    }
+
+    /// A server on a loopback port that answers every command with `reply`.
+    fn answering(reply: &'static [u8]) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for sock in listener.incoming() {
+                let Ok(mut sock) = sock else { return };
+                std::thread::spawn(move || {
+                    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                    while let Ok(n @ 1..) = sock.read(&mut chunk) {
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(used) = one_command(&buf) {
+                            buf.drain(..used);
+                            if sock.write_all(reply).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// A server that accepts and answers, but not `PONG` to `PING`, is not
+    /// taken for a Redis that came back.
+    #[tokio::test]
+    async fn a_fresh_connection_is_one_that_answered_pong() {
+        let timeout = Duration::from_secs(2);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_number_of_retries(0);
+        let client = |port: u16| Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let pong = client(answering(b"+PONG\r\n"));
+        assert!(fresh_connection(&pong, &config, timeout).await.is_ok());
+        let other = client(answering(b"+HELLO\r\n"));
+        match fresh_connection(&other, &config, timeout).await {
+            Ok(_) => panic!("a connection that answered HELLO to PING was taken"),
+            Err(why) => assert_eq!(why, "unexpected PING reply \"HELLO\""),
+        }
+    }
 
     #[test]
     fn connection_errors_are_io_and_reconnect_errors_only() {

@@ -39,6 +39,7 @@ fn err(r: Result<RedisTls, TlsFileError>) -> TlsFileError {
 fn none_is_the_default() {
     let t = RedisTls::from_files(None, None, None).unwrap();
     assert!(!t.is_custom());
+    assert_eq!(format!("{t:?}"), "RedisTls { ca: None, client_certificate: false }");
     let c = t.certificates();
     assert!(c.root_cert.is_none() && c.client_tls.is_none());
 }
