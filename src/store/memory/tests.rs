@@ -1,5 +1,6 @@
 //! Unit tests of the mark table's internals: when a shard reclaims expired
 //! marks, and when a mark's slot is free again.
+#![allow(clippy::unwrap_used)]
 
 use super::*;
 use crate::store::Store;
@@ -90,19 +91,17 @@ async fn shard_with_live(live: impl Fn(usize) -> usize) -> (MemoryStore, usize, 
 /// quarter of it, and leaves it at exactly a quarter.
 #[tokio::test]
 async fn a_sweep_shrinks_a_table_a_quarter_full_no_further() {
+    let size = |s: &MemoryStore, index: usize| {
+        let shard = lock(&s.inner.marks[index]);
+        (shard.map.len(), shard.map.capacity())
+    };
     let (s, index, c) = shard_with_live(|c| c / 4).await;
     s.sweep();
-    let shard = lock(&s.inner.marks[index]);
-    assert_eq!(
-        (shard.map.len(), shard.map.capacity()),
-        (c / 4, c),
-        "a quarter full: kept"
-    );
-    drop(shard);
+    assert_eq!(size(&s, index), (c / 4, c), "a quarter full: kept");
 
     let (s, index, c) = shard_with_live(|c| c / 4 - 1).await;
     s.sweep();
-    let shard = lock(&s.inner.marks[index]);
-    assert_eq!(shard.map.len(), c / 4 - 1);
-    assert!(shard.map.capacity() < c, "less than a quarter full: shrunk from {c}");
+    let (len, capacity) = size(&s, index);
+    assert_eq!(len, c / 4 - 1);
+    assert!(capacity < c, "less than a quarter full: shrunk from {c} to {capacity}");
 }

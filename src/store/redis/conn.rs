@@ -315,6 +315,7 @@ async fn fresh_connection(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use std::io::{self, Read, Write};
     use std::time::Duration;
