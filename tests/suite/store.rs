@@ -875,6 +875,21 @@ mod memory_only {
         assert_eq!((d.allowed, d.retry_after), (true, 25));
     }
 
+    /// A full revocation table makes room by dropping what expired before
+    /// the latest `now` less the grace.
+    #[tokio::test]
+    async fn a_full_revocation_table_drops_expired_entries_for_a_new_one() {
+        let s = MemoryStore::new(1);
+        s.revoke_jti("old", T + 10, T).await.unwrap();
+        assert_eq!(
+            s.revoke_jti("new", T + 100, T + 5).await,
+            Err(StoreError::Full { capacity: 1 })
+        );
+        assert_eq!(s.revoke_sub("new", T + 12, T + 100, T + 12).await, Ok(()));
+        assert_eq!(s.is_revoked("x", "new", T + 12, T + 12).await, Ok(true));
+        assert_eq!(s.stats().revocations, 1);
+    }
+
     /// Below capacity a readiness probe answers at once: it scans no table
     /// (the marks that expired are reclaimed by the sweeper, or when a
     /// table is about to grow).
@@ -1184,18 +1199,35 @@ mod memory_only {
         s.opaque_insert("long", b"c", T + 1000, T).await.unwrap();
         s.mark_once("m-at-grace", T + 10, T).await.unwrap();
         s.mark_once("m-after-grace", T + 11, T).await.unwrap();
+        s.revoke_jti("j-at-grace", T + 10, T).await.unwrap();
+        s.revoke_jti("j-after-grace", T + 11, T).await.unwrap();
+        s.revoke_sub("s-at-grace", T, T + 10, T).await.unwrap();
+        s.revoke_sub("s-after-grace", T, T + 11, T).await.unwrap();
+        for (family, end) in [("f-at-grace", T + 10), ("f-after-grace", T + 11)] {
+            let mut r = record(family, T);
+            (r.expires_at, r.family_expires_at) = (end, end);
+            s.refresh_insert(family, &r, T).await.unwrap();
+            s.refresh_revoke_family(family, end, T).await.unwrap();
+        }
+        // Rate counters, opaque tokens, marks, revocations, refresh tokens,
+        // revoked families.
+        let sizes = |s: &MemoryStore| {
+            let n = s.stats();
+            [
+                n.rate_counters,
+                n.opaque_tokens,
+                n.marks,
+                n.revocations,
+                n.refresh_tokens,
+                n.revoked_families,
+            ]
+        };
         s.sweep();
-        let stats = s.stats();
-        assert_eq!((stats.rate_counters, stats.opaque_tokens, stats.marks), (2, 3, 2));
+        assert_eq!(sizes(&s), [2, 3, 2, 4, 2, 2]);
         // A caller at T+12: the horizon is T+10.
         assert_eq!(s.is_revoked("x", "y", T, T + 12).await, Ok(false));
         s.sweep();
-        let stats = s.stats();
-        assert_eq!(
-            (stats.rate_counters, stats.opaque_tokens, stats.marks),
-            (1, 2, 1),
-            "{stats:?}"
-        );
+        assert_eq!(sizes(&s), [1, 2, 1, 2, 1, 1], "{:?}", s.stats());
         assert_eq!(s.opaque_get("long", T + 12).await, Ok(Some(b"c".to_vec())));
         // The open window still counts its hit: four more, then refused.
         for _ in 0..4 {

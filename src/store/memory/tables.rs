@@ -74,11 +74,9 @@ impl Revocations {
         self.sub.get(sub).is_some_and(|s| s.until > now && iat <= s.revoked_at)
     }
 
-    pub(super) fn sweep(&mut self, horizon: i64) -> usize {
-        let before = self.len();
+    pub(super) fn sweep(&mut self, horizon: i64) {
         self.jti.retain(|_, until| *until > horizon);
         self.sub.retain(|_, r| r.until > horizon);
-        before - self.len()
     }
 
     /// Makes room for one more entry, or refuses.
@@ -118,14 +116,12 @@ pub(super) struct TokenEntry {
 }
 
 impl RefreshTokens {
-    pub(super) fn sweep(&mut self, horizon: i64) -> usize {
-        let before = self.tokens.len();
+    pub(super) fn sweep(&mut self, horizon: i64) {
         // Spent tokens stay until the family expires: that is what lets a
         // reuse be detected after the spent token's own expiry.
         self.tokens.retain(|_, t| t.record.family_expires_at > horizon);
         self.revoked_families
             .retain(|_, family_expires_at| *family_expires_at > horizon);
-        before - self.tokens.len()
     }
 
     pub(super) fn reserve(&mut self, capacity: usize, horizon: i64) -> Result<(), StoreError> {
