@@ -890,6 +890,23 @@ mod memory_only {
         assert_eq!(s.stats().revocations, 1);
     }
 
+    /// A full refresh-token table makes room by dropping families that
+    /// ended before the latest `now` less the grace.
+    #[tokio::test]
+    async fn a_full_refresh_table_drops_ended_families_for_a_new_one() {
+        let s = MemoryStore::new(1);
+        let mut old = record("old", T);
+        (old.expires_at, old.family_expires_at) = (T + 10, T + 10);
+        s.refresh_insert("old-0", &old, T).await.unwrap();
+        assert_eq!(
+            s.refresh_insert("new-0", &record("new", T + 5), T + 5).await,
+            Err(StoreError::Full { capacity: 1 })
+        );
+        assert_eq!(s.refresh_insert("new-0", &record("new", T + 12), T + 12).await, Ok(()));
+        assert!(s.refresh_live("new-0", T + 12).await.unwrap().is_some());
+        assert_eq!(s.stats().refresh_tokens, 1);
+    }
+
     /// Below capacity a readiness probe answers at once: it scans no table
     /// (the marks that expired are reclaimed by the sweeper, or when a
     /// table is about to grow).
