@@ -262,3 +262,34 @@ async fn an_unassigned_slot_is_not_ready_and_fails_closed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// With `wait_replicas`, a first use on a cluster stands only once enough
+/// replicas of the mark's master confirmed it (here more than it has:
+/// never), and says so; a replay needs no replica to stay a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_use_on_a_cluster_waits_for_its_replicas() {
+    let seeds = crate::cluster_harness::shared_seeds();
+    let namespace = format!("wait-more-{}", std::process::id());
+    let connect = || RedisStore::connect_cluster(&seeds, &namespace, Duration::from_secs(2), now() - 3600);
+    let plain = connect().await.expect("connect to the test Redis Cluster");
+    let waiting = connect().await.unwrap().with_wait_replicas(2);
+    let t = now();
+    // The script is loaded on the mark's master first (a consume in the
+    // same bucket): a NOSCRIPT retry would run `WAIT`'s bound twice.
+    let bucket = crate::cluster_harness::mark_bucket("jti:w");
+    let neighbour = (0..)
+        .map(|i| format!("jti:n{i}"))
+        .find(|k| crate::cluster_harness::mark_bucket(k) == bucket)
+        .unwrap();
+    let first = plain.consume(Consume::new("n", "u", t, &neighbour, t + 60), t).await;
+    assert_eq!(first, Ok(ConsumeOutcome::FirstUse));
+    let consume = || Consume::new("w", "u", t, "jti:w", t + 60);
+    let r = waiting.consume(consume(), t).await;
+    assert!(
+        matches!(&r, Err(tokensmith::store::StoreError::Unavailable(why))
+            if why.starts_with("redis consume: written on the master but confirmed by")
+                && why.contains(" of 2 replicas")),
+        "{r:?}"
+    );
+    assert_eq!(waiting.consume(consume(), t).await, Ok(ConsumeOutcome::Replayed));
+}
