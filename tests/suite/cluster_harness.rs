@@ -212,6 +212,10 @@ fn spawn(dir: &Path, port: u16, node_timeout_ms: u64, extra: &[&str], watch_pid:
         "nodes.conf",
         "--cluster-node-timeout",
         &node_timeout_ms.to_string(),
+        // A replica's first sync (and a resync after failover) starts at
+        // once, not after the default 5 s wait for more replicas.
+        "--repl-diskless-sync-delay",
+        "0",
     ]
     .iter()
     .map(|s| (*s).to_owned())

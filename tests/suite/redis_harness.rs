@@ -144,6 +144,9 @@ fn spawn(binary: &str, port: u16, dir: &Path, extra: &[String]) -> Result<Child,
     let spawned = Command::new(binary)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        // A replica's first sync starts at once, not after the default 5 s
+        // a master waits for more replicas to share a diskless transfer.
+        .args(["--repl-diskless-sync-delay", "0"])
         .args(extra)
         .arg("--dir")
         .arg(dir)
