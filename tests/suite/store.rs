@@ -1011,15 +1011,24 @@ mod memory_only {
     /// shards, and sweep every shard when full), revocations (write lock),
     /// marks and full sweeps, on many threads at once against a small
     /// store: all of it must finish. Plain threads, so a deadlock shows as
-    /// a timeout here instead of a hung runtime.
+    /// a timeout here instead of a hung runtime; a worker that panics
+    /// fails the test at once (it would otherwise wait out the timeout).
     #[test]
     fn consumes_revocations_and_sweeps_together_do_not_deadlock() {
+        /// Tells the test that a worker ended, and whether by a panic.
+        struct Ended(std::sync::mpsc::Sender<(i64, bool)>, i64);
+        impl Drop for Ended {
+            fn drop(&mut self) {
+                let _ = self.0.send((self.1, std::thread::panicking()));
+            }
+        }
         let s = Arc::new(MemoryStore::new(64));
         let (done, finished) = std::sync::mpsc::channel();
         for worker in 0..8_i64 {
             let s = Arc::clone(&s);
-            let done = done.clone();
+            let ended = Ended(done.clone(), worker);
             std::thread::spawn(move || {
+                let _ended = ended;
                 let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
                 rt.block_on(async {
                     for i in 0..2_000_i64 {
@@ -1050,13 +1059,13 @@ mod memory_only {
                         .unwrap();
                     }
                 });
-                done.send(worker).unwrap();
             });
         }
         for _ in 0..8 {
-            finished
+            let (worker, panicked) = finished
                 .recv_timeout(Duration::from_secs(60))
                 .expect("a worker did not finish: deadlock");
+            assert!(!panicked, "worker {worker} panicked");
         }
         assert!(s.stats().marks <= 64);
     }
