@@ -150,39 +150,15 @@ collect_tokens() {
 }
 
 if [ "${CLUSTER:-0}" = 1 ]; then
-  # A Redis Cluster of 3 masters and 3 replicas on free loopback ports, as
-  # scripts/test starts one: a node also listens on its port + 10000 (the
-  # bus), so both must be free and the port at most 55535.
-  cport() {
-    python3 -c '
-import socket
-while True:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
-    if p > 55535: continue
-    b = socket.socket()
-    try: b.bind(("127.0.0.1", p + 10000))
-    except OSError: continue
-    print(p); break'
-  }
-  CPORTS=() ; SEEDS=() ; ADDRS=()
-  for _ in 1 2 3 4 5 6; do
-    cp=$(cport)
-    mkdir -p "$W/node$cp"
-    redis-server --port "$cp" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
-      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-      --dir "$W/node$cp" --logfile "$W/node$cp/redis.log" >/dev/null 2>&1 &
-    PIDS+=($!)
-    CPORTS+=("$cp"); ADDRS+=("127.0.0.1:$cp"); SEEDS+=("\"redis://127.0.0.1:$cp\"")
-  done
-  for cp in "${CPORTS[@]}"; do wait_port "$cp" "$W/node$cp/redis.log"; done
-  redis-cli --cluster create "${ADDRS[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
-  for cp in "${CPORTS[@]}"; do
-    for _ in $(seq 300); do
-      info=$(redis-cli -p "$cp" CLUSTER INFO 2>/dev/null; redis-cli -p "$cp" INFO replication 2>/dev/null)
-      grep -q '^cluster_state:ok' <<<"$info" && { ! grep -q '^role:master' <<<"$info" || grep -q 'state=online' <<<"$info"; } && break
-      sleep 0.1
-    done
-  done
+  # A Redis Cluster of 3 masters and 3 replicas on free loopback ports, the
+  # one scripts/test starts (scripts/lib/redis-cluster.sh), stopped on exit.
+  # shellcheck source=scripts/lib/redis-cluster.sh
+  . scripts/lib/redis-cluster.sh
+  trap 'stop_cluster; cleanup' EXIT
+  start_cluster
+  await_cluster
+  CPORTS=("${CLUSTER_PORTS[@]}") SEEDS=()
+  for cp in "${CPORTS[@]}"; do SEEDS+=("\"redis://127.0.0.1:$cp\""); done
   SEEDLIST=$(IFS=,; echo "${SEEDS[*]}")
   # The two instances share the cluster, each in its own namespace (issuer).
   start_instance cl0 RS256 redis "" "redis_cluster = [$SEEDLIST]

@@ -1,4 +1,5 @@
-# Sourced by scripts/test and scripts/mutants (bash, set -euo pipefail):
+# Sourced by scripts/test, scripts/mutants and benches/load.sh (bash,
+# set -euo pipefail):
 # start_cluster, await_cluster and stop_cluster for the tests' Redis Cluster.
 # Needs redis-server, redis-cli and python3. The caller traps stop_cluster
 # on EXIT, so the nodes are torn down whatever happens.
@@ -14,7 +15,7 @@ stop_cluster() {
   for pid in "${CLUSTER_PIDS[@]:-}"; do
     [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
   done
-  [ -n "$CLUSTER_DIR" ] && rm -rf "$CLUSTER_DIR"
+  if [ -n "$CLUSTER_DIR" ]; then rm -rf "$CLUSTER_DIR"; fi
 }
 # A node also listens on its port + 10000 (the cluster bus): both must be
 # free, and the bus port must exist (no ephemeral port above 55535).
