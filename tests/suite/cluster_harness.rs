@@ -135,6 +135,22 @@ impl Drop for RedisCluster {
     }
 }
 
+/// A name for this test process, for its namespaces on the shared cluster:
+/// its process id and the nanosecond it first asked. The id alone repeats:
+/// ids are reused (`pid_max` is 32768 on some machines), and under
+/// `scripts/mutants` each test process is the first of a PID namespace of
+/// its own (so that what it started dies with it), where its id is 1. A
+/// repeat would hand one process the marks another left behind.
+pub fn process_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}-{nanos}", std::process::id())
+    })
+}
+
 /// The shared cluster's seed list; started on first use when
 /// `TS_TEST_REDIS_CLUSTER` is not set.
 pub fn shared_seeds() -> Vec<String> {

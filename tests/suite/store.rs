@@ -36,7 +36,7 @@ async fn connect(server: &RedisServer, namespace: &str, timeout: Duration) -> Re
 /// hour ago (as [`connect`]).
 async fn connect_cluster(namespace: &str) -> RedisStore {
     let seeds = crate::cluster_harness::shared_seeds();
-    let namespace = format!("{namespace}-{}", std::process::id());
+    let namespace = format!("{namespace}-{}", crate::cluster_harness::process_name());
     RedisStore::connect_cluster(&seeds, &namespace, TIMEOUT, now() - 3600)
         .await
         .expect("connect to the test Redis Cluster")

@@ -269,7 +269,7 @@ async fn an_unassigned_slot_is_not_ready_and_fails_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_use_on_a_cluster_waits_for_its_replicas() {
     let seeds = crate::cluster_harness::shared_seeds();
-    let namespace = format!("wait-more-{}", std::process::id());
+    let namespace = format!("wait-more-{}", crate::cluster_harness::process_name());
     let connect = || RedisStore::connect_cluster(&seeds, &namespace, Duration::from_secs(2), now() - 3600);
     let plain = connect().await.expect("connect to the test Redis Cluster");
     let waiting = connect().await.unwrap().with_wait_replicas(2);

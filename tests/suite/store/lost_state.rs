@@ -206,7 +206,7 @@ async fn on_a_cluster_every_bucket_starts_a_new_epoch_and_holds_the_earlier_ones
         .trim_end_matches('/')
         .parse()
         .unwrap();
-    let namespace = format!("layout-{}", std::process::id());
+    let namespace = format!("layout-{}", crate::cluster_harness::process_name());
     let id = namespace_id(&namespace);
     let t = now();
     let on_master = |key: &str, args: &[&str]| on_master_of(any_port, key, args);
@@ -237,7 +237,7 @@ async fn on_a_cluster_every_bucket_starts_a_new_epoch_and_holds_the_earlier_ones
 #[tokio::test]
 async fn on_a_cluster_the_first_start_records_the_epochs_and_says_so() {
     let seeds = crate::cluster_harness::shared_seeds();
-    let namespace = format!("epochs-log-{}-{}", std::process::id(), now());
+    let namespace = format!("epochs-log-{}", crate::cluster_harness::process_name());
     let id = namespace_id(&namespace);
     let log = durability_log();
     let t = now();
